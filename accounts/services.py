@@ -1,0 +1,164 @@
+"""Writes for accounts: users, API keys, the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, AuditLog, User
+from chatter_project.errors import ApplicationError
+from chatter_project.logs import request_id_var
+
+KEY_PREFIX = "chk_"
+_VISIBLE_CHARS = 8
+
+
+def hash_api_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _client_ip(request: HttpRequest | None) -> str | None:
+    # Proxy-aware client addresses come with the security layer; REMOTE_ADDR is what we know.
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def log_action(
+    *,
+    actor: User | None,
+    action: str,
+    target: models.Model | None = None,
+    details: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+) -> AuditLog:
+    """Record a security-relevant action (who, what, on which object, from where)."""
+    if actor is not None and not actor.is_authenticated:
+        actor = None
+    request_id = request_id_var.get()
+    return AuditLog.objects.create(
+        actor=actor,
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_repr=str(target)[:200] if target is not None else "",
+        ip_address=_client_ip(request),
+        request_id="" if request_id == "-" else request_id,
+        details=details or {},
+    )
+
+
+def user_ensure(*, username: str, staff: bool = False) -> tuple[User, bool]:
+    """The user with this name, created (without a usable password) when missing."""
+    user, created = User.objects.get_or_create(
+        username=username, defaults={"is_staff": staff, "is_superuser": staff}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    elif staff and not user.is_staff:
+        user.is_staff = True
+        user.is_superuser = True
+        user.save(update_fields=["is_staff", "is_superuser"])
+    return user, created
+
+
+def _validate_scopes(scopes: list[str] | None) -> list[str]:
+    if scopes is None:
+        return list(DEFAULT_SCOPES)
+    allowed = set(ApiKeyScope.values)
+    unknown = sorted(set(scopes) - allowed)
+    if unknown or not scopes:
+        raise ApplicationError(
+            "Scopes must be a non-empty subset of the known scopes.",
+            code="invalid_scopes",
+            details={
+                "scopes": [f"Unknown scope: {s}" for s in unknown] or ["At least one scope."],
+                "allowed": sorted(allowed),
+            },
+        )
+    return sorted(set(scopes))
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    user: User,
+    name: str,
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+    actor: User | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the raw key, which is never retrievable again."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ApplicationError(
+            "The expiry must be in the future.",
+            code="invalid_expiry",
+            details={"expires_at": ["Must be in the future."]},
+        )
+    raw = KEY_PREFIX + secrets.token_urlsafe(24)
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name,
+        prefix=raw[: len(KEY_PREFIX) + _VISIBLE_CHARS],
+        hashed_key=hash_api_key(raw),
+        scopes=_validate_scopes(scopes),
+        expires_at=expires_at,
+    )
+    log_action(
+        actor=actor or user,
+        action="api_key.created",
+        target=api_key,
+        details={"owner": user.username, "scopes": api_key.scopes},
+        request=request,
+    )
+    return api_key, raw
+
+
+@transaction.atomic
+def api_key_revoke(
+    *, api_key: ApiKey, actor: User | None, request: HttpRequest | None = None
+) -> ApiKey:
+    """Revoke a key at once; revoking twice is harmless and logged once."""
+    updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    api_key.refresh_from_db()
+    if updated:
+        log_action(
+            actor=actor,
+            action="api_key.revoked",
+            target=api_key,
+            details={"owner": api_key.user.username},
+            request=request,
+        )
+    return api_key
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key for this raw value (with its user), or None; records its use."""
+    if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 100:
+        return None
+    api_key = (
+        ApiKey.objects.active()
+        .select_related("user")
+        .filter(hashed_key=hash_api_key(raw_key), user__is_active=True)
+        .first()
+    )
+    if api_key is None:
+        return None
+    now = timezone.now()
+    interval = timedelta(seconds=settings.API_KEY_LAST_USED_INTERVAL_SECONDS)
+    if api_key.last_used_at is None or now - api_key.last_used_at > interval:
+        # One write per key per interval, not one per request.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AgentsConfig(AppConfig):
+    """Configurable agents, tools and routing (models arrive with the agents issue)."""
+
+    name = "agents"
+    verbose_name = "Agents"

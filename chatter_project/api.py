@@ -1,0 +1,92 @@
+"""The API assembly: DRF resources and Ninja async operations under /api/v1/, one schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.urls import include, path
+from ninja import NinjaAPI
+from rest_framework.routers import SimpleRouter
+
+from accounts.api import ApiKeyViewSet
+from accounts.api import router as accounts_router
+from accounts.authentication import NinjaApiKeyAuth
+from chatter_project.exception_handlers import install_ninja_handlers
+from chatter_project.health import router as health_router
+
+API_PREFIX = "/api/v1/"
+
+router = SimpleRouter()
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
+
+ninja_api = NinjaAPI(
+    title="Chatter async API",
+    version="1",
+    urls_namespace="ninja-v1",
+    # One OpenAPI document for clients: Ninja's operations are merged into spectacular's.
+    openapi_url=None,
+    docs_url=None,
+    auth=NinjaApiKeyAuth(),
+)
+install_ninja_handlers(ninja_api)
+ninja_api.add_router("", health_router)
+ninja_api.add_router("", accounts_router)
+
+urlpatterns = [
+    path("", include(router.urls)),
+    path("", ninja_api.urls),
+]
+
+
+def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (
+                renames.get(value, value)
+                if key == "$ref" and isinstance(value, str)
+                else _rewrite_refs(value, renames)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewrite_refs(item, renames) for item in node]
+    return node
+
+
+def merge_ninja_schema(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: add Ninja's paths and components.
+
+    Ninja uses int response codes (a JSON round trip makes them strings, as YAML output
+    needs); its component names may clash with DRF's, so clashing ones are renamed and
+    their $refs rewritten; its bearer scheme is the same key scheme as DRF's.
+    """
+    ninja = json.loads(json.dumps(ninja_api.get_openapi_schema(path_prefix=API_PREFIX.rstrip("/"))))
+    components = result.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    renames: dict[str, str] = {}
+    for name in ninja.get("components", {}).get("schemas", {}):
+        if name in schemas:
+            renames[f"#/components/schemas/{name}"] = f"#/components/schemas/{name}Async"
+    ninja = _rewrite_refs(ninja, renames)
+    for name, schema in ninja.get("components", {}).get("schemas", {}).items():
+        schemas[f"{name}Async" if f"#/components/schemas/{name}" in renames else name] = schema
+
+    ninja_schemes = set(ninja.get("components", {}).get("securitySchemes", {}))
+    for path_key, operations in ninja.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            security = operation.get("security")
+            if not security:
+                operation["security"] = []  # public, stated explicitly
+            else:
+                operation["security"] = [
+                    {"ApiKeyAuth": []} if set(entry) & ninja_schemes else entry
+                    for entry in security
+                ]
+        result.setdefault("paths", {}).setdefault(path_key, {}).update(operations)
+    result["paths"] = dict(sorted(result["paths"].items()))
+    return result

@@ -1,0 +1,82 @@
+"""Liveness and readiness probes (Ninja, async, no authentication)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from chatter_project.errors import error_response
+
+router = Router(tags=["meta"])
+
+
+class Health(Schema):
+    status: str
+
+
+class Check(Schema):
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class Ready(Schema):
+    status: str
+    checks: dict[str, Check]
+
+
+@router.get("/health/", auth=None, response=Health, summary="Liveness: the process answers")
+async def health(request: HttpRequest) -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _timed(probe: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        probe()
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        return {"ok": False, "latency_ms": _ms(started), "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "latency_ms": _ms(started), "error": None}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _queue() -> None:
+    from django_q.brokers import get_broker
+
+    # queue_size() really talks to the broker (a COUNT on the ORM queue, LLEN on Redis);
+    # the ORM broker's ping() is a constant True.
+    get_broker().queue_size()
+
+
+def _checks() -> dict[str, dict[str, Any]]:
+    try:
+        return {"database": _timed(_database), "queue": _timed(_queue)}
+    finally:
+        connection.close()  # hand the pooled connection back at once
+
+
+@router.get(
+    "/ready/",
+    auth=None,
+    response={200: Ready},
+    summary="Readiness: the database and the job queue's broker are reachable",
+    description="503 with the error envelope (the failed checks in `details.checks`) when not.",
+)
+async def ready(request: HttpRequest) -> Any:
+    checks = await sync_to_async(_checks)()
+    if all(check["ok"] for check in checks.values()):
+        return {"status": "ok", "checks": checks}
+    return error_response(503, "not_ready", "A dependency is unreachable.", {"checks": checks})

@@ -1,0 +1,200 @@
+"""`make run`: migrate, make sure an operator can get in, then run the web server and the
+job workers together in the foreground until Ctrl-C or SIGTERM.
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only this supervisor,
+which then sends each child exactly one SIGTERM (uvicorn treats a second signal as "force
+quit") and waits for them. When the supervisor exits it detaches from the embedded
+PostgreSQL, which then shuts down cleanly if nothing else is attached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.models import User
+from accounts.services import api_key_authenticate, api_key_create, log_action
+
+DEMO_USERNAME = "admin"
+STOP_TIMEOUT_SECONDS = 25
+
+
+@dataclass
+class DemoCredentials:
+    username: str
+    password: str
+    api_key: str
+    fresh: bool
+
+
+def _credentials_file() -> Path:
+    return Path(settings.DATA_DIR) / "demo-credentials.json"
+
+
+def demo_credentials_ensure() -> DemoCredentials | None:
+    """Create the operator account and a key on first start; later starts read them back.
+
+    The key is stored hashed in the database, so the only copy of the raw key and password
+    is this 0600 file in the data directory (like the generated SECRET_KEY beside it).
+    Returns None when the file's credentials no longer work (changed or revoked on purpose).
+    """
+    path = _credentials_file()
+    if path.exists():
+        saved = json.loads(path.read_text())
+        user = User.objects.filter(username=saved["username"]).first()
+        api_key = api_key_authenticate(saved["api_key"])
+        if user is not None and api_key is not None and user.check_password(saved["password"]):
+            return DemoCredentials(
+                saved["username"], saved["password"], saved["api_key"], fresh=False
+            )
+        if User.objects.exists():
+            return None
+    elif User.objects.filter(is_superuser=True).exists():
+        return None
+
+    password = secrets.token_urlsafe(12)
+    with transaction.atomic():
+        user = User.objects.filter(username=DEMO_USERNAME).first() or User(username=DEMO_USERNAME)
+        user.is_staff = user.is_superuser = user.is_active = True
+        user.set_password(password)
+        user.save()
+        log_action(actor=None, action="user.created", target=user, details={"via": "make run"})
+        _, raw = api_key_create(user=user, name="demo (make run)", actor=None)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"username": DEMO_USERNAME, "password": password, "api_key": raw}, handle)
+    return DemoCredentials(DEMO_USERNAME, password, raw, fresh=True)
+
+
+def print_banner(out: TextIO, port: int, credentials: DemoCredentials | None) -> None:
+    base = f"http://127.0.0.1:{port}"
+    database = "embedded PostgreSQL" if settings.EMBEDDED_DATABASE else "DATABASE_URL"
+    lines = [
+        "",
+        "Chatter",
+        f"  Admin         {base}/admin/",
+        f"  API docs      {base}/api/docs/",
+        f"  OpenAPI       {base}/api/schema/",
+        f"  API           {base}/api/v1/",
+        f"  Data dir      {settings.DATA_DIR}",
+        f"  Database      {database}",
+    ]
+    if credentials is not None:
+        origin = "created now" if credentials.fresh else f"saved in {_credentials_file()}"
+        lines += [
+            f"  Operator      {credentials.username} / {credentials.password}   ({origin})",
+            f"  API key       {credentials.api_key}",
+            f"  Try           curl -H 'Authorization: Bearer {credentials.api_key}' "
+            f"{base}/api/v1/whoami/",
+        ]
+    else:
+        lines += [
+            "  Operator      the saved demo credentials were changed or revoked;",
+            "                make a key with:",
+            "                .venv/bin/python manage.py create_api_key --user NAME --staff",
+        ]
+    out.write("\n".join(lines) + "\n\n")
+    out.flush()
+
+
+class Supervisor:
+    """Runs the children, forwards one SIGTERM each on shutdown, and reaps them."""
+
+    def __init__(self, commands: dict[str, list[str]], out: TextIO) -> None:
+        self.commands = commands
+        self.out = out
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def start(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for name, command in self.commands.items():
+            self.children[name] = subprocess.Popen(command, start_new_session=True)
+
+    def wait_until_ready(self, url: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping and self.dead_child() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        return False
+
+    def dead_child(self) -> str | None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                return name
+        return None
+
+    def run_until_stopped(self) -> int:
+        exit_code = 0
+        while not self.stopping:
+            dead = self.dead_child()
+            if dead is not None:
+                self.out.write(
+                    f"{dead} exited with status {self.children[dead].returncode}; stopping.\n"
+                )
+                exit_code = 1
+                break
+            time.sleep(0.2)
+        self.shutdown()
+        return exit_code
+
+    def shutdown(self) -> None:
+        self.out.write("Stopping Chatter...\n")
+        self.out.flush()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for name, child in self.children.items():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.out.write(f"{name} did not stop in {STOP_TIMEOUT_SECONDS}s; killing it.\n")
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        self.out.write("Stopped.\n")
+        self.out.flush()
+
+
+def child_commands(port: int, host: str, web_workers: int) -> dict[str, list[str]]:
+    manage = str(Path(settings.BASE_DIR) / "manage.py")
+    return {
+        "web": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "chatter_project.asgi:application",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(web_workers),
+            "--lifespan",
+            "off",
+            "--no-server-header",
+        ],
+        "workers": [sys.executable, manage, "qcluster"],
+    }

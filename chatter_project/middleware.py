@@ -1,0 +1,103 @@
+"""Cross-cutting middleware: request ids, and the error envelope for everything under /api/."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from chatter_project.errors import error_response
+from chatter_project.logs import request_id_var
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _SyncAndAsync:
+    """Base for middleware that wraps the response the same way in sync and async stacks."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        token = self.before(request)
+        try:
+            return self.after(request, self.get_response(request))
+        finally:
+            self.finish(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        token = self.before(request)
+        try:
+            return self.after(request, await self.get_response(request))
+        finally:
+            self.finish(token)
+
+    def before(self, request: HttpRequest) -> Any:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+    def finish(self, token: Any) -> None:
+        return None
+
+
+class RequestIdMiddleware(_SyncAndAsync):
+    """Takes a client's X-Request-ID when it is sane, else makes one; echoes it back."""
+
+    def before(self, request: HttpRequest) -> Any:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        return request_id_var.set(request_id)
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
+        return response
+
+    def finish(self, token: Any) -> None:
+        request_id_var.reset(token)
+
+
+def _is_envelope(response: HttpResponse) -> bool:
+    if not response.get("Content-Type", "").startswith(
+        ("application/json", "application/problem+json")
+    ):
+        return False
+    if getattr(response, "streaming", False):
+        return True
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+class ApiErrorEnvelopeMiddleware(_SyncAndAsync):
+    """Errors that never reach DRF or Ninja (unknown paths, Django's 405s and 500s, CSRF
+    failures) still answer API clients with the JSON envelope rather than an HTML page."""
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code < 400 or not request.path.startswith("/api/"):
+            return response
+        if _is_envelope(response):
+            return response
+        headers = {
+            name: response[name]
+            for name in ("Allow", "Retry-After", "WWW-Authenticate")
+            if response.has_header(name)
+        }
+        return error_response(response.status_code, headers=headers)

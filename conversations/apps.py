@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ConversationsConfig(AppConfig):
+    """Conversations and messages on LangGraph (models arrive with the conversations issue)."""
+
+    name = "conversations"
+    verbose_name = "Conversations"

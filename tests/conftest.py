@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.services import api_key_create
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    def make(username: str, *, staff: bool = False, password: str | None = None) -> User:
+        user = User.objects.create_user(
+            username=username, password=password, is_staff=staff, is_superuser=staff
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def user(make_user: Callable[..., User]) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user: Callable[..., User]) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff_user(make_user: Callable[..., User]) -> User:
+    return make_user("operator", staff=True)
+
+
+def _client_for(user: User, **key_options: object) -> APIClient:
+    _, raw = api_key_create(user=user, name="test", **key_options)  # type: ignore[arg-type]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    client.raw_key = raw  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def client_for() -> Callable[..., APIClient]:
+    return _client_for
+
+
+@pytest.fixture
+def api_client(user: User) -> APIClient:
+    return _client_for(user)
+
+
+@pytest.fixture
+def other_client(other_user: User) -> APIClient:
+    return _client_for(other_user)
+
+
+@pytest.fixture
+def staff_client(staff_user: User) -> APIClient:
+    return _client_for(staff_user)
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_pools_before_test_database_teardown(django_db_setup, django_db_blocker):
+    """Pooled connections (from threads, the checkpointer, ...) stay open in the pool, and
+    PostgreSQL refuses to drop a database with open sessions."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+        # A connection still checked out by some executor thread would make DROP DATABASE
+        # fail; it belongs to a finished test, so end it.
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connections["default"].close()
