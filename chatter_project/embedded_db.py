@@ -10,7 +10,6 @@ server cleanly (``pg_ctl stop``, a fast shutdown) when the last one exits.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import time
@@ -53,14 +52,14 @@ def _prune_dead_holders(pgdata: Path) -> None:
 
 
 def _ensure_database(uri: str) -> None:
-    with psycopg.connect(uri, autocommit=True) as conn:
+    # Two processes creating it at once collide on pg_database's unique index (a
+    # UniqueViolation, not DuplicateDatabase): take pgserver's inter-process lock.
+    with PostgresServer._lock, psycopg.connect(uri, autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()
         if not exists:
-            # Another process may create it between our check and our create.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
 
 def embedded_database_settings(data_dir: Path) -> dict[str, object]:

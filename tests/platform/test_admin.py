@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib import admin
+from django.test import Client
+
+from accounts.models import ApiKey, AuditLog
+from accounts.services import api_key_authenticate, api_key_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user("root", staff=True, password="pw-for-tests")
+
+
+@pytest.fixture
+def admin_client(operator) -> Client:
+    client = Client()
+    assert client.login(username="root", password="pw-for-tests")
+    return client
+
+
+def changelist_url(model) -> str:
+    return f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+
+
+@pytest.mark.parametrize("model", list(admin.site._registry), ids=lambda m: m._meta.label_lower)
+def test_every_registered_model_has_a_working_changelist_and_search(admin_client, model):
+    model_admin = admin.site._registry[model]
+
+    assert admin_client.get(changelist_url(model)).status_code == 200
+    if model_admin.search_fields:
+        assert admin_client.get(changelist_url(model), {"q": "x"}).status_code == 200
+
+
+def test_our_models_have_useful_changelists():
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label in {"accounts"}:
+            assert len(model_admin.list_display) >= 4, model
+            assert model_admin.search_fields, model
+            assert model_admin.list_filter, model
+
+
+def test_creating_a_key_in_the_admin_shows_it_once_and_stores_its_hash(admin_client, operator):
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"user": operator.pk, "name": "from admin", "scopes": ["read"]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    shown = re.search(r"chk_[A-Za-z0-9_-]+", response.content.decode())
+    assert shown, "the new key is shown to the operator"
+    api_key = api_key_authenticate(shown.group(0))
+    assert api_key is not None and api_key.name == "from admin" and api_key.scopes == ["read"]
+    assert AuditLog.objects.filter(action="api_key.created", actor=operator).exists()
+    listing = admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert shown.group(0) not in listing
+
+
+def test_the_revoke_action_revokes_and_reports_the_count(admin_client, operator, user):
+    api_key_create(user=user, name="one")
+    api_key_create(user=user, name="two")
+    ids = [str(pk) for pk in ApiKey.objects.values_list("pk", flat=True)]
+
+    response = admin_client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", "_selected_action": ids},
+        follow=True,
+    )
+
+    assert "Revoked 2 API key(s)." in response.content.decode()
+    assert not ApiKey.objects.active().exists()
+    assert AuditLog.objects.filter(action="api_key.revoked", actor=operator).count() == 2
+
+
+def test_the_audit_log_cannot_be_edited_or_deleted(admin_client, user):
+    api_key_create(user=user, name="one")
+    entry = AuditLog.objects.get(action="api_key.created")
+
+    delete = admin_client.post(f"/admin/accounts/auditlog/{entry.pk}/delete/", {"post": "yes"})
+    admin_client.post(f"/admin/accounts/auditlog/{entry.pk}/change/", {"action": "forged"})
+
+    assert delete.status_code == 403
+    entry.refresh_from_db()
+    assert entry.action == "api_key.created"
+
+
+def test_sign_ins_are_audited(operator):
+    client = Client()
+    client.login(username="root", password="wrong")
+    client.login(username="root", password="pw-for-tests")
+
+    actions = list(AuditLog.objects.order_by("id").values_list("action", flat=True))
+    assert actions[-2:] == ["auth.login_failed", "auth.login"]
+
+
+def test_the_admin_is_styled_without_debug(client, settings):
+    settings.DEBUG = False
+
+    response = client.get("/static/admin/css/base.css")
+
+    assert response.status_code == 200
+    assert b"body" in b"".join(response.streaming_content)
