@@ -14,11 +14,14 @@ from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
 from chatter_project.exception_handlers import install_ninja_handlers
 from chatter_project.health import router as health_router
+from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
+from conversations.api import router as conversations_router
 
 API_PREFIX = "/api/v1/"
 
 router = SimpleRouter()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("conversations", ConversationViewSet, basename="conversation")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -32,9 +35,16 @@ ninja_api = NinjaAPI(
 install_ninja_handlers(ninja_api)
 ninja_api.add_router("", health_router)
 ninja_api.add_router("", accounts_router)
+ninja_api.add_router("", conversations_router)
 
 urlpatterns = [
     path("", include(router.urls)),
+    path(
+        "messages/<uuid:message_id>/feedback/",
+        MessageFeedbackView.as_view(),
+        name="message-feedback",
+    ),
+    path("usage/", UsageView.as_view(), name="usage"),
     path("", ninja_api.urls),
 ]
 

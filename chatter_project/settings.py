@@ -126,6 +126,9 @@ else:
 
 # Under ASGI every sync request runs in its own thread with its own connection; without a
 # pool ~160 concurrent requests exhaust PostgreSQL's 100 connections (see STACK.md).
+# Test servers started by the suite (uvicorn, workers) point at the test database by name.
+if os.environ.get("CHATTER_DB_NAME"):
+    _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
 _default_db.setdefault("OPTIONS", {})
 _default_db["OPTIONS"]["pool"] = {
     "min_size": int(os.environ.get("DB_POOL_MIN", "1")),
@@ -275,3 +278,31 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10
 
 # API keys: how often last_used_at is written at most (one UPDATE per key per interval).
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
+
+# --- Language models and conversations -------------------------------------------------------
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+
+
+def _default_model() -> str:
+    if os.environ.get("CHATTER_DEFAULT_MODEL"):
+        return os.environ["CHATTER_DEFAULT_MODEL"]
+    if OPENAI_API_KEY or OPENAI_BASE_URL:
+        return "openai:gpt-4o-mini"
+    if ANTHROPIC_API_KEY:
+        return "anthropic:claude-haiku-4-5"
+    return "local"  # no key: the platform still works, and says so
+
+
+CHATTER_DEFAULT_MODEL = _default_model()
+CHATTER_LLM_TIMEOUT = float(os.environ.get("CHATTER_LLM_TIMEOUT", "60"))
+CHATTER_LLM_MAX_RETRIES = int(os.environ.get("CHATTER_LLM_MAX_RETRIES", "1"))
+# Messages kept verbatim in the model's context before older ones are summarized.
+CHATTER_MEMORY_WINDOW = int(os.environ.get("CHATTER_MEMORY_WINDOW", "20"))
+# A turn whose process died is taken over after this long (normally the claim is released).
+CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
+CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
+CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "32000"))
+# Modules imported before the first model is built, so they can register_provider().
+CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")

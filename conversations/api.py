@@ -1,0 +1,324 @@
+"""Conversations API: resources on DRF, the token stream on Ninja (async)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, StreamingHttpResponse
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from ninja import Router, Schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chatter_project.errors import NotFound, error_response
+from conversations.models import Conversation, Message
+from conversations.selectors import (
+    conversation_get,
+    conversation_list,
+    message_list,
+    message_visible,
+    usage_for,
+)
+from conversations.services import (
+    EDITABLE_FIELDS,
+    conversation_branch,
+    conversation_create,
+    conversation_delete,
+    conversation_fork,
+    conversation_update,
+    message_feedback,
+    message_send,
+    message_stream,
+)
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=200_000
+    )
+    memory_window = serializers.IntegerField(
+        required=False, allow_null=True, min_value=2, max_value=1000
+    )
+    metadata = serializers.DictField(required=False)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "title",
+            "workflow",
+            "model",
+            "temperature",
+            "max_tokens",
+            "system_prompt",
+            "memory_window",
+            "metadata",
+            "parent",
+            "branch_point",
+            "forked_from",
+            "summary",
+            "summarized_messages",
+            "message_count",
+            "tokens_in",
+            "tokens_out",
+            "cost",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "workflow",
+            "parent",
+            "branch_point",
+            "forked_from",
+            "summary",
+            "summarized_messages",
+            "message_count",
+            "tokens_in",
+            "tokens_out",
+            "cost",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class FeedbackField(serializers.Serializer):
+    rating = serializers.IntegerField(allow_null=True)
+    comment = serializers.CharField(allow_blank=True)
+    at = serializers.DateTimeField(allow_null=True)
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    feedback = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "position",
+            "role",
+            "content",
+            "status",
+            "error",
+            "model",
+            "tokens_in",
+            "tokens_out",
+            "cost",
+            "latency_ms",
+            "tool_calls",
+            "metadata",
+            "feedback",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(FeedbackField(allow_null=True))
+    def get_feedback(self, message: Message) -> dict[str, Any] | None:
+        if message.feedback_rating is None:
+            return None
+        return {
+            "rating": message.feedback_rating,
+            "comment": message.feedback_comment,
+            "at": message.feedback_at,
+        }
+
+
+class SendSerializer(serializers.Serializer):
+    content = serializers.CharField(
+        max_length=settings.CHATTER_MAX_MESSAGE_CHARS, trim_whitespace=False
+    )
+
+
+class TurnSerializer(serializers.Serializer):
+    user_message = MessageSerializer()
+    assistant_message = MessageSerializer()
+
+
+class BranchSerializer(serializers.Serializer):
+    message_id = serializers.UUIDField()
+
+
+class FeedbackSerializer(serializers.Serializer):
+    rating = serializers.IntegerField(min_value=-1, max_value=5)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+
+
+class ConversationViewSet(viewsets.ModelViewSet):
+    """Your conversations (staff: everyone's). `?q=` searches titles and messages."""
+
+    serializer_class = ConversationSerializer
+    lookup_value_converter = "uuid"
+    http_method_names = ["get", "post", "patch", "put", "delete"]
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return Conversation.objects.none()
+        return conversation_list(user=self.request.user, query=self.request.query_params.get("q"))
+
+    @extend_schema(parameters=[OpenApiParameter("q", str, description="Full-text search")])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def perform_create(self, serializer: ConversationSerializer) -> None:
+        fields = {k: v for k, v in serializer.validated_data.items() if k in EDITABLE_FIELDS}
+        serializer.instance = conversation_create(owner=self.request.user, **fields)
+
+    def perform_update(self, serializer: ConversationSerializer) -> None:
+        fields = {k: v for k, v in serializer.validated_data.items() if k in EDITABLE_FIELDS}
+        serializer.instance = conversation_update(conversation=serializer.instance, **fields)
+
+    def perform_destroy(self, instance: Conversation) -> None:
+        conversation_delete(conversation=instance)
+
+    @extend_schema(
+        methods=["GET"],
+        responses={200: MessageSerializer(many=True)},
+        summary="The messages, in order",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=SendSerializer,
+        responses={201: TurnSerializer},
+        summary="Send a message; returns it and the assistant's reply",
+        description="409 while another reply in this conversation is running; 502/503 when "
+        "the model provider fails (the user's message and the failed reply are kept).",
+    )
+    @action(detail=True, methods=["get", "post"])
+    def messages(self, request: Request, pk: str | None = None) -> Response:
+        conversation = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(message_list(conversation=conversation))
+            return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        payload = SendSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        user_message, assistant_message = message_send(
+            conversation=conversation, content=payload.validated_data["content"]
+        )
+        return Response(
+            {
+                "user_message": MessageSerializer(user_message).data,
+                "assistant_message": MessageSerializer(assistant_message).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(request=BranchSerializer, responses={201: ConversationSerializer})
+    @action(detail=True, methods=["post"])
+    def branch(self, request: Request, pk: str | None = None) -> Response:
+        """A new conversation with this one's history up to and including `message_id`."""
+        conversation = self.get_object()
+        payload = BranchSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        message = conversation.messages.filter(pk=payload.validated_data["message_id"]).first()
+        if message is None:
+            raise NotFound(
+                "No such message in this conversation.", details={"message_id": ["Not found."]}
+            )
+        branch = conversation_branch(conversation=conversation, message=message, user=request.user)
+        return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={201: ConversationSerializer})
+    @action(detail=True, methods=["post"])
+    def fork(self, request: Request, pk: str | None = None) -> Response:
+        """An independent full copy of this conversation."""
+        fork = conversation_fork(conversation=self.get_object(), user=request.user)
+        return Response(ConversationSerializer(fork).data, status=status.HTTP_201_CREATED)
+
+
+class MessageFeedbackView(APIView):
+    @extend_schema(request=FeedbackSerializer, responses={200: MessageSerializer})
+    def post(self, request: Request, message_id: UUID) -> Response:
+        """Rate an assistant reply: -1..1 (thumbs) or 1..5 (stars)."""
+        message = message_visible(user=request.user, message_id=message_id)
+        if message is None:
+            raise NotFound("Not found.")
+        payload = FeedbackSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        message = message_feedback(
+            message=message,
+            rating=payload.validated_data["rating"],
+            comment=payload.validated_data["comment"],
+            user=request.user,
+        )
+        return Response(MessageSerializer(message).data)
+
+
+class UsageView(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Usage",
+            {
+                "user": serializers.CharField(),
+                "conversations": serializers.IntegerField(),
+                "tokens_in": serializers.IntegerField(),
+                "tokens_out": serializers.IntegerField(),
+                "cost": serializers.DecimalField(max_digits=14, decimal_places=6),
+                "by_model": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
+    def get(self, request: Request) -> Response:
+        """Your tokens and cost, in total and by model."""
+        return Response(usage_for(user=request.user))
+
+
+# --- streaming (Ninja, async) --------------------------------------------------------------------
+router = Router(tags=["conversations"])
+
+
+class StreamIn(Schema):
+    content: str
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"event: {event['event']}\ndata: {json.dumps(event['data'])}\n\n"
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages/stream/",
+    summary="Send a message; the reply streams back as server-sent events",
+    description=(
+        "Events: `start` (message ids), `delta` (`{content}` token text), then `done` "
+        "(ids, usage, latency) or `error` (the error envelope's body). A client that "
+        "disconnects leaves its message and the partial reply, marked incomplete."
+    ),
+    response={200: None},
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "text/event-stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
+async def stream_message(request: HttpRequest, conversation_id: UUID, payload: StreamIn) -> Any:
+    user = request.auth.user  # type: ignore[attr-defined]
+    conversation = await sync_to_async(conversation_get)(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return error_response(404, "not_found", "Not found.")
+    events = await message_stream(conversation=conversation, content=payload.content)
+
+    async def body() -> AsyncIterator[str]:
+        async for event in events:
+            yield _sse(event)
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: don't buffer the stream
+    return response

@@ -1,0 +1,124 @@
+"""LangGraph's PostgresSaver on Chatter's database, shared by sync and async graph runs.
+
+One psycopg pool per process, opened on first use with the connection settings Django is
+using at that moment (so tests get the test database). The async methods run the sync
+ones in worker threads: a checkpoint write happens a few times per turn, not per token,
+and this keeps one loop-agnostic pool instead of an async pool bound to one event loop
+(uvicorn has one loop per worker, but the test client starts a loop per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.postgres import PostgresSaver
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+
+class PooledPostgresSaver(PostgresSaver):
+    def __init__(self, pool: ConnectionPool) -> None:
+        super().__init__(pool)
+        # PostgresSaver serialises every operation on one process-wide lock, which a single
+        # shared connection needs; each operation here takes its own pooled connection.
+        self.lock = contextlib.nullcontext()  # type: ignore[assignment]
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        rows = await asyncio.to_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for row in rows:
+            yield row
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+
+_lock = threading.Lock()
+_saver: PooledPostgresSaver | None = None
+
+
+def _conninfo() -> str:
+    params = connections["default"].get_connection_params()
+    keys = ("host", "port", "dbname", "user", "password")
+    return " ".join(f"{k}={params[k]}" for k in keys if params.get(k) not in (None, ""))
+
+
+def get_checkpointer() -> PooledPostgresSaver:
+    """The process's checkpointer; creates its tables on first use (idempotent)."""
+    global _saver
+    if _saver is None:
+        with _lock:
+            if _saver is None:
+                pool = ConnectionPool(
+                    _conninfo(),
+                    min_size=1,
+                    max_size=settings.CHATTER_CHECKPOINT_POOL_SIZE,
+                    kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0},
+                    open=True,
+                    name="langgraph-checkpoints",
+                )
+                saver = PooledPostgresSaver(pool)
+                saver.setup()
+                _saver = saver
+    return _saver
+
+
+def close_checkpointer() -> None:
+    """Close the pool (tests, before dropping their database)."""
+    global _saver
+    with _lock:
+        if _saver is not None:
+            _saver.conn.close()  # type: ignore[union-attr]
+            _saver = None
+
+
+def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+__all__ = ["close_checkpointer", "get_checkpointer", "thread_config"]

@@ -1,0 +1,143 @@
+"""LangGraph workflows for conversations, compiled once per workflow type.
+
+Per-conversation settings (model, temperature, max tokens, system prompt, memory window)
+and the id the reply must carry travel in `config["configurable"]`, so one compiled graph
+serves every conversation; the thread id is the conversation id. Each node has a sync and
+an async implementation: the JSON endpoint runs the graph synchronously, the streaming
+endpoint asynchronously (so hundreds of open streams don't each pin a thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AnyMessage, BaseMessage, RemoveMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
+
+from conversations.checkpointer import get_checkpointer
+from conversations.memory import extractive_summary, split_for_summary, summary_request
+from conversations.providers import LocalChatModel, ModelOptions, chat_model
+
+MODEL_NODE = "model"
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    summary: str
+    summarized: int  # how many of the oldest messages the summary stands for
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    model: str
+    temperature: float | None
+    max_tokens: int | None
+    system_prompt: str
+    memory_window: int
+    reply_id: str
+
+    @classmethod
+    def of(cls, config: RunnableConfig) -> TurnSettings:
+        c = config.get("configurable", {})
+        return cls(
+            model=c["model"],
+            temperature=c.get("temperature"),
+            max_tokens=c.get("max_tokens"),
+            system_prompt=c.get("system_prompt", ""),
+            memory_window=c["memory_window"],
+            reply_id=c["reply_id"],
+        )
+
+    def chat_model(self) -> BaseChatModel:
+        return chat_model(self.model, ModelOptions(self.temperature, self.max_tokens))
+
+
+# --- memory ---------------------------------------------------------------------------------
+def _memory_update(state: ChatState, old: list[BaseMessage], summary: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "summarized": state.get("summarized", 0) + len(old),
+        "messages": [RemoveMessage(id=m.id) for m in old if m.id],
+    }
+
+
+def memory_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    old, _ = split_for_summary(state["messages"], settings.memory_window)
+    if not old:
+        return {}
+    previous = state.get("summary", "")
+    model = settings.chat_model()
+    if isinstance(model, LocalChatModel):
+        summary = extractive_summary(previous, old)
+    else:
+        # Tagged so the streaming endpoint doesn't show the summary as reply text.
+        summary = str(model.invoke(summary_request(previous, old), {"tags": ["memory"]}).content)
+    return _memory_update(state, old, summary)
+
+
+async def amemory_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    old, _ = split_for_summary(state["messages"], settings.memory_window)
+    if not old:
+        return {}
+    previous = state.get("summary", "")
+    model = settings.chat_model()
+    if isinstance(model, LocalChatModel):
+        summary = extractive_summary(previous, old)
+    else:
+        response = await model.ainvoke(summary_request(previous, old), {"tags": ["memory"]})
+        summary = str(response.content)
+    return _memory_update(state, old, summary)
+
+
+# --- the model ----------------------------------------------------------------------------
+def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
+    system = settings.system_prompt.strip()
+    if state.get("summary"):
+        system = f"{system}\n\nSummary of the earlier conversation:\n{state['summary']}".strip()
+    head: list[BaseMessage] = [SystemMessage(system)] if system else []
+    return head + list(state["messages"])
+
+
+def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    reply = settings.chat_model().invoke(_prompt(state, settings), config)
+    reply.id = settings.reply_id
+    return {"messages": [reply]}
+
+
+async def amodel_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    reply = await settings.chat_model().ainvoke(_prompt(state, settings), config)
+    reply.id = settings.reply_id
+    return {"messages": [reply]}
+
+
+def build_basic() -> StateGraph:
+    builder = StateGraph(ChatState)
+    builder.add_node("memory", RunnableLambda(memory_node, afunc=amemory_node, name="memory"))
+    builder.add_node(MODEL_NODE, RunnableLambda(model_node, afunc=amodel_node, name=MODEL_NODE))
+    builder.add_edge(START, "memory")
+    builder.add_edge("memory", MODEL_NODE)
+    builder.add_edge(MODEL_NODE, END)
+    return builder
+
+
+WORKFLOWS: dict[str, Callable[[], StateGraph]] = {"basic": build_basic}
+_compiled: dict[tuple[str, int], CompiledStateGraph] = {}
+
+
+def get_graph(workflow: str = "basic") -> CompiledStateGraph:
+    """The compiled graph for a workflow type, on this process's checkpointer."""
+    checkpointer = get_checkpointer()
+    key = (workflow, id(checkpointer))
+    if key not in _compiled:
+        _compiled[key] = WORKFLOWS[workflow]().compile(checkpointer=checkpointer)
+    return _compiled[key]

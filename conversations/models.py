@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
+from django.db import models
+
+SEARCH_CONFIG = "english"
+
+
+class ModelPrice(models.Model):
+    """What a model costs, per million tokens; operators edit it in the admin."""
+
+    model = models.CharField(
+        max_length=200,
+        unique=True,
+        help_text="A model spec as conversations use it, e.g. `openai:gpt-4o-mini`, or a bare "
+        "model name that matches any provider.",
+    )
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    currency = models.CharField(max_length=3, default="USD")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+    def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
+        million = Decimal(1_000_000)
+        return (
+            Decimal(tokens_in) * self.input_per_million
+            + Decimal(tokens_out) * self.output_per_million
+        ) / million
+
+
+class Conversation(models.Model):
+    class Workflow(models.TextChoices):
+        BASIC = "basic", "Basic chat"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=300, blank=True)
+    workflow = models.CharField(max_length=20, choices=Workflow.choices, default=Workflow.BASIC)
+    # Model settings; empty means the deployment's defaults.
+    model = models.CharField(max_length=200, blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    system_prompt = models.TextField(blank=True)
+    memory_window = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Messages kept verbatim in the model's context."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    # Lineage: a branch continues a parent from one of its messages; a fork copies it whole.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="branches"
+    )
+    branch_point = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    summary = models.TextField(blank=True)
+    summarized_messages = models.PositiveIntegerField(
+        default=0, help_text="How many of the oldest messages the summary stands for."
+    )
+    message_count = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    # Set while a reply is being produced: a second turn on the same conversation is refused
+    # (409) rather than interleaved. A crashed turn is taken over once this is stale.
+    turn_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            GinIndex(SearchVector("title", config=SEARCH_CONFIG), name="conversation_title_fts"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {str(self.id)[:8]}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        INCOMPLETE = "incomplete"
+        ERROR = "error"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    position = models.PositiveIntegerField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    error = models.TextField(blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # The LangGraph checkpoint whose state ends with this message: branching starts there.
+    checkpoint_id = models.CharField(max_length=64, blank=True)
+    feedback_rating = models.SmallIntegerField(null=True, blank=True)
+    feedback_comment = models.TextField(blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "position"], name="message_unique_position"
+            )
+        ]
+        indexes = [
+            GinIndex(SearchVector("content", config=SEARCH_CONFIG), name="message_content_fts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.position}: {self.content[:60]}"

@@ -1,0 +1,203 @@
+"""Chat models by spec (`provider:model`), through LangChain.
+
+Built in: `openai:<model>` (OpenAI, or any OpenAI-compatible server via OPENAI_BASE_URL:
+Ollama, vLLM, llama.cpp), `anthropic:<model>`, and `local`, which needs no key and says
+plainly that no language model is configured. More providers register with
+`register_provider` (plugins, tests, benchmarks); modules listed in
+CHATTER_PROVIDER_MODULES are imported at start-up so they can.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from chatter_project.errors import ApplicationError
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+ProviderFactory = Callable[[str, ModelOptions], BaseChatModel]
+_providers: dict[str, ProviderFactory] = {}
+_modules_loaded = False
+
+
+def register_provider(name: str, factory: ProviderFactory) -> None:
+    """Make `name:<model>` specs resolve through `factory(model, options)`."""
+    _providers[name] = factory
+
+
+def _load_provider_modules() -> None:
+    global _modules_loaded
+    if not _modules_loaded:
+        for module in settings.CHATTER_PROVIDER_MODULES:
+            importlib.import_module(module)
+        _modules_loaded = True
+
+
+def default_model_spec() -> str:
+    return settings.CHATTER_DEFAULT_MODEL
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    provider, _, model = spec.partition(":")
+    return provider, model
+
+
+def chat_model(spec: str, options: ModelOptions | None = None) -> BaseChatModel:
+    """A LangChain chat model for `spec`; unknown providers are a 400 envelope."""
+    _load_provider_modules()
+    provider, model = split_spec(spec)
+    factory = _providers.get(provider)
+    if factory is None:
+        raise ApplicationError(
+            f"Unknown model provider {provider!r}.",
+            code="unknown_model",
+            details={
+                "model": [f"Use one of: {', '.join(sorted(_providers))} (as provider:model)."]
+            },
+        )
+    return factory(model, options or ModelOptions())
+
+
+def validate_spec(spec: str) -> str:
+    """Check a spec names a known provider (and a model where the provider needs one)."""
+    _load_provider_modules()
+    provider, model = split_spec(spec)
+    if provider not in _providers:
+        raise ApplicationError(
+            f"Unknown model provider {provider!r}.",
+            code="unknown_model",
+            details={"model": [f"Known providers: {', '.join(sorted(_providers))}."]},
+        )
+    if provider in {"openai", "anthropic"} and not model:
+        raise ApplicationError(
+            "Name the model, e.g. openai:gpt-4o-mini.",
+            code="unknown_model",
+            details={"model": ["Use provider:model."]},
+        )
+    return spec
+
+
+# --- OpenAI and compatible servers -----------------------------------------------------------
+def _openai(model: str, options: ModelOptions) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    kwargs: dict[str, Any] = {}
+    if options.max_tokens:
+        kwargs["max_tokens"] = options.max_tokens
+    if options.temperature is not None:
+        kwargs["temperature"] = options.temperature
+    return ChatOpenAI(
+        model=model,
+        # Local OpenAI-compatible servers (Ollama, llama.cpp) accept any key.
+        api_key=settings.OPENAI_API_KEY or "not-needed",
+        base_url=settings.OPENAI_BASE_URL or None,
+        timeout=settings.CHATTER_LLM_TIMEOUT,
+        max_retries=settings.CHATTER_LLM_MAX_RETRIES,
+        stream_usage=True,
+        **kwargs,
+    )
+
+
+def _anthropic(model: str, options: ModelOptions) -> BaseChatModel:
+    from langchain_anthropic import ChatAnthropic
+
+    kwargs: dict[str, Any] = {"max_tokens": options.max_tokens or 1024}
+    if options.temperature is not None:
+        kwargs["temperature"] = options.temperature
+    return ChatAnthropic(
+        model=model,
+        api_key=settings.ANTHROPIC_API_KEY or "not-configured",
+        timeout=settings.CHATTER_LLM_TIMEOUT,
+        max_retries=settings.CHATTER_LLM_MAX_RETRIES,
+        **kwargs,
+    )
+
+
+# --- local: no model, said plainly -----------------------------------------------------------
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+NO_MODEL_TEXT = (
+    "No language model is configured for this Chatter instance, so this reply was not "
+    "written by one. To get real answers, set OPENAI_API_KEY (or OPENAI_BASE_URL for an "
+    "OpenAI-compatible server such as Ollama, vLLM or llama.cpp) or ANTHROPIC_API_KEY, "
+    "or choose another model for this conversation."
+)
+
+
+def count_tokens(text: str) -> int:
+    """Word-and-punctuation count: the local provider's token measure (no tokenizer files
+    can be downloaded offline; real providers report their own counts)."""
+    return len(_TOKEN.findall(text))
+
+
+class LocalChatModel(BaseChatModel):
+    """A real LangChain chat model that composes its reply without a language model."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "chatter-local"
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        text = NO_MODEL_TEXT
+        prompt_tokens = sum(count_tokens(str(m.content)) for m in messages)
+        completion_tokens = count_tokens(text)
+        return AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            response_metadata={"model_name": "local"},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        reply = self._reply(messages)
+        words = re.findall(r"\S+\s*", str(reply.content))
+        for index, word in enumerate(words):
+            last = index == len(words) - 1
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=word,
+                    usage_metadata=reply.usage_metadata if last else None,
+                    response_metadata=reply.response_metadata if last else {},
+                )
+            )
+            if run_manager:
+                run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+
+
+register_provider("openai", _openai)
+register_provider("anthropic", _anthropic)
+register_provider("local", lambda model, options: LocalChatModel())

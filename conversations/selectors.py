@@ -1,0 +1,101 @@
+"""Reads for conversations: owner-scoped lists, full-text search, usage totals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db.models import Count, Q, QuerySet, Sum
+
+from accounts.models import User
+from accounts.selectors import visible_to
+from conversations.models import SEARCH_CONFIG, Conversation, Message
+
+
+def conversation_list(*, user: User, query: str | None = None) -> QuerySet[Conversation]:
+    """The user's conversations (staff: all), optionally full-text searched over titles and
+    message contents; both sides use their GIN expression indexes."""
+    conversations = visible_to(Conversation.objects.select_related("owner"), user)
+    if query and query.strip():
+        search = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
+        in_messages = (
+            Message.objects.annotate(document=SearchVector("content", config=SEARCH_CONFIG))
+            .filter(document=search)
+            .values("conversation_id")
+        )
+        conversations = conversations.annotate(
+            title_document=SearchVector("title", config=SEARCH_CONFIG)
+        ).filter(Q(title_document=search) | Q(pk__in=in_messages))
+    return conversations.order_by("-updated_at")
+
+
+def conversation_get(*, user: User, conversation_id: Any) -> Conversation | None:
+    return visible_to(Conversation.objects.all(), user).filter(pk=conversation_id).first()
+
+
+def message_list(*, conversation: Conversation) -> QuerySet[Message]:
+    return conversation.messages.order_by("position")
+
+
+def message_visible(*, user: User, message_id: Any) -> Message | None:
+    return (
+        visible_to(
+            Message.objects.select_related("conversation"), user, owner_field="conversation__owner"
+        )
+        .filter(pk=message_id)
+        .first()
+    )
+
+
+def usage_for(*, user: User) -> dict[str, Any]:
+    """Token and cost totals for one user, by model."""
+    rows = (
+        Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
+        .values("model")
+        .annotate(
+            replies=Count("id"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+            cost=Sum("cost"),
+        )
+        .order_by("model")
+    )
+    by_model = [{**row, "cost": str(row["cost"] or 0)} for row in rows]
+    totals = Conversation.objects.filter(owner=user).aggregate(
+        conversations=Count("id"),
+        tokens_in=Sum("tokens_in"),
+        tokens_out=Sum("tokens_out"),
+        cost=Sum("cost"),
+    )
+    return {
+        "user": user.username,
+        "conversations": totals["conversations"],
+        "tokens_in": totals["tokens_in"] or 0,
+        "tokens_out": totals["tokens_out"] or 0,
+        "cost": str(totals["cost"] or 0),
+        "by_model": by_model,
+    }
+
+
+def conversation_tree(*, conversation: Conversation) -> dict[str, Any]:
+    """The conversation's family from its root: branches and forks, recursively."""
+    root = conversation
+    seen = {root.pk}
+    while (root.parent_id or root.forked_from_id) and len(seen) < 1000:
+        up = root.parent or root.forked_from
+        if up is None or up.pk in seen:
+            break
+        seen.add(up.pk)
+        root = up
+
+    def node(item: Conversation, depth: int) -> dict[str, Any]:
+        children = list(
+            Conversation.objects.filter(Q(parent=item) | Q(forked_from=item)).order_by("created_at")
+        )
+        return {
+            "conversation": item,
+            "kind": "branch" if item.parent_id else "fork" if item.forked_from_id else "root",
+            "children": [node(child, depth + 1) for child in children] if depth < 20 else [],
+        }
+
+    return node(root, 0)

@@ -1,0 +1,535 @@
+"""Writes for conversations: create, send (JSON and streamed), branch, fork, delete, feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+
+from accounts.models import User
+from chatter_project.errors import ApplicationError, Conflict
+from conversations.checkpointer import get_checkpointer, thread_config
+from conversations.graph import MODEL_NODE, get_graph
+from conversations.models import Conversation, Message, ModelPrice
+from conversations.providers import default_model_spec, split_spec, validate_spec
+
+logger = logging.getLogger(__name__)
+
+EDITABLE_FIELDS = (
+    "title",
+    "model",
+    "temperature",
+    "max_tokens",
+    "system_prompt",
+    "memory_window",
+    "metadata",
+)
+
+
+class ProviderError(ApplicationError):
+    """The language model's provider failed; the user's message is kept."""
+
+    status = 502
+    code = "provider_error"
+
+
+def provider_failure(exc: Exception) -> ProviderError | None:
+    """Classify an exception from a LangChain provider (OpenAI, Anthropic, compatible
+    servers); None when it is not a provider failure (a bug, to be a logged 500)."""
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    message = str(exc)[:500]
+    if "Timeout" in name:
+        return ProviderError(
+            f"The model provider timed out: {message}", code="provider_timeout", status=503
+        )
+    if "Connection" in name:
+        return ProviderError(
+            f"The model provider is unreachable: {message}", code="provider_unreachable", status=503
+        )
+    if status == 429:
+        return ProviderError(
+            f"The model provider is rate limiting: {message}",
+            code="provider_rate_limited",
+            status=503,
+        )
+    if status in (401, 403):
+        return ProviderError(
+            f"The model provider refused the credentials: {message}", code="provider_auth_failed"
+        )
+    if isinstance(status, int) and status >= 500:
+        return ProviderError(f"The model provider failed: {message}", code="provider_error")
+    if isinstance(status, int):
+        return ProviderError(
+            f"The model provider rejected the request: {message}", code="provider_rejected"
+        )
+    return None
+
+
+# --- create, update, delete -----------------------------------------------------------------
+def _validate_settings(fields: dict[str, Any]) -> dict[str, Any]:
+    if fields.get("model"):
+        validate_spec(fields["model"])
+    return fields
+
+
+def conversation_create(*, owner: User, **fields: Any) -> Conversation:
+    """A new, empty conversation with optional per-conversation model settings."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    return Conversation.objects.create(owner=owner, **_validate_settings(fields))
+
+
+def conversation_update(*, conversation: Conversation, **fields: Any) -> Conversation:
+    for name, value in _validate_settings(fields).items():
+        if name not in EDITABLE_FIELDS:
+            raise ApplicationError(f"Field {name!r} cannot be changed.")
+        setattr(conversation, name, value)
+    conversation.save(update_fields=[*fields, "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete the conversation, its messages and its LangGraph checkpoints."""
+    thread_id = str(conversation.pk)
+    conversation.delete()
+    get_checkpointer().delete_thread(thread_id)
+
+
+# --- a turn ------------------------------------------------------------------------------------
+@dataclass
+class Turn:
+    conversation: Conversation
+    user_message: Message
+    assistant_message: Message
+    model: str
+    started: float
+
+    def config(self) -> dict[str, Any]:
+        c = self.conversation
+        return {
+            **thread_config(str(c.pk)),
+            "configurable": {
+                **thread_config(str(c.pk))["configurable"],
+                "model": self.model,
+                "temperature": c.temperature,
+                "max_tokens": c.max_tokens,
+                "system_prompt": c.system_prompt,
+                "memory_window": c.memory_window or settings.CHATTER_MEMORY_WINDOW,
+                "reply_id": str(self.assistant_message.pk),
+            },
+        }
+
+    def graph_input(self) -> dict[str, Any]:
+        return {"messages": [HumanMessage(self.user_message.content, id=str(self.user_message.pk))]}
+
+
+def _validate_content(content: str) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise ApplicationError(
+            "A message needs content.",
+            code="validation_error",
+            details={"content": ["This field may not be blank."]},
+        )
+    if len(content) > settings.CHATTER_MAX_MESSAGE_CHARS:
+        raise ApplicationError(
+            "The message is too long.",
+            code="validation_error",
+            details={"content": [f"At most {settings.CHATTER_MAX_MESSAGE_CHARS} characters."]},
+        )
+    return content
+
+
+def turn_begin(*, conversation: Conversation, content: str) -> Turn:
+    """Claim the conversation for one turn and store the user's message at once.
+
+    The claim is a conditional UPDATE that exactly one request can win; a second message
+    while a reply is running gets 409 instead of interleaving the history.
+    """
+    content = _validate_content(content)
+    stale = timezone.now() - timedelta(seconds=settings.CHATTER_TURN_STALE_SECONDS)
+    with transaction.atomic():
+        claimed = Conversation.objects.filter(
+            Q(turn_started_at__isnull=True) | Q(turn_started_at__lt=stale), pk=conversation.pk
+        ).update(turn_started_at=timezone.now())
+        if claimed != 1:
+            raise Conflict(
+                "A reply is still being produced in this conversation; send again when it ends.",
+                code="turn_in_progress",
+            )
+        conversation.refresh_from_db()
+        position = conversation.message_count
+        model = conversation.model or default_model_spec()
+        user_message = Message.objects.create(
+            conversation=conversation, position=position, role=Message.Role.USER, content=content
+        )
+        assistant_message = Message.objects.create(
+            conversation=conversation,
+            position=position + 1,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.INCOMPLETE,
+            model=model,
+        )
+        updates: dict[str, Any] = {"message_count": position + 2}
+        if not conversation.title:
+            updates["title"] = content.strip().splitlines()[0][:80]
+        Conversation.objects.filter(pk=conversation.pk).update(**updates)
+        conversation.refresh_from_db()
+    return Turn(conversation, user_message, assistant_message, model, time.monotonic())
+
+
+def _price(model: str) -> ModelPrice | None:
+    _, name = split_spec(model)
+    prices = {p.model: p for p in ModelPrice.objects.filter(model__in=[model, name])}
+    return prices.get(model) or prices.get(name)
+
+
+def _checkpoints_for(turn: Turn) -> tuple[str, str]:
+    """The latest checkpoints ending with the user's message and with the reply."""
+    user_id, reply_id = str(turn.user_message.pk), str(turn.assistant_message.pk)
+    user_checkpoint = reply_checkpoint = ""
+    for snapshot in get_graph().get_state_history(turn.config(), limit=6):
+        messages = snapshot.values.get("messages") or []
+        last = messages[-1].id if messages else None
+        checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
+        if last == reply_id and not reply_checkpoint:
+            reply_checkpoint = checkpoint_id
+        if last == user_id and not user_checkpoint:
+            user_checkpoint = checkpoint_id
+    return user_checkpoint, reply_checkpoint
+
+
+def turn_finish(
+    *, turn: Turn, reply: BaseMessage, state: dict[str, Any], status: str = Message.Status.COMPLETE
+) -> Message:
+    """Store the reply with its usage and cost, roll totals up, release the conversation."""
+    usage = getattr(reply, "usage_metadata", None) or {}
+    tokens_in, tokens_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    price = _price(turn.model)
+    cost = price.cost(tokens_in, tokens_out) if price else Decimal(0)
+    user_checkpoint, reply_checkpoint = _checkpoints_for(turn)
+    assistant = turn.assistant_message
+    with transaction.atomic():
+        Message.objects.filter(pk=turn.user_message.pk).update(checkpoint_id=user_checkpoint)
+        assistant.content = str(reply.content)
+        assistant.status = status
+        assistant.tokens_in, assistant.tokens_out, assistant.cost = tokens_in, tokens_out, cost
+        assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
+        assistant.tool_calls = list(getattr(reply, "tool_calls", None) or [])
+        assistant.checkpoint_id = reply_checkpoint
+        assistant.metadata = {
+            **assistant.metadata,
+            "usage_source": "local" if turn.model == "local" else "provider",
+        }
+        assistant.save()
+        Conversation.objects.filter(pk=turn.conversation.pk).update(
+            tokens_in=F("tokens_in") + tokens_in,
+            tokens_out=F("tokens_out") + tokens_out,
+            cost=F("cost") + cost,
+            summary=state.get("summary", ""),
+            summarized_messages=state.get("summarized", 0),
+            turn_started_at=None,
+            updated_at=timezone.now(),
+        )
+    return assistant
+
+
+def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
+    """Keep the user's message, mark the reply as an error, release the conversation."""
+    failure = provider_failure(exc)
+    text = failure.message if failure else f"Internal error: {type(exc).__name__}"
+    with transaction.atomic():
+        Message.objects.filter(pk=turn.assistant_message.pk).update(
+            status=Message.Status.ERROR,
+            error=text,
+            latency_ms=int((time.monotonic() - turn.started) * 1000),
+        )
+        Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+    turn.assistant_message.refresh_from_db()
+    return failure
+
+
+def turn_abandon(*, turn: Turn, partial: str) -> None:
+    """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
+    in the checkpointed state (so the next turn's context matches the record)."""
+    graph = get_graph()
+    if partial:
+        graph.update_state(
+            turn.config(),
+            {"messages": [AIMessage(partial, id=str(turn.assistant_message.pk))]},
+            as_node=MODEL_NODE,
+        )
+    state = graph.get_state(turn.config()).values
+    turn_finish(turn=turn, reply=AIMessage(partial), state=state, status=Message.Status.INCOMPLETE)
+
+
+def message_send(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
+    """One synchronous turn: the stored user message and the assistant's reply."""
+    turn = turn_begin(conversation=conversation, content=content)
+    try:
+        result = get_graph().invoke(turn.graph_input(), turn.config())
+    except Exception as exc:
+        failure = turn_fail(turn=turn, exc=exc)
+        if failure is None:
+            raise
+        raise failure from exc
+    assistant = turn_finish(turn=turn, reply=result["messages"][-1], state=result)
+    turn.user_message.refresh_from_db()
+    return turn.user_message, assistant
+
+
+# --- streaming ---------------------------------------------------------------------------------
+def _release_connection() -> None:
+    # Streams are long; don't hold a pooled database connection between events.
+    close_old_connections()
+    from django.db import connection
+
+    connection.close()
+
+
+async def _db(func: Any, **kwargs: Any) -> Any:
+    def call() -> Any:
+        try:
+            return func(**kwargs)
+        finally:
+            _release_connection()
+
+    return await sync_to_async(call)()
+
+
+async def message_stream(
+    *, conversation: Conversation, content: str
+) -> AsyncIterator[dict[str, Any]]:
+    """One streamed turn as events: `delta` token text, then `done` (ids and usage) or
+    `error`. If the consumer goes away mid-stream, the partial reply is stored as incomplete.
+    The turn is claimed before the first event, so a 409 can still be a plain response."""
+    turn: Turn = await _db(turn_begin, conversation=conversation, content=content)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "event": "start",
+            "data": {
+                "user_message_id": str(turn.user_message.pk),
+                "assistant_message_id": str(turn.assistant_message.pk),
+            },
+        }
+        parts: list[str] = []
+        state: dict[str, Any] = {}
+        finished = False
+        try:
+            async for mode, payload in get_graph().astream(
+                turn.graph_input(), turn.config(), stream_mode=["messages", "values"]
+            ):
+                if mode == "values":
+                    state = payload
+                    continue
+                chunk, meta = payload
+                if (
+                    meta.get("langgraph_node") == MODEL_NODE
+                    and isinstance(chunk, AIMessageChunk)
+                    and chunk.content
+                ):
+                    text = str(chunk.content)
+                    parts.append(text)
+                    yield {"event": "delta", "data": {"content": text}}
+            reply = state["messages"][-1]
+            assistant = await _db(turn_finish, turn=turn, reply=reply, state=state)
+            finished = True
+            yield {
+                "event": "done",
+                "data": {
+                    "user_message_id": str(turn.user_message.pk),
+                    "assistant_message_id": str(assistant.pk),
+                    "status": assistant.status,
+                    "usage": {
+                        "tokens_in": assistant.tokens_in,
+                        "tokens_out": assistant.tokens_out,
+                        "cost": str(assistant.cost),
+                    },
+                    "latency_ms": assistant.latency_ms,
+                },
+            }
+        except (asyncio.CancelledError, GeneratorExit):
+            if not finished:
+                await asyncio.shield(_db(turn_abandon, turn=turn, partial="".join(parts)))
+            raise
+        except Exception as exc:
+            failure = await _db(turn_fail, turn=turn, exc=exc)
+            if failure is None:
+                logger.exception("stream failed in conversation %s", turn.conversation.pk)
+                failure = ApplicationError(
+                    "Internal server error.", code="internal_error", status=500
+                )
+            finished = True
+            yield {
+                "event": "error",
+                "data": {
+                    "error": {
+                        "code": failure.code,
+                        "message": failure.message,
+                        "details": failure.details,
+                    },
+                    "status": failure.status,
+                },
+            }
+
+    return events()
+
+
+# --- branch and fork ---------------------------------------------------------------------------
+def _checkpoint_source(message: Message) -> Message:
+    """The message whose own thread holds a checkpoint for it (copies point at originals)."""
+    seen = 0
+    while not message.checkpoint_id and message.metadata.get("copied_from") and seen < 100:
+        original = Message.objects.filter(pk=message.metadata["copied_from"]).first()
+        if original is None:
+            break
+        message, seen = original, seen + 1
+    if not message.checkpoint_id:
+        raise ApplicationError(
+            "This message has no checkpoint to branch from (its turn did not complete).",
+            code="not_branchable",
+            details={"message_id": ["Choose a message from a completed turn."]},
+        )
+    return message
+
+
+def _copy_into(
+    *, source: Conversation, owner: User, up_to: Message | None, lineage: dict[str, Any]
+) -> Conversation:
+    """A new conversation with `source`'s settings, its messages (up to `up_to`) copied as
+    new rows, and a LangGraph thread seeded from the matching checkpoint, without calling
+    the model again."""
+    anchor = _checkpoint_source(up_to) if up_to is not None else None
+    graph = get_graph(source.workflow)
+    if anchor is not None:
+        snapshot = graph.get_state(thread_config(str(anchor.conversation_id), anchor.checkpoint_id))
+    else:
+        snapshot = graph.get_state(thread_config(str(source.pk)))
+    rows = list(
+        source.messages.all()
+        if up_to is None
+        else source.messages.filter(position__lte=up_to.position)
+    )
+    with transaction.atomic():
+        copy = Conversation.objects.create(
+            owner=owner,
+            title=lineage.pop("title"),
+            workflow=source.workflow,
+            model=source.model,
+            temperature=source.temperature,
+            max_tokens=source.max_tokens,
+            system_prompt=source.system_prompt,
+            memory_window=source.memory_window,
+            metadata=dict(source.metadata),
+            summary=snapshot.values.get("summary", ""),
+            summarized_messages=snapshot.values.get("summarized", 0),
+            message_count=len(rows),
+            tokens_in=sum(m.tokens_in for m in rows),
+            tokens_out=sum(m.tokens_out for m in rows),
+            cost=sum((m.cost for m in rows), Decimal(0)),
+            **lineage,
+        )
+        new_ids: dict[str, str] = {}
+        copies = []
+        for row in rows:
+            clone = Message(
+                conversation=copy,
+                position=row.position,
+                role=row.role,
+                content=row.content,
+                tool_calls=row.tool_calls,
+                status=row.status,
+                error=row.error,
+                model=row.model,
+                tokens_in=row.tokens_in,
+                tokens_out=row.tokens_out,
+                cost=row.cost,
+                latency_ms=row.latency_ms,
+                metadata={
+                    **row.metadata,
+                    "copied_from": str(row.pk),
+                    # Every id this message has had: checkpoints of any ancestor thread
+                    # carry one of them, and seeding maps them all to the new row.
+                    "origin_ids": [*row.metadata.get("origin_ids", []), str(row.pk)],
+                },
+            )
+            for origin in clone.metadata["origin_ids"]:
+                new_ids[origin] = str(clone.pk)
+            copies.append(clone)
+        Message.objects.bulk_create(copies)
+        values = dict(snapshot.values)
+        values["messages"] = [
+            m.model_copy(update={"id": new_ids.get(str(m.id), m.id)})
+            for m in values.get("messages", [])
+        ]
+        if values["messages"] or values.get("summary"):
+            seeded = graph.update_state(thread_config(str(copy.pk)), values, as_node=MODEL_NODE)
+            last = copies[-1] if copies else None
+            if last is not None:
+                Message.objects.filter(pk=last.pk).update(
+                    checkpoint_id=seeded["configurable"]["checkpoint_id"]
+                )
+    return copy
+
+
+def conversation_branch(
+    *, conversation: Conversation, message: Message, user: User
+) -> Conversation:
+    """A new conversation continuing `conversation` from `message` (included)."""
+    if message.conversation_id != conversation.pk:
+        raise ApplicationError(
+            "The message is not part of this conversation.",
+            code="validation_error",
+            details={"message_id": ["Not a message of this conversation."]},
+        )
+    return _copy_into(
+        source=conversation,
+        owner=user,
+        up_to=message,
+        lineage={
+            "parent": conversation,
+            "branch_point": message,
+            "title": f"{conversation} (branch)"[:300],
+        },
+    )
+
+
+def conversation_fork(*, conversation: Conversation, user: User) -> Conversation:
+    """An independent full copy of `conversation`."""
+    last = conversation.messages.order_by("-position").first()
+    return _copy_into(
+        source=conversation,
+        owner=user,
+        up_to=last,
+        lineage={"forked_from": conversation, "title": f"{conversation} (fork)"[:300]},
+    )
+
+
+# --- feedback ----------------------------------------------------------------------------------
+def message_feedback(*, message: Message, rating: int, comment: str, user: User) -> Message:
+    """Rate a reply: -1..1 (thumbs) or 1..5 (stars)."""
+    if message.role != Message.Role.ASSISTANT:
+        raise ApplicationError(
+            "Only assistant replies take feedback.",
+            code="validation_error",
+            details={"message": ["Not an assistant reply."]},
+        )
+    message.feedback_rating = rating
+    message.feedback_comment = comment
+    message.feedback_at = timezone.now()
+    message.save(update_fields=["feedback_rating", "feedback_comment", "feedback_at"])
+    return message
