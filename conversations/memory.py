@@ -20,7 +20,7 @@ SUMMARY_INSTRUCTIONS = (
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]+")
-_STOPWORDS = frozenset(  # noqa: SIM905 (a word list reads best as text)
+_STOPWORDS = frozenset(
     """
     the a an and or but if then than that this these those is are was were be been
     being to of in on at by for with from as it its into about over under so not no do
@@ -28,7 +28,7 @@ _STOPWORDS = frozenset(  # noqa: SIM905 (a word list reads best as text)
     what which who whom how when where why can could would should will shall may might
     must just also very more most some any all each few other such only own same too
     there here
-    """.split()
+    """.split()  # noqa: SIM905 (a word list reads best as text)
 )
 
 
