@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from conversations.models import Conversation, Message, ModelPrice
+from conversations.selectors import conversation_tree
+from conversations.services import conversation_delete, conversation_fork
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = [
+        "position",
+        "role",
+        "status",
+        "short_content",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "cost",
+        "latency_ms",
+        "feedback_rating",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ["position"]
+
+    @admin.display(description="content")
+    def short_content(self, obj: Message) -> str:
+        return obj.content[:200] + ("…" if len(obj.content) > 200 else "")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class LineageFilter(admin.SimpleListFilter):
+    title = "lineage"
+    parameter_name = "lineage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("root", "Original"), ("branch", "Branch"), ("fork", "Fork")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
+        if self.value() == "root":
+            return queryset.filter(parent__isnull=True, forked_from__isnull=True)
+        if self.value() == "branch":
+            return queryset.filter(parent__isnull=False)
+        if self.value() == "fork":
+            return queryset.filter(forked_from__isnull=False)
+        return queryset
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "owner",
+        "model_used",
+        "message_count",
+        "tokens_in",
+        "tokens_out",
+        "cost",
+        "lineage",
+        "updated_at",
+    ]
+    list_filter = [LineageFilter, "workflow", "model", "owner__is_staff"]
+    list_select_related = ["owner", "parent", "forked_from"]
+    search_fields = ["title", "id", "owner__username", "summary"]
+    date_hierarchy = "created_at"
+    inlines = [MessageInline]
+    actions = ["fork_conversations", "delete_with_checkpoints"]
+    readonly_fields = [
+        "id",
+        "owner",
+        "workflow",
+        "family_tree",
+        "parent",
+        "branch_point",
+        "forked_from",
+        "summary",
+        "summarized_messages",
+        "message_count",
+        "tokens_in",
+        "tokens_out",
+        "cost",
+        "turn_started_at",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["id", "owner", "title", "workflow"]}),
+        (
+            "Model",
+            {
+                "fields": [
+                    "model",
+                    "temperature",
+                    "max_tokens",
+                    "system_prompt",
+                    "memory_window",
+                    "metadata",
+                ]
+            },
+        ),
+        ("Memory", {"fields": ["summary", "summarized_messages"]}),
+        ("Lineage", {"fields": ["family_tree", "parent", "branch_point", "forked_from"]}),
+        (
+            "Usage",
+            {
+                "fields": [
+                    "message_count",
+                    "tokens_in",
+                    "tokens_out",
+                    "cost",
+                    "turn_started_at",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # use the action that also drops checkpoints
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # conversations start through the API
+
+    @admin.display(description="model", ordering="model")
+    def model_used(self, obj: Conversation) -> str:
+        return obj.model or "(default)"
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: Conversation) -> str:
+        if obj.parent_id:
+            return f"branch of {obj.parent}"
+        if obj.forked_from_id:
+            return f"fork of {obj.forked_from}"
+        return "original"
+
+    @admin.display(description="family tree")
+    def family_tree(self, obj: Conversation) -> SafeString:
+        def render(node: dict[str, Any]) -> SafeString:
+            item: Conversation = node["conversation"]
+            url = reverse("admin:conversations_conversation_change", args=[item.pk])
+            label = format_html("<strong>{}</strong>" if item.pk == obj.pk else "{}", str(item))
+            children = format_html_join("", "{}", ((render(child),) for child in node["children"]))
+            return format_html(
+                '<li><a href="{}">{}</a> <small>({}, {} messages)</small><ul>{}</ul></li>',
+                url,
+                label,
+                node["kind"],
+                item.message_count,
+                children,
+            )
+
+        return format_html("<ul>{}</ul>", render(conversation_tree(conversation=obj)))
+
+    def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
+        conversation_delete(conversation=obj)
+
+    @admin.action(description="Fork selected conversations (as their owners)")
+    def fork_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        count = 0
+        for conversation in queryset:
+            conversation_fork(conversation=conversation, user=conversation.owner)
+            count += 1
+        self.message_user(request, f"Forked {count} conversation(s).", level=messages.SUCCESS)
+
+    @admin.action(description="Delete selected conversations and their checkpoints")
+    def delete_with_checkpoints(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> None:
+        count = 0
+        for conversation in queryset:
+            conversation_delete(conversation=conversation)
+            count += 1
+        self.message_user(request, f"Deleted {count} conversation(s).", level=messages.SUCCESS)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_content",
+        "role",
+        "status",
+        "conversation",
+        "position",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "latency_ms",
+        "feedback_rating",
+        "created_at",
+    ]
+    list_filter = ["role", "status", "model", "feedback_rating"]
+    list_select_related = ["conversation"]
+    search_fields = ["content", "conversation__title", "conversation__id", "error"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Message._meta.fields]
+
+    @admin.display(description="content")
+    def short_content(self, obj: Message) -> str:
+        return obj.content[:80] or (obj.error[:80] if obj.error else "(empty)")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ["model", "input_per_million", "output_per_million", "currency", "updated_at"]
+    list_editable = ["input_per_million", "output_per_million"]
+    list_filter = ["currency"]
+    search_fields = ["model"]
