@@ -39,7 +39,8 @@ class ScriptedChatModel(BaseChatModel):
     def _generate(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
-        time.sleep(self.delay_seconds * len(self.tokens))
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds * len(self.tokens))
         message = AIMessage("".join(self.tokens), usage_metadata=self._usage(messages))  # type: ignore[arg-type]
         return ChatResult(generations=[ChatGeneration(message=message)])
 

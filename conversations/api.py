@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chatter_project.asyncdb import db_call, release_connections
 from chatter_project.errors import NotFound, error_response
 from conversations.models import Conversation, Message
 from conversations.selectors import (
@@ -309,7 +310,9 @@ def _sse(event: dict[str, Any]) -> str:
 )
 async def stream_message(request: HttpRequest, conversation_id: UUID, payload: StreamIn) -> Any:
     user = request.auth.user  # type: ignore[attr-defined]
-    conversation = await sync_to_async(conversation_get)(user=user, conversation_id=conversation_id)
+    # Authentication ran in this request's sync thread; give its connection back now.
+    await sync_to_async(release_connections)()
+    conversation = await db_call(conversation_get, user=user, conversation_id=conversation_id)
     if conversation is None:
         return error_response(404, "not_found", "Not found.")
     events = await message_stream(conversation=conversation, content=payload.content)

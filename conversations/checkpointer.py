@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +31,19 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+_executor: ThreadPoolExecutor | None = None
+
+
+async def _in_thread(func: Any, *args: Any) -> Any:
+    """Run a sync checkpoint operation on threads sized to the pool (the loop's default
+    executor has cpu+4 threads, which queues hundreds of concurrent streams behind it)."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(settings.CHATTER_CHECKPOINT_POOL_SIZE, "checkpoints")
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+
 
 class PooledPostgresSaver(PostgresSaver):
     def __init__(self, pool: ConnectionPool) -> None:
@@ -37,7 +53,7 @@ class PooledPostgresSaver(PostgresSaver):
         self.lock = contextlib.nullcontext()  # type: ignore[assignment]
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
+        return await _in_thread(self.get_tuple, config)
 
     async def alist(
         self,
@@ -47,7 +63,7 @@ class PooledPostgresSaver(PostgresSaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        rows = await asyncio.to_thread(
+        rows = await _in_thread(
             lambda: list(self.list(config, filter=filter, before=before, limit=limit))
         )
         for row in rows:
@@ -60,7 +76,7 @@ class PooledPostgresSaver(PostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self,
@@ -69,10 +85,10 @@ class PooledPostgresSaver(PostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await _in_thread(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
+        await _in_thread(self.delete_thread, thread_id)
 
 
 _lock = threading.Lock()

@@ -59,7 +59,7 @@ class TurnSettings:
 
 
 # --- memory ---------------------------------------------------------------------------------
-def _memory_update(state: ChatState, old: list[BaseMessage], summary: str) -> dict[str, Any]:
+def _forget(state: ChatState, old: list[BaseMessage], summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         "summarized": state.get("summarized", 0) + len(old),
@@ -67,34 +67,40 @@ def _memory_update(state: ChatState, old: list[BaseMessage], summary: str) -> di
     }
 
 
-def memory_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
-    settings = TurnSettings.of(config)
+def _remembered(state: ChatState, update: dict[str, Any]) -> ChatState:
+    """The state as the model sees it once the memory update is applied."""
+    if not update:
+        return state
+    removed = {m.id for m in update["messages"]}
+    return {
+        "messages": [m for m in state["messages"] if m.id not in removed],
+        "summary": update["summary"],
+        "summarized": update["summarized"],
+    }
+
+
+def remember(state: ChatState, settings: TurnSettings, model: BaseChatModel) -> dict[str, Any]:
     old, _ = split_for_summary(state["messages"], settings.memory_window)
     if not old:
         return {}
     previous = state.get("summary", "")
-    model = settings.chat_model()
     if isinstance(model, LocalChatModel):
-        summary = extractive_summary(previous, old)
-    else:
-        # Tagged so the streaming endpoint doesn't show the summary as reply text.
-        summary = str(model.invoke(summary_request(previous, old), {"tags": ["memory"]}).content)
-    return _memory_update(state, old, summary)
+        return _forget(state, old, extractive_summary(previous, old))
+    # Not given the run's config, so the summary's tokens don't stream as reply text.
+    return _forget(state, old, str(model.invoke(summary_request(previous, old)).content))
 
 
-async def amemory_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
-    settings = TurnSettings.of(config)
+async def aremember(
+    state: ChatState, settings: TurnSettings, model: BaseChatModel
+) -> dict[str, Any]:
     old, _ = split_for_summary(state["messages"], settings.memory_window)
     if not old:
         return {}
     previous = state.get("summary", "")
-    model = settings.chat_model()
     if isinstance(model, LocalChatModel):
-        summary = extractive_summary(previous, old)
-    else:
-        response = await model.ainvoke(summary_request(previous, old), {"tags": ["memory"]})
-        summary = str(response.content)
-    return _memory_update(state, old, summary)
+        return _forget(state, old, extractive_summary(previous, old))
+    response = await model.ainvoke(summary_request(previous, old))
+    return _forget(state, old, str(response.content))
 
 
 # --- the model ----------------------------------------------------------------------------
@@ -106,26 +112,35 @@ def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
     return head + list(state["messages"])
 
 
+def _with_reply(
+    memory: dict[str, Any], reply: BaseMessage, settings: TurnSettings
+) -> dict[str, Any]:
+    reply.id = settings.reply_id
+    return {**memory, "messages": [*memory.get("messages", []), reply]}
+
+
+# Memory and the model share one node (one superstep, one checkpoint per turn beyond the
+# input's): the summary is folded in before the model is called, in the same update.
 def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    reply = settings.chat_model().invoke(_prompt(state, settings), config)
-    reply.id = settings.reply_id
-    return {"messages": [reply]}
+    model = settings.chat_model()
+    memory = remember(state, settings, model)
+    reply = model.invoke(_prompt(_remembered(state, memory), settings), config)
+    return _with_reply(memory, reply, settings)
 
 
 async def amodel_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    reply = await settings.chat_model().ainvoke(_prompt(state, settings), config)
-    reply.id = settings.reply_id
-    return {"messages": [reply]}
+    model = settings.chat_model()
+    memory = await aremember(state, settings, model)
+    reply = await model.ainvoke(_prompt(_remembered(state, memory), settings), config)
+    return _with_reply(memory, reply, settings)
 
 
 def build_basic() -> StateGraph:
     builder = StateGraph(ChatState)
-    builder.add_node("memory", RunnableLambda(memory_node, afunc=amemory_node, name="memory"))
     builder.add_node(MODEL_NODE, RunnableLambda(model_node, afunc=amodel_node, name=MODEL_NODE))
-    builder.add_edge(START, "memory")
-    builder.add_edge("memory", MODEL_NODE)
+    builder.add_edge(START, MODEL_NODE)
     builder.add_edge(MODEL_NODE, END)
     return builder
 

@@ -7,18 +7,17 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
 from django.utils import timezone
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from psycopg.types.json import Jsonb
 
 from accounts.models import User
+from chatter_project.asyncdb import db_call
 from chatter_project.errors import ApplicationError, Conflict
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, get_graph
@@ -157,93 +156,159 @@ def turn_begin(*, conversation: Conversation, content: str) -> Turn:
     """Claim the conversation for one turn and store the user's message at once.
 
     The claim is a conditional UPDATE that exactly one request can win; a second message
-    while a reply is running gets 409 instead of interleaving the history.
+    while a reply is running gets 409 instead of interleaving the history. It also reserves
+    the two message positions and returns them, so a turn starts in two statements.
     """
     content = _validate_content(content)
-    stale = timezone.now() - timedelta(seconds=settings.CHATTER_TURN_STALE_SECONDS)
-    with transaction.atomic():
-        claimed = Conversation.objects.filter(
-            Q(turn_started_at__isnull=True) | Q(turn_started_at__lt=stale), pk=conversation.pk
-        ).update(turn_started_at=timezone.now())
-        if claimed != 1:
+    title = content.strip().splitlines()[0][:80]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET turn_started_at = now(), "
+            "message_count = message_count + 2, updated_at = now(), "
+            "title = CASE WHEN title = '' THEN %s ELSE title END "
+            "WHERE id = %s AND (turn_started_at IS NULL "
+            "OR turn_started_at < now() - make_interval(secs => %s)) "
+            "RETURNING message_count, title, turn_started_at",
+            [title, conversation.pk, settings.CHATTER_TURN_STALE_SECONDS],
+        )
+        row = cursor.fetchone()
+        if row is None:
             raise Conflict(
                 "A reply is still being produced in this conversation; send again when it ends.",
                 code="turn_in_progress",
             )
-        conversation.refresh_from_db()
-        position = conversation.message_count
+        conversation.message_count, conversation.title, conversation.turn_started_at = row
+        position = conversation.message_count - 2
         model = conversation.model or default_model_spec()
-        user_message = Message.objects.create(
-            conversation=conversation, position=position, role=Message.Role.USER, content=content
+        user_message, assistant_message = Message.objects.bulk_create(
+            [
+                Message(
+                    conversation=conversation,
+                    position=position,
+                    role=Message.Role.USER,
+                    content=content,
+                ),
+                Message(
+                    conversation=conversation,
+                    position=position + 1,
+                    role=Message.Role.ASSISTANT,
+                    status=Message.Status.INCOMPLETE,
+                    model=model,
+                ),
+            ]
         )
-        assistant_message = Message.objects.create(
-            conversation=conversation,
-            position=position + 1,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.INCOMPLETE,
-            model=model,
-        )
-        updates: dict[str, Any] = {"message_count": position + 2}
-        if not conversation.title:
-            updates["title"] = content.strip().splitlines()[0][:80]
-        Conversation.objects.filter(pk=conversation.pk).update(**updates)
-        conversation.refresh_from_db()
     return Turn(conversation, user_message, assistant_message, model, time.monotonic())
 
 
-def _price(model: str) -> ModelPrice | None:
-    _, name = split_spec(model)
-    prices = {p.model: p for p in ModelPrice.objects.filter(model__in=[model, name])}
-    return prices.get(model) or prices.get(name)
+# One statement for the end of every turn (the hot path): the reply's content, usage and
+# cost (priced in SQL from the price table, the exact spec first, then the bare model
+# name), the user message's checkpoint, and the conversation's totals and release.
+_FINISH_SQL = """
+WITH price AS (
+    SELECT input_per_million, output_per_million FROM {price}
+    WHERE model = %(spec)s OR model = %(name)s
+    ORDER BY (model = %(spec)s) DESC LIMIT 1
+), asked AS (
+    UPDATE {message} SET checkpoint_id = %(user_checkpoint)s WHERE id = %(user_id)s
+), replied AS (
+    UPDATE {message} SET
+        content = %(content)s, status = %(status)s, tokens_in = %(tokens_in)s,
+        tokens_out = %(tokens_out)s, latency_ms = %(latency_ms)s, tool_calls = %(tool_calls)s,
+        checkpoint_id = %(reply_checkpoint)s, metadata = metadata || %(metadata)s,
+        cost = COALESCE((SELECT round((%(tokens_in)s * input_per_million
+                                       + %(tokens_out)s * output_per_million) / 1000000, 6)
+                         FROM price), 0)
+    WHERE id = %(reply_id)s
+    RETURNING cost
+)
+UPDATE {conversation} SET
+    tokens_in = tokens_in + %(tokens_in)s, tokens_out = tokens_out + %(tokens_out)s,
+    cost = cost + (SELECT cost FROM replied), summary = %(summary)s,
+    summarized_messages = %(summarized)s, turn_started_at = NULL, updated_at = now()
+WHERE id = %(conversation_id)s
+RETURNING (SELECT cost FROM replied)
+"""
 
 
-def _checkpoints_for(turn: Turn) -> tuple[str, str]:
-    """The latest checkpoints ending with the user's message and with the reply."""
-    user_id, reply_id = str(turn.user_message.pk), str(turn.assistant_message.pk)
-    user_checkpoint = reply_checkpoint = ""
-    for snapshot in get_graph().get_state_history(turn.config(), limit=6):
-        messages = snapshot.values.get("messages") or []
-        last = messages[-1].id if messages else None
-        checkpoint_id = snapshot.config["configurable"]["checkpoint_id"]
-        if last == reply_id and not reply_checkpoint:
-            reply_checkpoint = checkpoint_id
-        if last == user_id and not user_checkpoint:
-            user_checkpoint = checkpoint_id
-    return user_checkpoint, reply_checkpoint
+class RunTracker:
+    """Follows a graph run's `values` and `checkpoints` events: the final state, and the
+    checkpoints whose state ends with the user's message and with the reply (where a
+    branch from either message starts) without reading checkpoint history back."""
+
+    MODES = ["values", "checkpoints"]
+
+    def __init__(self, turn: Turn) -> None:
+        self.user_id, self.reply_id = str(turn.user_message.pk), str(turn.assistant_message.pk)
+        self.state: dict[str, Any] = {}
+        self.user_checkpoint = ""
+        self.reply_checkpoint = ""
+
+    def see(self, mode: str, payload: Any) -> None:
+        if mode == "values":
+            self.state = payload
+        elif mode == "checkpoints":
+            messages = payload["values"].get("messages") or []
+            last = messages[-1].id if messages else None
+            checkpoint_id = payload["config"]["configurable"]["checkpoint_id"]
+            if last == self.user_id:
+                self.user_checkpoint = checkpoint_id
+            elif last == self.reply_id:
+                self.reply_checkpoint = checkpoint_id
+
+    @property
+    def reply(self) -> BaseMessage:
+        return self.state["messages"][-1]
 
 
 def turn_finish(
-    *, turn: Turn, reply: BaseMessage, state: dict[str, Any], status: str = Message.Status.COMPLETE
+    *,
+    turn: Turn,
+    reply: BaseMessage,
+    state: dict[str, Any],
+    checkpoints: tuple[str, str],
+    status: str = Message.Status.COMPLETE,
 ) -> Message:
     """Store the reply with its usage and cost, roll totals up, release the conversation."""
     usage = getattr(reply, "usage_metadata", None) or {}
-    tokens_in, tokens_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    price = _price(turn.model)
-    cost = price.cost(tokens_in, tokens_out) if price else Decimal(0)
-    user_checkpoint, reply_checkpoint = _checkpoints_for(turn)
     assistant = turn.assistant_message
-    with transaction.atomic():
-        Message.objects.filter(pk=turn.user_message.pk).update(checkpoint_id=user_checkpoint)
-        assistant.content = str(reply.content)
-        assistant.status = status
-        assistant.tokens_in, assistant.tokens_out, assistant.cost = tokens_in, tokens_out, cost
-        assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
-        assistant.tool_calls = list(getattr(reply, "tool_calls", None) or [])
-        assistant.checkpoint_id = reply_checkpoint
-        assistant.metadata = {
-            **assistant.metadata,
-            "usage_source": "local" if turn.model == "local" else "provider",
-        }
-        assistant.save()
-        Conversation.objects.filter(pk=turn.conversation.pk).update(
-            tokens_in=F("tokens_in") + tokens_in,
-            tokens_out=F("tokens_out") + tokens_out,
-            cost=F("cost") + cost,
-            summary=state.get("summary", ""),
-            summarized_messages=state.get("summarized", 0),
-            turn_started_at=None,
-            updated_at=timezone.now(),
+    assistant.content = str(reply.content)
+    assistant.status = status
+    assistant.tokens_in = int(usage.get("input_tokens", 0))
+    assistant.tokens_out = int(usage.get("output_tokens", 0))
+    assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
+    assistant.tool_calls = list(getattr(reply, "tool_calls", None) or [])
+    assistant.checkpoint_id = checkpoints[1]
+    extra = {"usage_source": "local" if turn.model == "local" else "provider"}
+    assistant.metadata = {**assistant.metadata, **extra}
+    turn.user_message.checkpoint_id = checkpoints[0]
+    sql = _FINISH_SQL.format(
+        price=ModelPrice._meta.db_table,
+        message=Message._meta.db_table,
+        conversation=Conversation._meta.db_table,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "spec": turn.model,
+                "name": split_spec(turn.model)[1],
+                "user_id": turn.user_message.pk,
+                "user_checkpoint": checkpoints[0],
+                "reply_id": assistant.pk,
+                "reply_checkpoint": checkpoints[1],
+                "content": assistant.content,
+                "status": status,
+                "tokens_in": assistant.tokens_in,
+                "tokens_out": assistant.tokens_out,
+                "latency_ms": assistant.latency_ms,
+                "tool_calls": Jsonb(assistant.tool_calls),
+                "metadata": Jsonb(extra),
+                "summary": state.get("summary", ""),
+                "summarized": state.get("summarized", 0),
+                "conversation_id": turn.conversation.pk,
+            },
         )
+        (assistant.cost,) = cursor.fetchone()
     return assistant
 
 
@@ -262,61 +327,58 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
     return failure
 
 
-def turn_abandon(*, turn: Turn, partial: str) -> None:
+def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
     in the checkpointed state (so the next turn's context matches the record)."""
     graph = get_graph()
+    reply_checkpoint = ""
     if partial:
-        graph.update_state(
+        seeded = graph.update_state(
             turn.config(),
             {"messages": [AIMessage(partial, id=str(turn.assistant_message.pk))]},
             as_node=MODEL_NODE,
         )
-    state = graph.get_state(turn.config()).values
-    turn_finish(turn=turn, reply=AIMessage(partial), state=state, status=Message.Status.INCOMPLETE)
+        reply_checkpoint = seeded["configurable"]["checkpoint_id"]
+    turn_finish(
+        turn=turn,
+        reply=AIMessage(partial),
+        state=graph.get_state(turn.config()).values,
+        checkpoints=(tracker.user_checkpoint, reply_checkpoint),
+        status=Message.Status.INCOMPLETE,
+    )
 
 
 def message_send(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
     """One synchronous turn: the stored user message and the assistant's reply."""
     turn = turn_begin(conversation=conversation, content=content)
+    tracker = RunTracker(turn)
     try:
-        result = get_graph().invoke(turn.graph_input(), turn.config())
+        for mode, payload in get_graph().stream(
+            turn.graph_input(), turn.config(), stream_mode=tracker.MODES
+        ):
+            tracker.see(mode, payload)
     except Exception as exc:
         failure = turn_fail(turn=turn, exc=exc)
         if failure is None:
             raise
         raise failure from exc
-    assistant = turn_finish(turn=turn, reply=result["messages"][-1], state=result)
-    turn.user_message.refresh_from_db()
+    assistant = turn_finish(
+        turn=turn,
+        reply=tracker.reply,
+        state=tracker.state,
+        checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+    )
     return turn.user_message, assistant
 
 
 # --- streaming ---------------------------------------------------------------------------------
-def _release_connection() -> None:
-    # Streams are long; don't hold a pooled database connection between events.
-    close_old_connections()
-    from django.db import connection
-
-    connection.close()
-
-
-async def _db(func: Any, **kwargs: Any) -> Any:
-    def call() -> Any:
-        try:
-            return func(**kwargs)
-        finally:
-            _release_connection()
-
-    return await sync_to_async(call)()
-
-
 async def message_stream(
     *, conversation: Conversation, content: str
 ) -> AsyncIterator[dict[str, Any]]:
     """One streamed turn as events: `delta` token text, then `done` (ids and usage) or
     `error`. If the consumer goes away mid-stream, the partial reply is stored as incomplete.
     The turn is claimed before the first event, so a 409 can still be a plain response."""
-    turn: Turn = await _db(turn_begin, conversation=conversation, content=content)
+    turn: Turn = await db_call(turn_begin, conversation=conversation, content=content)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         yield {
@@ -327,14 +389,14 @@ async def message_stream(
             },
         }
         parts: list[str] = []
-        state: dict[str, Any] = {}
+        tracker = RunTracker(turn)
         finished = False
         try:
             async for mode, payload in get_graph().astream(
-                turn.graph_input(), turn.config(), stream_mode=["messages", "values"]
+                turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
             ):
-                if mode == "values":
-                    state = payload
+                if mode != "messages":
+                    tracker.see(mode, payload)
                     continue
                 chunk, meta = payload
                 if (
@@ -345,8 +407,13 @@ async def message_stream(
                     text = str(chunk.content)
                     parts.append(text)
                     yield {"event": "delta", "data": {"content": text}}
-            reply = state["messages"][-1]
-            assistant = await _db(turn_finish, turn=turn, reply=reply, state=state)
+            assistant = await db_call(
+                turn_finish,
+                turn=turn,
+                reply=tracker.reply,
+                state=tracker.state,
+                checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+            )
             finished = True
             yield {
                 "event": "done",
@@ -364,10 +431,12 @@ async def message_stream(
             }
         except (asyncio.CancelledError, GeneratorExit):
             if not finished:
-                await asyncio.shield(_db(turn_abandon, turn=turn, partial="".join(parts)))
+                await asyncio.shield(
+                    db_call(turn_abandon, turn=turn, partial="".join(parts), tracker=tracker)
+                )
             raise
         except Exception as exc:
-            failure = await _db(turn_fail, turn=turn, exc=exc)
+            failure = await db_call(turn_fail, turn=turn, exc=exc)
             if failure is None:
                 logger.exception("stream failed in conversation %s", turn.conversation.pk)
                 failure = ApplicationError(

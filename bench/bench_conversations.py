@@ -1,0 +1,239 @@
+"""Conversations: the cost of Chatter's turn over a bare LangGraph turn, and SSE capacity.
+
+1. One chat turn through the API (uvicorn, one worker, HTTP from this process) against a
+   bare LangGraph invoke with PostgresSaver on the same database, both with a zero-latency
+   model, in the same run: p50/p99 and their ratio (goal <= 1.5x).
+2. Concurrent SSE streams held by one server process, the model streaming 50 tokens 20 ms
+   apart (goal >= 200 streams, none dropped).
+
+Runs against its own database (`chatter_bench`) on the embedded server (or DATABASE_URL's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
+os.environ["CHATTER_DB_NAME"] = "chatter_bench"
+os.environ["CHATTER_PROVIDER_MODULES"] = "bench.providers"
+
+TURNS = int(os.environ.get("BENCH_TURNS", "200"))
+STREAMS = int(os.environ.get("BENCH_STREAMS", "200"))
+
+
+def ensure_database() -> None:
+    import psycopg
+
+    from chatter_project import settings as s
+
+    db = s.DATABASES["default"]
+    params = {
+        "host": db["HOST"],
+        "port": db.get("PORT") or None,
+        "user": db["USER"],
+        "password": db["PASSWORD"] or None,
+        "dbname": "postgres",
+    }
+    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'chatter_bench'").fetchone():
+            conn.execute("CREATE DATABASE chatter_bench")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bare_langgraph_turn(conninfo: str):
+    """A bare LangGraph turn: one model node, PostgresSaver, the same zero-latency model."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    from bench.providers import _instant
+    from conversations.providers import ModelOptions
+
+    model = _instant("Fine thanks.", ModelOptions())
+
+    def call(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", call)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", END)
+    saver_context = PostgresSaver.from_conn_string(conninfo)
+    saver = saver_context.__enter__()
+    saver.setup()
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": f"bare-{time.time()}"}}
+
+    def turn(index: int) -> None:
+        graph.invoke({"messages": [HumanMessage(f"Hello {index}")]}, config)
+
+    return turn, saver_context
+
+
+def start_server(port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "chatter_project.asgi:application",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env={**os.environ, "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "40"},
+    )
+    import httpx
+
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/").status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def interleaved_turns(
+    base: str, key: str, conversation_id: str, bare_turn
+) -> tuple[list[float], list[float]]:
+    """Alternate one bare turn and one API turn, so both see the same machine load."""
+    import httpx
+
+    bare, api = [], []
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        for index in range(TURNS + 20):
+            started = time.perf_counter()
+            bare_turn(index)
+            middle = time.perf_counter()
+            response = client.post(
+                f"/api/v1/conversations/{conversation_id}/messages/",
+                json={"content": f"Hello {index}"},
+            )
+            ended = time.perf_counter()
+            assert response.status_code == 201, response.text
+            if index >= 20:
+                bare.append(middle - started)
+                api.append(ended - middle)
+    return bare, api
+
+
+async def hold_streams(base: str, key: str, conversation_ids: list[str]) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(conversation_ids) + 10, max_keepalive_connections=0)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as client:
+
+        async def one(conversation_id: str) -> tuple[int, bool, float]:
+            deltas, done, first = 0, False, 0.0
+            started = time.perf_counter()
+            try:
+                async with client.stream(
+                    "POST",
+                    f"/api/v1/conversations/{conversation_id}/messages/stream/",
+                    json={"content": "go"},
+                ) as response:
+                    async for line in response.aiter_lines():
+                        if line == "event: delta":
+                            deltas += 1
+                            if deltas == 1:
+                                first = time.perf_counter() - started
+                        elif line == "event: done":
+                            done = True
+            except httpx.HTTPError:
+                pass
+            return deltas, done, first
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(cid) for cid in conversation_ids))
+        elapsed = time.perf_counter() - started
+    complete = sum(1 for deltas, done, _ in results if deltas == 50 and done)
+    firsts = [first for _, _, first in results if first]
+    return {
+        "streams": len(results),
+        "complete": complete,
+        "dropped": len(results) - complete,
+        "elapsed": elapsed,
+        "first_token_p50": percentile(firsts, 0.5) if firsts else None,
+    }
+
+
+def main() -> None:
+    ensure_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    from accounts.services import api_key_create, user_ensure
+    from conversations.checkpointer import _conninfo
+    from conversations.models import Conversation
+
+    user, _ = user_ensure(username="bench")
+    _, key = api_key_create(user=user, name="bench")
+    conversation = Conversation.objects.create(
+        owner=user, model="instant:Fine thanks.", memory_window=1000
+    )
+    stream_conversations = [
+        str(Conversation.objects.create(owner=user, model="paced:50:20").pk) for _ in range(STREAMS)
+    ]
+    conninfo = _conninfo()
+    connection.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = start_server(port)
+    base = f"http://127.0.0.1:{port}"
+    bare_turn, saver_context = bare_langgraph_turn(conninfo)
+    try:
+        bare, api = interleaved_turns(base, key, str(conversation.pk), bare_turn)
+        streams = asyncio.run(hold_streams(base, key, stream_conversations))
+    finally:
+        saver_context.__exit__(None, None, None)
+        server.terminate()
+        server.wait(timeout=30)
+
+    bare_p50, bare_p99 = percentile(bare, 0.5) * 1000, percentile(bare, 0.99) * 1000
+    api_p50, api_p99 = percentile(api, 0.5) * 1000, percentile(api, 0.99) * 1000
+    print(f"chat turn, {TURNS} sequential turns each, interleaved, zero-latency model")
+    print(f"  bare LangGraph + PostgresSaver  p50 {bare_p50:7.2f} ms  p99 {bare_p99:7.2f} ms")
+    print(
+        f"  Chatter API (HTTP, uvicorn)     p50 {api_p50:7.2f} ms  p99 {api_p99:7.2f} ms  mean {statistics.mean(api) * 1000:.2f} ms"
+    )
+    print(f"  ratio p50 {api_p50 / bare_p50:.2f}x  p99 {api_p99 / bare_p99:.2f}x  (goal <= 1.5x)")
+    print(
+        f"SSE: {streams['streams']} concurrent streams, 50 tokens 20 ms apart, one server process"
+    )
+    print(
+        f"  complete {streams['complete']}, dropped {streams['dropped']}, wall {streams['elapsed']:.2f} s "
+        f"(ideal 1.0 s), first token p50 {streams['first_token_p50'] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

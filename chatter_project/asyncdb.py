@@ -1,0 +1,35 @@
+"""Database calls from async code (streams) that don't hold a pooled connection idle.
+
+A streaming response lives for seconds; Django returns a request's connection only when
+the response closes. Hundreds of open streams would each pin a pooled connection and
+starve the rest, so async code runs each database call in a thread and hands the
+connection back to the pool right after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+T = TypeVar("T")
+
+
+def release_connections() -> None:
+    """Return this thread's connections to the pool."""
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+
+
+async def db_call(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`await db_call(f, ...)`: run f in the request's sync thread, then release."""
+
+    def call() -> T:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release_connections()
+
+    return await sync_to_async(call)()
