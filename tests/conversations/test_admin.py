@@ -69,3 +69,23 @@ def test_prices_are_editable_in_the_admin(admin_client):
     from conversations.models import ModelPrice
 
     assert str(ModelPrice.objects.get(model="openai:gpt-4o-mini").output_per_million) == "0.600000"
+
+
+def test_the_users_list_shows_each_users_tokens_and_cost(admin_client, user, send):
+    from decimal import Decimal
+
+    from conversations.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model="instant:ok", input_per_million=Decimal("1000"), output_per_million=Decimal("0")
+    )
+    conversation = Conversation.objects.create(owner=user, model="instant:ok")
+    send(conversation, "one two three")
+    conversation.refresh_from_db()
+
+    page = admin_client.get("/admin/accounts/user/").content.decode()
+
+    assert (
+        f'<td class="field-tokens">{conversation.tokens_in + conversation.tokens_out}</td>' in page
+    )
+    assert f"{conversation.cost}" in page and conversation.cost > 0
