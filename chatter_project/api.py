@@ -14,11 +14,13 @@ from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
 from chatter_project.exception_handlers import install_ninja_handlers
 from chatter_project.health import router as health_router
+from jobs.api import JobViewSet
 
 API_PREFIX = "/api/v1/"
 
 router = SimpleRouter()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("jobs", JobViewSet, basename="job")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
