@@ -3,7 +3,6 @@ CHATTER_JOBS_HANDLER_MODULES; the test process imports it from conftest."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -58,6 +57,6 @@ def hang_first_attempt(ctx: JobContext) -> dict[str, int]:
 
 @job_handler("test.stuck_in_c", timeout=1, max_attempts=1)
 def stuck_in_c(ctx: JobContext) -> None:
-    """Catastrophic backtracking: the regex engine holds the GIL, so SIGALRM cannot interrupt."""
-    ctx.progress(1, "matching")
-    re.match(r"(a+)+$", "a" * 64 + "b")
+    """One C loop holding the GIL for ~20 minutes: Python signal handlers never get to run."""
+    ctx.progress(1, "summing")
+    sum(range(10**11))
