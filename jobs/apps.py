@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from importlib import import_module
 
 from django.apps import AppConfig
@@ -27,3 +28,17 @@ class JobsConfig(AppConfig):
             worker.current_q_task_id = str(task.get("id", ""))
 
         pre_execute.connect(remember_task_id, dispatch_uid="jobs.remember_task_id", weak=False)
+        os.register_at_fork(before=close_database_pools)
+
+
+def close_database_pools() -> None:
+    """Before os.fork: django-q2 forks its pusher, monitor and workers from a process that
+    holds pooled connections, and a child using its parent's socket corrupts both sessions
+    ("the last operation didn't produce records"). Children start with no pool instead."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        pools = getattr(type(connection), "_connection_pools", {})
+        if connection.alias in pools:
+            connection.close_pool()

@@ -294,7 +294,10 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         _finish(conn, job, **outcome)
     finally:
         _unlock(conn, job.id)
-    logger.info("job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"])
+    level = logging.DEBUG if outcome["status"] == JobStatus.SUCCEEDED else logging.INFO
+    logger.log(
+        level, "job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"]
+    )
     return outcome["status"]
 
 
