@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean-data
+.PHONY: install run test bench lint format clean-data
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ run: install
 test: install
 	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest
+
+# Every bench/bench_*.py, each printing its figures against a baseline run in the same command.
+bench: install
+	@for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 lint: install
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -29,11 +29,10 @@ from typing import Any
 import psutil
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
-from jobs.registry import handler_get
 from jobs.selectors import live_workers
 from jobs.services import hard_kill_grace_seconds, tokens_send
 from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, failure_outcome
@@ -109,13 +108,11 @@ def jobs_reap() -> dict[str, int]:
             error = f"JobTimeout: exceeded its timeout of {job.timeout_seconds} s; worker killed"
         else:
             error = f"WorkerLost: the worker process ({job.worker_host} pid {job.worker_pid}) died"
-        spec = handler_get(job.handler)
         outcome = failure_outcome(
+            handler=job.handler,
             attempt=job.attempts,
             max_attempts=job.max_attempts,
             priority=job.priority,
-            retry_base=spec.retry_base if spec else 5.0,
-            retry_cap=spec.retry_cap if spec else 600.0,
             error=error,
             trace="",
         )
@@ -132,9 +129,8 @@ def jobs_redispatch_lost() -> int:
     stale = now - timedelta(seconds=_setting("JOBS_REDISPATCH_SECONDS", 30))
     if Job.objects.filter(status=JobStatus.RUNNING).exists():
         return 0
-    last_start = Job.objects.aggregate(last=Max("started_at"))["last"]
-    if last_start is not None and last_start > stale:
-        return 0
+    if Job.objects.filter(finished_at__gt=stale).exists():
+        return 0  # workers are taking jobs: their tokens are not lost
     if live_workers() == 0:
         return 0  # nobody to wake: tokens would only pile up in the broker
     with transaction.atomic():

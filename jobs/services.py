@@ -70,13 +70,16 @@ def retry_delay(attempt: int, *, base: float, cap: float, jitter: float = 0.25) 
 
 def tokens_send(job_ids: list[int]) -> None:
     """Wake one worker per job id (each token runs whichever due job is best then)."""
+    from django_q.brokers import get_broker
     from django_q.tasks import async_task
 
+    broker = get_broker()  # one broker (one Redis client) per batch, not per token
     for job_id in job_ids:
         async_task(
             TOKEN_FUNC,
             job_id,
             q_options={
+                "broker": broker,
                 "timeout": token_timeout_seconds(),
                 "task_name": f"job-{job_id}",
                 # The Job row keeps the outcome; a django-q2 Task row per token would only
@@ -201,18 +204,11 @@ def enqueue(
     return job
 
 
-def job_create_for_user(
-    *,
-    user: User,
-    handler: str,
-    args: dict[str, Any] | None = None,
-    priority: str = JobPriority.NORMAL,
-    max_attempts: int | None = None,
-    timeout: int | None = None,
-    run_at: datetime | None = None,
-    dedupe_key: str | None = None,
-) -> Job:
-    """Enqueue on behalf of an API user: only user-enqueueable handlers, unless staff."""
+def job_create_for_user(*, user: User, handler: str, **options: Any) -> Job:
+    """Enqueue on behalf of an API user: only user-enqueueable handlers, unless staff.
+
+    ``options`` are ``enqueue``'s (args, priority, max_attempts, timeout, run_at, dedupe_key).
+    """
     spec = handler_get(handler)
     if spec is not None and not spec.user_enqueueable and not user.is_staff:
         raise Forbidden(
@@ -220,16 +216,7 @@ def job_create_for_user(
             code="handler_not_allowed",
             details={"handler": [f"Not user-enqueueable: {handler}"]},
         )
-    return enqueue(
-        handler,
-        args=args,
-        priority=priority,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        run_at=run_at,
-        dedupe_key=dedupe_key,
-        owner=user,
-    )
+    return enqueue(handler, **options, owner=user)
 
 
 def job_cancel(*, job: Job) -> Job:

@@ -133,8 +133,8 @@ def job_claim_next(conn: psycopg.Connection | None = None) -> Claimed | None:
         job_id, locked, handler, args, priority, attempt, max_attempts, timeout = row
         if locked:
             return Claimed(job_id, handler, args, priority, attempt, max_attempts, timeout)
-        # Its previous attempt's process still holds the lock (alive but reported dead by
-        # nobody): leave the job alone and take the next one.
+        # Some live session still holds its lock (an earlier attempt's, leaked): running it
+        # now could overlap that attempt, so leave it and take the next one.
         skip.append(job_id)
     return None
 
@@ -161,16 +161,10 @@ def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> None:
 
 
 def failure_outcome(
-    *,
-    attempt: int,
-    max_attempts: int,
-    priority: str,
-    retry_base: float,
-    retry_cap: float,
-    error: str,
-    trace: str,
+    *, handler: str, attempt: int, max_attempts: int, priority: str, error: str, trace: str
 ) -> dict[str, Any]:
-    """The row fields after a failed attempt: scheduled for a retry, or dead."""
+    """The row fields after a failed attempt: scheduled for a retry (the handler's backoff),
+    or dead."""
     now = timezone.now()
     if attempt >= max_attempts:
         return {
@@ -179,7 +173,9 @@ def failure_outcome(
             "traceback": trace,
             "finished_at": now,
         }
-    available_at = now + timedelta(seconds=retry_delay(attempt, base=retry_base, cap=retry_cap))
+    spec = handler_get(handler)
+    base, cap = (spec.retry_base, spec.retry_cap) if spec else (5.0, 600.0)
+    available_at = now + timedelta(seconds=retry_delay(attempt, base=base, cap=cap))
     return {
         "status": JobStatus.SCHEDULED,
         "error": error,
@@ -282,11 +278,10 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         }
     except (Exception, JobTimeout) as exc:
         outcome = failure_outcome(
+            handler=job.handler,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             priority=job.priority,
-            retry_base=spec.retry_base if spec else 5.0,
-            retry_cap=spec.retry_cap if spec else 600.0,
             error=f"{type(exc).__name__}: {exc}",
             trace=traceback.format_exc(),
         )
