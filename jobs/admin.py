@@ -8,10 +8,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
+from chatter_project.errors import ApplicationError
 from jobs.models import Job, JobPriority
-from jobs.registry import handler_names
+from jobs.registry import handler_get, handler_names
 from jobs.selectors import job_stats
-from jobs.services import enqueue, jobs_cancel, jobs_retry, jobs_run_now
+from jobs.services import enqueue, job_options_validate, jobs_cancel, jobs_retry, jobs_run_now
 
 
 class JobAddForm(forms.ModelForm):
@@ -26,6 +27,22 @@ class JobAddForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["handler"].choices = [(name, name) for name in handler_names()]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        handler = data.get("handler", "")
+        try:
+            job_options_validate(
+                handler_get(handler),
+                handler,
+                data.get("args") or {},
+                data.get("priority") or JobPriority.NORMAL,
+                data.get("max_attempts"),
+                data.get("timeout_seconds"),
+            )
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return data
 
 
 @admin.register(Job)

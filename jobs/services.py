@@ -89,7 +89,7 @@ def tokens_send(job_ids: list[int]) -> None:
         )
 
 
-def _validated(
+def job_options_validate(
     spec: HandlerSpec | None,
     handler: str,
     args: dict[str, Any],
@@ -97,6 +97,7 @@ def _validated(
     max_attempts: int | None,
     timeout: int | None,
 ) -> tuple[HandlerSpec, int, int]:
+    """Check what ``enqueue`` was given; the handler, attempts and timeout to use, or a 400."""
     if spec is None:
         raise ApplicationError(
             f"Unknown job handler '{handler}'.",
@@ -158,7 +159,7 @@ def enqueue(
     key is returned instead of a new one. ``run_at`` in the future makes it *scheduled*.
     """
     args = {} if args is None else args
-    spec, attempts, seconds = _validated(
+    spec, attempts, seconds = job_options_validate(
         handler_get(handler), handler, args, priority, max_attempts, timeout
     )
     now = timezone.now()

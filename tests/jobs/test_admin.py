@@ -86,3 +86,13 @@ def test_an_operator_adds_a_job_through_the_enqueue_service(admin_client, staff_
         staff_user,
     )
     assert job.timeout_seconds == 1800  # the handler's default
+
+
+def test_arguments_that_do_not_fit_the_handler_are_a_form_error_not_a_crash(admin_client):
+    response = admin_client.post(
+        f"{URL}add/", {"handler": "test.fail_until", "args": '{"wrong": 1}', "priority": "normal"}
+    )
+
+    assert response.status_code == 200
+    assert "The arguments do not fit handler" in response.content.decode()
+    assert not Job.objects.exists()

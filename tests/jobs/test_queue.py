@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -69,6 +69,18 @@ def test_each_due_job_sends_one_token_to_django_q2_after_commit():
     enqueue("test.record", run_at=timezone.now() + timedelta(hours=1))
 
     assert OrmQ.objects.count() == 1
+
+
+def test_the_token_waits_for_the_commit_and_a_rollback_sends_none():
+    with transaction.atomic():
+        enqueue("test.record")
+        assert OrmQ.objects.count() == 0  # not yet: a worker could not see the row
+    assert OrmQ.objects.count() == 1
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue("test.record")
+        raise RuntimeError("the request failed")
+    assert Job.objects.count() == 1 and OrmQ.objects.count() == 1
 
 
 def test_a_failing_job_is_retried_with_backoff_and_then_succeeds():

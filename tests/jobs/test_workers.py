@@ -12,13 +12,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from jobs.clock import Clock, jobs_reap
 from jobs.models import Job, JobStatus
+from jobs.selectors import live_workers
 from jobs.services import enqueue
 from tests.jobs.support import job_in, wait_for
 
@@ -45,6 +48,24 @@ def test_a_real_worker_drains_a_mixed_backlog_highest_priority_first(cluster):
 
     assert started_order() == expected_order(jobs)
     assert all(len(job.q_task_id) == 32 for job in Job.objects.all())
+    # The cluster's heartbeat is what the stats call live workers.
+    wait_for(lambda: live_workers() == 1, what="the stats see the one live worker")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_clock_command_promotes_due_jobs_and_stops_cleanly_on_sigterm():
+    job = enqueue("test.record", run_at=timezone.now() + timedelta(hours=1))
+    Job.objects.filter(pk=job.pk).update(available_at=timezone.now())
+    clock = subprocess.Popen(
+        [sys.executable, "manage.py", "jobs_clock"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "CHATTER_DB_NAME": connection.settings_dict["NAME"]},
+    )
+    try:
+        wait_for(job_in(job.pk, JobStatus.PENDING), what="the clock promotes the due job")
+    finally:
+        clock.send_signal(signal.SIGTERM)
+        assert clock.wait(timeout=30) == 0
 
 
 def test_a_worker_killed_mid_job_is_retried_later_and_completes_never_twice_at_once(cluster):
