@@ -16,12 +16,14 @@ from chatter_project.exception_handlers import install_ninja_handlers
 from chatter_project.health import router as health_router
 from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
 from conversations.api import router as conversations_router
+from jobs.api import JobViewSet
 
 API_PREFIX = "/api/v1/"
 
 router = SimpleRouter()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("conversations", ConversationViewSet, basename="conversation")
+router.register("jobs", JobViewSet, basename="job")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",

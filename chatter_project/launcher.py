@@ -197,4 +197,6 @@ def child_commands(port: int, host: str, web_workers: int) -> dict[str, list[str
             "--no-server-header",
         ],
         "workers": [sys.executable, manage, "qcluster"],
+        # Due retries, crashed or hung workers, lost tokens (jobs.clock).
+        "jobs-clock": [sys.executable, manage, "jobs_clock"],
     }

@@ -136,6 +136,9 @@ _default_db["OPTIONS"]["pool"] = {
     "timeout": int(os.environ.get("DB_POOL_TIMEOUT", "30")),
 }
 _default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
+# Processes a test starts (job workers) join the test database through this override.
+if os.environ.get("CHATTER_DB_NAME"):
+    _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
 DATABASES = {"default": _default_db}
 
 # --- Cache: shared across processes, atomic add/incr --------------------------------------
@@ -170,6 +173,13 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Chatter's queue on top (jobs/): django-q2 only carries interchangeable "run the next job"
+# tokens; priority, retries, timeouts and crash recovery live in the jobs_job table.
+# Modules whose import registers extra job handlers (plugins, tests), besides every app's
+# tasks.py.
+JOBS_HANDLER_MODULES = env_list("CHATTER_JOBS_HANDLER_MODULES")
+JOBS_RETENTION_DAYS = int(os.environ.get("CHATTER_JOBS_RETENTION_DAYS", "30"))
 
 # --- API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -13,6 +13,7 @@ from chatter_project.launcher import (
     demo_credentials_ensure,
     print_banner,
 )
+from jobs.services import maintenance_schedule_ensure
 
 
 class Command(BaseCommand):
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         self.stdout.write("Applying migrations...")
         call_command("migrate", interactive=False, verbosity=0)
         credentials = demo_credentials_ensure()
+        maintenance_schedule_ensure()
         supervisor = Supervisor(
             child_commands(options["port"], options["host"], options["web_workers"]), self.stdout
         )

@@ -1,0 +1,183 @@
+"""The jobs clock: the one loop beside django-q2 (``manage.py jobs_clock``, run by ``make run``).
+
+Each tick (``JOBS_CLOCK_INTERVAL_SECONDS``, default 0.5 s) it
+- **promotes** scheduled jobs whose time has come (run_at, a retry's backoff) to pending and
+  sends their tokens;
+- **reaps** running jobs whose worker is gone: their advisory lock is free (see
+  ``jobs.worker``), so the attempt counts as failed and the job is retried or dead. A job
+  whose lock is still held is left alone, however late: no job runs twice at once;
+- **kills** a worker on this host that holds a job past its timeout plus
+  ``JOBS_HARD_KILL_GRACE_SECONDS`` (a handler SIGALRM could not interrupt); the next tick
+  reaps the job. Run one clock on every host that runs workers;
+- **re-sends lost tokens**: when due jobs wait while live workers have been idle for
+  ``JOBS_REDISPATCH_SECONDS`` (a crash between commit and send, a Redis restart), it sends
+  their tokens again. Extra tokens are harmless: a token that finds nothing does nothing.
+
+Every step is a conditional update or ``SKIP LOCKED``, so any number of clocks may run, and
+a clock may die at any moment: the state is all in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import timedelta
+from typing import Any
+
+import psutil
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.models import Job, JobStatus
+from jobs.selectors import live_workers
+from jobs.services import hard_kill_grace_seconds, tokens_send
+from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, failure_outcome
+
+logger = logging.getLogger("chatter.jobs.clock")
+
+BATCH = 500
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def jobs_promote_due() -> int:
+    """Make due scheduled jobs pending and send their tokens."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(status=JobStatus.SCHEDULED, available_at__lte=now)
+            .order_by("rank_at", "id")
+            .values_list("id", flat=True)[:BATCH]
+        )
+        if ids:
+            Job.objects.filter(id__in=ids).update(
+                status=JobStatus.PENDING, dispatched_at=now, updated_at=now
+            )
+            transaction.on_commit(lambda: tokens_send(ids))
+    return len(ids)
+
+
+def _lock_is_free(job_id: int) -> bool:
+    """True when no session holds the job's attempt lock (its worker is gone)."""
+    key = LOCK_KEY_SQL.format(id="%s")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT CASE WHEN pg_try_advisory_lock({LOCK_NAMESPACE}, {key}) "
+            f"THEN pg_advisory_unlock({LOCK_NAMESPACE}, {key}) ELSE false END",
+            [job_id, job_id],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _kill_hung_worker(job: Job) -> bool:
+    # The lock is held, so the process that claimed the job (worker_pid) is alive.
+    if job.worker_host != HOST or not job.worker_pid or job.worker_pid == os.getpid():
+        return False
+    if not psutil.pid_exists(job.worker_pid):
+        return False
+    logger.warning(
+        "job %s exceeded its timeout of %s s; killing worker %s",
+        job.pk,
+        job.timeout_seconds,
+        job.worker_pid,
+    )
+    os.kill(job.worker_pid, signal.SIGKILL)
+    return True
+
+
+def jobs_reap() -> dict[str, int]:
+    """Re-queue (or bury) running jobs whose worker died; kill workers hung past timeout."""
+    now = timezone.now()
+    grace = timedelta(seconds=hard_kill_grace_seconds())
+    reaped = killed = 0
+    for job in Job.objects.filter(status=JobStatus.RUNNING).order_by("id"):
+        assert job.started_at is not None
+        deadline = job.started_at + timedelta(seconds=job.timeout_seconds)
+        if not _lock_is_free(job.pk):
+            if now > deadline + grace and _kill_hung_worker(job):
+                killed += 1
+            continue
+        if now > deadline:
+            error = f"JobTimeout: exceeded its timeout of {job.timeout_seconds} s; worker killed"
+        else:
+            error = f"WorkerLost: the worker process ({job.worker_host} pid {job.worker_pid}) died"
+        outcome = failure_outcome(
+            handler=job.handler,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            priority=job.priority,
+            error=error,
+            trace="",
+        )
+        # Fenced by the attempt: if the worker finished after all, this changes nothing.
+        reaped += Job.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts
+        ).update(**outcome, updated_at=now)
+    return {"reaped": reaped, "killed": killed}
+
+
+def jobs_redispatch_lost() -> int:
+    """Send tokens again for due jobs that idle workers have not picked up for a while."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=_setting("JOBS_REDISPATCH_SECONDS", 30))
+    if Job.objects.filter(status=JobStatus.RUNNING).exists():
+        return 0
+    if Job.objects.filter(finished_at__gt=stale).exists():
+        return 0  # workers are taking jobs: their tokens are not lost
+    if live_workers() == 0:
+        return 0  # nobody to wake: tokens would only pile up in the broker
+    with transaction.atomic():
+        ids = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(status=JobStatus.PENDING)
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+            .order_by("rank_at", "id")
+            .values_list("id", flat=True)[:BATCH]
+        )
+        if ids:
+            Job.objects.filter(id__in=ids).update(dispatched_at=now)
+            transaction.on_commit(lambda: tokens_send(ids))
+    if ids:
+        logger.warning("re-sent %s lost job token(s)", len(ids))
+    return len(ids)
+
+
+class Clock:
+    """The loop; ``tick()`` is what a test calls directly."""
+
+    def __init__(self, interval: float | None = None) -> None:
+        self.interval = interval or _setting("JOBS_CLOCK_INTERVAL_SECONDS", 0.5)
+        self.stop_event = threading.Event()
+        self.ticks = 0
+
+    def tick(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"promoted": jobs_promote_due(), **jobs_reap()}
+        # Reconciling reads the cluster stats: every ~5 s is plenty.
+        if self.ticks % max(1, round(5 / self.interval)) == 0:
+            summary["redispatched"] = jobs_redispatch_lost()
+        self.ticks += 1
+        return summary
+
+    def stop(self, *args: object) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        logger.info("jobs clock running every %s s", self.interval)
+        while not self.stop_event.is_set():
+            try:
+                self.tick()
+            except Exception:  # the database restarting must not end the clock
+                logger.exception("jobs clock tick failed")
+            finally:
+                connection.close()  # back to the pool between ticks
+            self.stop_event.wait(self.interval)
+        logger.info("jobs clock stopped")

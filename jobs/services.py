@@ -1,0 +1,338 @@
+"""Writes for jobs: enqueue, cancel, retry, and the tokens that wake django-q2 workers.
+
+How Chatter's queue sits on django-q2 (the design, in short)
+------------------------------------------------------------
+django-q2 has no priorities and its ORM broker fetches in no particular order, so the order
+of work is not left to it. Every job is a row in ``jobs_job``; for each job that becomes due
+one interchangeable *token* (``jobs.tasks.run_next_job``) goes to django-q2. Whichever worker
+runs a token then claims, in one statement, the best due job at that moment
+(``SELECT ... ORDER BY rank_at, id FOR UPDATE SKIP LOCKED``, see ``jobs.worker``). The
+decision is taken when a worker is free, never when the token was queued: so under any
+backlog a free worker takes the highest priority first, FIFO within a priority, whatever
+order the broker (ORM or Redis) delivers tokens in. A token that finds nothing is a no-op,
+so lost or duplicated tokens cost nothing but a query; the jobs clock re-sends tokens for
+due jobs when workers sit idle while work waits.
+
+No starvation (aging): ``rank_at = available_at + aging offset of the priority`` (critical 0,
+high 1x, normal 2x, low 3x ``JOBS_PRIORITY_AGING_SECONDS``, default 600 s). Jobs of one
+priority are FIFO; a job outranks every job of a higher priority that became due more than
+the offset difference after it. So a low job waits at most ~30 minutes behind a continuous
+stream of critical work, and strict priority holds among jobs that became due within that
+window (every realistic backlog). The rank is a plain column, so the claim is an index scan.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import User
+from chatter_project.errors import ApplicationError, Conflict, Forbidden
+from jobs.models import PRIORITY_RANK, Job, JobPriority, JobStatus
+from jobs.registry import HandlerSpec, handler_get
+
+MAX_ATTEMPTS_LIMIT = 25
+TOKEN_FUNC = "jobs.tasks.run_next_job"
+
+
+def max_timeout_seconds() -> int:
+    return int(getattr(settings, "JOBS_MAX_TIMEOUT_SECONDS", 3600))
+
+
+def hard_kill_grace_seconds() -> int:
+    return int(getattr(settings, "JOBS_HARD_KILL_GRACE_SECONDS", 10))
+
+
+def token_timeout_seconds() -> int:
+    # django-q2 kills a token's worker at this age. A token may claim any job, so it gets
+    # the longest job timeout there can be; per-job timeouts are enforced by jobs.worker
+    # (SIGALRM) and the jobs clock (SIGKILL), which know the claimed job.
+    return max_timeout_seconds() + 2 * hard_kill_grace_seconds() + 30
+
+
+def aging_offset(priority: str) -> timedelta:
+    step = float(getattr(settings, "JOBS_PRIORITY_AGING_SECONDS", 600))
+    return timedelta(seconds=step * PRIORITY_RANK[JobPriority(priority)])
+
+
+def retry_delay(attempt: int, *, base: float, cap: float, jitter: float = 0.25) -> float:
+    """Seconds before retrying after failed attempt ``attempt``: min(base*2^(n-1), cap) +-jitter."""
+    delay = min(base * 2 ** (attempt - 1), cap)
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+
+def tokens_send(job_ids: list[int]) -> None:
+    """Wake one worker per job id (each token runs whichever due job is best then)."""
+    from django_q.brokers import get_broker
+    from django_q.tasks import async_task
+
+    broker = get_broker()  # one broker (one Redis client) per batch, not per token
+    for job_id in job_ids:
+        async_task(
+            TOKEN_FUNC,
+            job_id,
+            q_options={
+                "broker": broker,
+                "timeout": token_timeout_seconds(),
+                "task_name": f"job-{job_id}",
+                # The Job row keeps the outcome; a django-q2 Task row per token would only
+                # double the writes.
+                "save": False,
+            },
+        )
+
+
+def job_options_validate(
+    spec: HandlerSpec | None,
+    handler: str,
+    args: dict[str, Any],
+    priority: str,
+    max_attempts: int | None,
+    timeout: int | None,
+) -> tuple[HandlerSpec, int, int]:
+    """Check what ``enqueue`` was given; the handler, attempts and timeout to use, or a 400."""
+    if spec is None:
+        raise ApplicationError(
+            f"Unknown job handler '{handler}'.",
+            code="unknown_handler",
+            details={"handler": [f"Unknown handler: {handler}"]},
+        )
+    if not isinstance(args, dict):
+        raise ApplicationError(
+            "Job args must be a JSON object.",
+            code="invalid_args",
+            details={"args": ["Must be a JSON object."]},
+        )
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as exc:
+        raise ApplicationError(
+            "Job args must be JSON-serialisable (pass ids, not objects).",
+            code="invalid_args",
+            details={"args": [str(exc)]},
+        ) from exc
+    spec.check_args(args)
+    if priority not in JobPriority.values:
+        raise ApplicationError(
+            f"Unknown priority '{priority}'.",
+            code="invalid_priority",
+            details={"priority": [f"One of {', '.join(JobPriority.values)}."]},
+        )
+    attempts = spec.max_attempts if max_attempts is None else max_attempts
+    if not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
+        raise ApplicationError(
+            f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}.",
+            code="invalid_max_attempts",
+            details={"max_attempts": [f"Between 1 and {MAX_ATTEMPTS_LIMIT}."]},
+        )
+    seconds = spec.timeout if timeout is None else timeout
+    if not 1 <= seconds <= max_timeout_seconds():
+        raise ApplicationError(
+            f"timeout must be between 1 and {max_timeout_seconds()} seconds.",
+            code="invalid_timeout",
+            details={"timeout": [f"Between 1 and {max_timeout_seconds()} seconds."]},
+        )
+    return spec, attempts, seconds
+
+
+def enqueue(
+    handler: str,
+    *,
+    args: dict[str, Any] | None = None,
+    priority: str = JobPriority.NORMAL,
+    max_attempts: int | None = None,
+    timeout: int | None = None,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    owner: User | None = None,
+) -> Job:
+    """Create a job and wake a worker once the surrounding transaction commits.
+
+    With ``dedupe_key``, an active (pending, scheduled or running) job of the same owner and
+    key is returned instead of a new one. ``run_at`` in the future makes it *scheduled*.
+    """
+    args = {} if args is None else args
+    spec, attempts, seconds = job_options_validate(
+        handler_get(handler), handler, args, priority, max_attempts, timeout
+    )
+    now = timezone.now()
+    # A past run_at must not buy a better rank than "now".
+    available_at = max(run_at, now) if run_at is not None else now
+    due = available_at <= now
+    job = Job(
+        handler=spec.name,
+        args=args,
+        priority=priority,
+        status=JobStatus.PENDING if due else JobStatus.SCHEDULED,
+        owner=owner,
+        dedupe_key=dedupe_key or None,
+        max_attempts=attempts,
+        timeout_seconds=seconds,
+        available_at=available_at,
+        rank_at=available_at + aging_offset(priority),
+        dispatched_at=now if due else None,
+    )
+    if dedupe_key:
+        for _ in range(3):
+            try:
+                with transaction.atomic():
+                    job.save(force_insert=True)
+                break
+            except IntegrityError:
+                existing = Job.objects.filter(
+                    owner=owner,
+                    dedupe_key=dedupe_key,
+                    status__in=[JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING],
+                ).first()
+                if existing is not None:
+                    existing.deduplicated = True  # type: ignore[attr-defined]
+                    return existing
+                # It finished between our insert and this read: try again.
+        else:
+            raise Conflict("A job with this dedupe key keeps colliding.", code="dedupe_conflict")
+    else:
+        job.save(force_insert=True)
+    if due:
+        job_id = job.pk
+        transaction.on_commit(lambda: tokens_send([job_id]))
+    return job
+
+
+def job_create_for_user(*, user: User, handler: str, **options: Any) -> Job:
+    """Enqueue on behalf of an API user: only user-enqueueable handlers, unless staff.
+
+    ``options`` are ``enqueue``'s (args, priority, max_attempts, timeout, run_at, dedupe_key).
+    """
+    spec = handler_get(handler)
+    if spec is not None and not spec.user_enqueueable and not user.is_staff:
+        raise Forbidden(
+            f"Handler '{handler}' cannot be enqueued through the API.",
+            code="handler_not_allowed",
+            details={"handler": [f"Not user-enqueueable: {handler}"]},
+        )
+    return enqueue(handler, **options, owner=user)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel: a waiting job never runs; a running one gets its cancel flag set."""
+    now = timezone.now()
+    updated = Job.objects.filter(
+        pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.SCHEDULED]
+    ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now, updated_at=now)
+    if not updated:
+        updated = Job.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
+        ).update(cancel_requested_at=now, updated_at=now)
+    job.refresh_from_db()
+    if not updated and job.status != JobStatus.RUNNING:
+        raise Conflict(
+            f"A {job.status} job cannot be cancelled.",
+            code="not_cancellable",
+            details={"status": job.status},
+        )
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Run a finished job (failed, dead, cancelled, even succeeded) again, with fresh attempts."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Job.objects.filter(
+            pk=job.pk,
+            status__in=[
+                JobStatus.FAILED,
+                JobStatus.DEAD,
+                JobStatus.CANCELLED,
+                JobStatus.SUCCEEDED,
+            ],
+        ).update(
+            status=JobStatus.PENDING,
+            attempts=0,
+            available_at=now,
+            rank_at=now + aging_offset(job.priority),
+            dispatched_at=now,
+            cancel_requested_at=None,
+            result=None,
+            error="",
+            traceback="",
+            progress=0,
+            progress_message="",
+            started_at=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        if updated:
+            transaction.on_commit(lambda: tokens_send([job.pk]))
+    job.refresh_from_db()
+    if not updated:
+        raise Conflict(
+            f"A {job.status} job is still active; only finished jobs can be retried.",
+            code="not_retryable",
+            details={"status": job.status},
+        )
+    return job
+
+
+def jobs_cancel(*, queryset: QuerySet[Job]) -> int:
+    """Cancel every active job in ``queryset``; returns how many were cancelled or flagged."""
+    count = 0
+    for job in queryset.filter(
+        Q(status__in=[JobStatus.PENDING, JobStatus.SCHEDULED])
+        | Q(status=JobStatus.RUNNING, cancel_requested_at__isnull=True)
+    ):
+        job_cancel(job=job)
+        count += 1
+    return count
+
+
+def jobs_retry(*, queryset: QuerySet[Job]) -> int:
+    """Retry every finished job in ``queryset``; returns how many were re-queued."""
+    count = 0
+    for job in queryset.exclude(
+        status__in=[JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING]
+    ):
+        job_retry(job=job)
+        count += 1
+    return count
+
+
+def jobs_run_now(*, queryset: QuerySet[Job]) -> int:
+    """Make scheduled jobs due at once (the jobs clock sends their tokens)."""
+    now = timezone.now()
+    count = 0
+    for job in queryset.filter(status=JobStatus.SCHEDULED):
+        count += Job.objects.filter(pk=job.pk, status=JobStatus.SCHEDULED).update(
+            available_at=now, rank_at=now + aging_offset(job.priority), updated_at=now
+        )
+    return count
+
+
+MAINTENANCE_SCHEDULE_NAME = "chatter.jobs.maintenance"
+
+
+def maintenance_schedule_ensure() -> None:
+    """Make sure django-q2's scheduler enqueues the maintenance job every interval."""
+    from django_q.models import Schedule
+
+    minutes = int(getattr(settings, "JOBS_MAINTENANCE_INTERVAL_MINUTES", 60))
+    schedule, created = Schedule.objects.get_or_create(
+        name=MAINTENANCE_SCHEDULE_NAME,
+        defaults={
+            "func": "jobs.tasks.maintenance_enqueue",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+            "next_run": timezone.now() + timedelta(minutes=1),
+        },
+    )
+    if not created and (schedule.minutes != minutes or schedule.repeats != -1):
+        schedule.minutes = minutes
+        schedule.repeats = -1
+        schedule.save(update_fields=["minutes", "repeats"])

@@ -1,0 +1,311 @@
+"""The executor: what a django-q2 worker does with a token. Claim, run, record.
+
+Exclusive execution. The claim is one statement that picks the best due job
+(``ORDER BY rank_at, id ... FOR UPDATE SKIP LOCKED``), takes a PostgreSQL *session* advisory
+lock on it and marks it running. The lock lives on a connection this process keeps for
+itself (never Django's pooled ones) and is released only after the outcome is committed. So
+"the attempt's process is alive" is exactly "its lock is held": when a worker is killed the
+server drops its session and the lock with it, and the jobs clock (``jobs.clock``) then, and
+only then, re-queues the job. A worker that hangs, or is stopped, keeps its lock and its job:
+a job never runs twice at the same time. Every write of an attempt is fenced by the attempt
+number, so a late write from an old attempt changes nothing.
+
+Timeouts. ``SIGALRM`` raises ``JobTimeout`` in the handler at the job's timeout (django-q2's
+own alarm for the token is saved and restored around it). Where Python cannot be
+interrupted, the jobs clock SIGKILLs the worker process after a grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from django.db import connections
+from django.utils import timezone
+
+from jobs.models import JobStatus
+from jobs.registry import (
+    JobCancelled,
+    JobContext,
+    JobTimeout,
+    PermanentJobError,
+    handler_get,
+)
+from jobs.services import aging_offset, retry_delay
+
+logger = logging.getLogger("chatter.jobs")
+
+# Two-int advisory locks live in their own key space; this first key marks them as jobs'.
+LOCK_NAMESPACE = 0x4A4F4253  # "JOBS"
+LOCK_KEY_SQL = "({id} %% 2147483647)::int4"  # always run with parameters
+
+HOST = socket.gethostname()
+
+_connection: psycopg.Connection | None = None
+_connection_pid: int | None = None
+# Set by django-q2's pre_execute signal just before it calls the token in this process.
+current_q_task_id = ""
+
+
+def executor_connection() -> psycopg.Connection:
+    """This process's own autocommit connection: it holds the attempt locks."""
+    global _connection, _connection_pid
+    if _connection is not None and _connection_pid == os.getpid() and not _connection.closed:
+        return _connection
+    params = connections["default"].get_connection_params()
+    # psycopg's own adapters: Django's context hands jsonb back as text.
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    # Over TCP, let the server notice a vanished worker host within ~a minute, so its
+    # locks (and jobs) are released; no effect on Unix sockets.
+    params["options"] = (
+        params.get("options", "")
+        + " -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+    ).strip()
+    _connection = psycopg.connect(**params, autocommit=True, application_name="chatter-jobs")
+    _connection_pid = os.getpid()
+    return _connection
+
+
+def executor_connection_close() -> None:
+    global _connection
+    if _connection is not None and _connection_pid == os.getpid():
+        _connection.close()
+    _connection = None
+
+
+@dataclass
+class Claimed:
+    id: int
+    handler: str
+    args: dict[str, Any]
+    priority: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+
+
+_CLAIM_SQL = f"""
+WITH candidate AS (
+    SELECT id FROM jobs_job
+    WHERE status = 'pending' AND NOT (id = ANY(%(skip)s))
+    ORDER BY rank_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), locked AS (
+    SELECT id, pg_try_advisory_lock({LOCK_NAMESPACE}, {LOCK_KEY_SQL.format(id="id")}) AS ok
+    FROM candidate
+), claimed AS (
+    UPDATE jobs_job AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = clock_timestamp(),
+        updated_at = clock_timestamp(), progress = 0, progress_message = '',
+        worker_host = %(host)s, worker_pid = %(pid)s, q_task_id = %(task)s
+    FROM locked
+    WHERE j.id = locked.id AND locked.ok
+    RETURNING j.id, j.handler, j.args, j.priority, j.attempts, j.max_attempts, j.timeout_seconds
+)
+SELECT locked.id, locked.ok, claimed.handler, claimed.args, claimed.priority,
+       claimed.attempts, claimed.max_attempts, claimed.timeout_seconds
+FROM locked LEFT JOIN claimed ON claimed.id = locked.id
+"""
+
+
+def job_claim_next(conn: psycopg.Connection | None = None) -> Claimed | None:
+    """Claim the best due job for this process (holding its lock), or None when none is due."""
+    conn = conn or executor_connection()
+    skip: list[int] = []
+    for _ in range(5):
+        row = conn.execute(
+            _CLAIM_SQL,
+            {"skip": skip, "host": HOST, "pid": os.getpid(), "task": current_q_task_id[:32]},
+        ).fetchone()
+        if row is None:
+            return None
+        job_id, locked, handler, args, priority, attempt, max_attempts, timeout = row
+        if locked:
+            return Claimed(job_id, handler, args, priority, attempt, max_attempts, timeout)
+        # Some live session still holds its lock (an earlier attempt's, leaked): running it
+        # now could overlap that attempt, so leave it and take the next one.
+        skip.append(job_id)
+    return None
+
+
+def _unlock(conn: psycopg.Connection, job_id: int) -> None:
+    conn.execute(
+        f"SELECT pg_advisory_unlock({LOCK_NAMESPACE}, {LOCK_KEY_SQL.format(id='%s')})",
+        [job_id],
+    )
+
+
+def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> None:
+    """Write the attempt's outcome, fenced: only if this attempt still owns the job."""
+    fields["updated_at"] = timezone.now()
+    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
+    params = {
+        name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
+    }
+    conn.execute(
+        f"UPDATE jobs_job SET {assignments} "
+        "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
+        {**params, "job_id": job.id, "attempt": job.attempt},
+    )
+
+
+def failure_outcome(
+    *, handler: str, attempt: int, max_attempts: int, priority: str, error: str, trace: str
+) -> dict[str, Any]:
+    """The row fields after a failed attempt: scheduled for a retry (the handler's backoff),
+    or dead."""
+    now = timezone.now()
+    if attempt >= max_attempts:
+        return {
+            "status": JobStatus.DEAD,
+            "error": error,
+            "traceback": trace,
+            "finished_at": now,
+        }
+    spec = handler_get(handler)
+    base, cap = (spec.retry_base, spec.retry_cap) if spec else (5.0, 600.0)
+    available_at = now + timedelta(seconds=retry_delay(attempt, base=base, cap=cap))
+    return {
+        "status": JobStatus.SCHEDULED,
+        "error": error,
+        "traceback": trace,
+        "available_at": available_at,
+        "rank_at": available_at + aging_offset(priority),
+        "dispatched_at": None,
+    }
+
+
+class _Alarm:
+    """The job's timeout as SIGALRM, saving and restoring django-q2's own alarm."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.armed = False
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise JobTimeout(f"exceeded its timeout of {self.seconds} s")
+
+    def __enter__(self) -> _Alarm:
+        self.started = time.monotonic()
+        try:
+            self.previous_handler = signal.signal(signal.SIGALRM, self._fire)
+        except ValueError:  # not the main thread: only the clock's hard kill applies
+            self.previous_handler = None
+            return self
+        self.armed = True
+        self.previous_delay, _ = signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.armed = False
+        if self.previous_handler is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous_handler)
+        if self.previous_delay:
+            remaining = self.previous_delay - (time.monotonic() - self.started)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+
+
+def _context(conn: psycopg.Connection, job: Claimed) -> JobContext:
+    def write_progress(percent: int, message: str) -> bool:
+        row = conn.execute(
+            "UPDATE jobs_job SET progress = %s, progress_message = %s, updated_at = now() "
+            "WHERE id = %s AND attempts = %s AND status = 'running' "
+            "RETURNING cancel_requested_at IS NOT NULL",
+            [percent, message, job.id, job.attempt],
+        ).fetchone()
+        return bool(row and row[0])
+
+    def read_cancelled() -> bool:
+        row = conn.execute(
+            "SELECT cancel_requested_at IS NOT NULL FROM jobs_job WHERE id = %s", [job.id]
+        ).fetchone()
+        return bool(row and row[0])
+
+    return JobContext(
+        job_id=job.id,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        timeout_seconds=job.timeout_seconds,
+        _write_progress=write_progress,
+        _read_cancelled=read_cancelled,
+    )
+
+
+def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
+    """Run one claimed attempt and record its outcome; returns the job's new status."""
+    spec = handler_get(job.handler)
+    outcome: dict[str, Any]
+    try:
+        if spec is None:
+            raise PermanentJobError(f"no handler '{job.handler}' is registered in this worker")
+        with _Alarm(job.timeout_seconds):
+            value = spec.func(_context(conn, job), **job.args)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise PermanentJobError(f"the handler returned a non-JSON result: {exc}") from exc
+        outcome = {
+            "status": JobStatus.SUCCEEDED,
+            "result": value,
+            "progress": 100,
+            "error": "",
+            "traceback": "",
+            "finished_at": timezone.now(),
+        }
+    except JobCancelled as exc:
+        outcome = {"status": JobStatus.CANCELLED, "error": str(exc), "finished_at": timezone.now()}
+    except PermanentJobError as exc:
+        outcome = {
+            "status": JobStatus.FAILED,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "finished_at": timezone.now(),
+        }
+    except (Exception, JobTimeout) as exc:
+        outcome = failure_outcome(
+            handler=job.handler,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            priority=job.priority,
+            error=f"{type(exc).__name__}: {exc}",
+            trace=traceback.format_exc(),
+        )
+    try:
+        _finish(conn, job, **outcome)
+    finally:
+        _unlock(conn, job.id)
+    level = logging.DEBUG if outcome["status"] == JobStatus.SUCCEEDED else logging.INFO
+    logger.log(
+        level, "job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"]
+    )
+    return outcome["status"]
+
+
+def run_next_job() -> str | None:
+    """A token's work: claim the best due job and run it. None when nothing was due."""
+    conn = executor_connection()
+    try:
+        job = job_claim_next(conn)
+    except Exception:
+        # A claim that failed after taking its session lock must not leave it behind;
+        # this process runs one job at a time, so no other lock of ours is in use.
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        raise
+    if job is None:
+        return None
+    return job_execute(conn, job)

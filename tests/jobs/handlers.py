@@ -1,0 +1,62 @@
+"""Job handlers for the tests. Worker processes the tests start import this module through
+CHATTER_JOBS_HANDLER_MODULES; the test process imports it from conftest."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jobs.registry import JobContext, PermanentJobError, job_handler
+
+
+@job_handler("test.record", user_enqueueable=True, timeout=30)
+def record(ctx: JobContext, **args: Any) -> dict[str, Any]:
+    return {"args": args, "attempt": ctx.attempt}
+
+
+@job_handler("test.fail_until", timeout=30, max_attempts=5, retry_base=0.01, retry_cap=0.05)
+def fail_until(ctx: JobContext, *, succeed_on: int) -> dict[str, int]:
+    if ctx.attempt < succeed_on:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+@job_handler("test.permanent", max_attempts=5)
+def permanent(ctx: JobContext) -> None:
+    raise PermanentJobError("this input can never work")
+
+
+@job_handler("test.sleep", max_attempts=1)
+def sleep(ctx: JobContext, *, seconds: float) -> dict[str, float]:
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@job_handler("test.not_json", max_attempts=3)
+def not_json(ctx: JobContext) -> object:
+    return object()
+
+
+@job_handler("test.until_cancelled", timeout=60, max_attempts=1)
+def until_cancelled(ctx: JobContext) -> None:
+    ctx.progress(10, "waiting for a cancel")
+    while True:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+
+
+@job_handler("test.hang_first_attempt", timeout=120, max_attempts=3, retry_base=0.2, retry_cap=0.5)
+def hang_first_attempt(ctx: JobContext) -> dict[str, int]:
+    """The first attempt reports that it started and then never ends; later ones succeed."""
+    if ctx.attempt == 1:
+        ctx.progress(1, "attempt 1 started")
+        while True:
+            time.sleep(0.1)
+    return {"attempt": ctx.attempt}
+
+
+@job_handler("test.stuck_in_c", timeout=1, max_attempts=1)
+def stuck_in_c(ctx: JobContext) -> None:
+    """One C loop holding the GIL for ~20 minutes: Python signal handlers never get to run."""
+    ctx.progress(1, "summing")
+    sum(range(10**11))
