@@ -310,6 +310,9 @@ CHATTER_LLM_TIMEOUT = float(os.environ.get("CHATTER_LLM_TIMEOUT", "60"))
 CHATTER_LLM_MAX_RETRIES = int(os.environ.get("CHATTER_LLM_MAX_RETRIES", "1"))
 # Messages kept verbatim in the model's context before older ones are summarized.
 CHATTER_MEMORY_WINDOW = int(os.environ.get("CHATTER_MEMORY_WINDOW", "20"))
+# Summaries are written by a background job after the turn that passes the window; a turn
+# summarizes inline only when the context reaches this many windows (the job fell behind).
+CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR", "2"))
 # A turn whose process died is taken over after this long (normally the claim is released).
 CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
+from django.conf import settings as django_settings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage, BaseMessage, RemoveMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -79,8 +80,20 @@ def _remembered(state: ChatState, update: dict[str, Any]) -> ChatState:
     }
 
 
-def remember(state: ChatState, settings: TurnSettings, model: BaseChatModel) -> dict[str, Any]:
-    old, _ = split_for_summary(state["messages"], settings.memory_window)
+def _inline_trigger(settings: TurnSettings) -> int:
+    # Summaries are normally written in the background after a turn (the
+    # conversation_summarization job), so a reply never waits for one; a turn compacts
+    # the context itself only when that job has fallen this far behind.
+    return settings.memory_window * django_settings.CHATTER_MEMORY_INLINE_FACTOR
+
+
+def remember(
+    state: ChatState, settings: TurnSettings, model: BaseChatModel, *, trigger: int | None = None
+) -> dict[str, Any]:
+    """The memory update (summary + RemoveMessages) due for this state, or {}."""
+    old, _ = split_for_summary(
+        state["messages"], settings.memory_window, trigger=trigger or _inline_trigger(settings)
+    )
     if not old:
         return {}
     previous = state.get("summary", "")
@@ -93,7 +106,9 @@ def remember(state: ChatState, settings: TurnSettings, model: BaseChatModel) -> 
 async def aremember(
     state: ChatState, settings: TurnSettings, model: BaseChatModel
 ) -> dict[str, Any]:
-    old, _ = split_for_summary(state["messages"], settings.memory_window)
+    old, _ = split_for_summary(
+        state["messages"], settings.memory_window, trigger=_inline_trigger(settings)
+    )
     if not old:
         return {}
     previous = state.get("summary", "")

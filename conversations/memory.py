@@ -32,13 +32,16 @@ _STOPWORDS = frozenset(
 )
 
 
-def split_for_summary(messages: list[BaseMessage], window: int) -> tuple[list[BaseMessage], int]:
+def split_for_summary(
+    messages: list[BaseMessage], window: int, *, trigger: int | None = None
+) -> tuple[list[BaseMessage], int]:
     """The oldest messages to fold into the summary, and how many stay verbatim.
 
-    Nothing happens until the context holds more than `window` messages; then it is cut
-    back to half the window, so summaries run once every few turns, not on every turn.
+    Nothing happens until the context holds more than `trigger` (default: `window`)
+    messages; then it is cut back to half the window, so summaries run once every few
+    turns, not on every turn.
     """
-    if window < 2 or len(messages) <= window:
+    if window < 2 or len(messages) <= (trigger or window):
         return [], len(messages)
     keep = max(2, window // 2)
     return messages[:-keep], keep

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +21,11 @@ from accounts.models import User
 from chatter_project.asyncdb import db_call
 from chatter_project.errors import ApplicationError, Conflict
 from conversations.checkpointer import get_checkpointer, thread_config
-from conversations.graph import MODEL_NODE, get_graph
+from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.providers import default_model_spec, split_spec, validate_spec
+from conversations.providers import chat_model, default_model_spec, split_spec, validate_spec
+from jobs.models import Job, JobPriority
+from jobs.services import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,46 @@ def conversation_delete(*, conversation: Conversation) -> None:
     get_checkpointer().delete_thread(thread_id)
 
 
+def checkpoints_prune_orphans(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete the LangGraph threads whose conversation is gone (deleted outside the
+    service, or an interrupted delete). Threads touched recently are left alone: a branch
+    seeds its thread before its conversation row commits."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.thread_id FROM checkpoints c GROUP BY c.thread_id "
+            "HAVING max((c.checkpoint->>'ts')::timestamptz) < clock_timestamp() - %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {Conversation._meta.db_table} v "
+            "WHERE v.id::text = c.thread_id)",
+            [older_than],
+        )
+        orphans = [row[0] for row in cursor.fetchall()]
+    saver = get_checkpointer()
+    for thread_id in orphans:
+        saver.delete_thread(thread_id)
+    return len(orphans)
+
+
 # --- a turn ------------------------------------------------------------------------------------
+def run_config(conversation: Conversation, model: str, *, reply_id: str = "") -> dict[str, Any]:
+    """The graph config for this conversation: its thread and its model settings."""
+    configurable = thread_config(str(conversation.pk))["configurable"]
+    return {
+        "configurable": {
+            **configurable,
+            "model": model,
+            "temperature": conversation.temperature,
+            "max_tokens": conversation.max_tokens,
+            "system_prompt": conversation.system_prompt,
+            "memory_window": memory_window(conversation),
+            "reply_id": reply_id,
+        }
+    }
+
+
+def memory_window(conversation: Conversation) -> int:
+    return conversation.memory_window or settings.CHATTER_MEMORY_WINDOW
+
+
 @dataclass
 class Turn:
     conversation: Conversation
@@ -118,19 +160,7 @@ class Turn:
     started: float
 
     def config(self) -> dict[str, Any]:
-        c = self.conversation
-        return {
-            **thread_config(str(c.pk)),
-            "configurable": {
-                **thread_config(str(c.pk))["configurable"],
-                "model": self.model,
-                "temperature": c.temperature,
-                "max_tokens": c.max_tokens,
-                "system_prompt": c.system_prompt,
-                "memory_window": c.memory_window or settings.CHATTER_MEMORY_WINDOW,
-                "reply_id": str(self.assistant_message.pk),
-            },
-        }
+        return run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
 
     def graph_input(self) -> dict[str, Any]:
         return {"messages": [HumanMessage(self.user_message.content, id=str(self.user_message.pk))]}
@@ -152,6 +182,32 @@ def _validate_content(content: str) -> str:
     return content
 
 
+def _claim(conversation: Conversation, *, reserve: int = 0, title: str = "") -> tuple[Any, ...]:
+    """Take the conversation's turn (one statement only one caller can win), reserving
+    `reserve` message positions; 409 when a reply or a summary is running."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET turn_started_at = now(), "
+            "message_count = message_count + %s, updated_at = now(), "
+            "title = CASE WHEN title = '' THEN %s ELSE title END "
+            "WHERE id = %s AND (turn_started_at IS NULL "
+            "OR turn_started_at < now() - make_interval(secs => %s)) "
+            "RETURNING message_count, title, turn_started_at",
+            [reserve, title, conversation.pk, settings.CHATTER_TURN_STALE_SECONDS],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Conflict(
+            "A reply is still being produced in this conversation; send again when it ends.",
+            code="turn_in_progress",
+        )
+    return row
+
+
+def _release(conversation: Conversation) -> None:
+    Conversation.objects.filter(pk=conversation.pk).update(turn_started_at=None)
+
+
 def turn_begin(*, conversation: Conversation, content: str) -> Turn:
     """Claim the conversation for one turn and store the user's message at once.
 
@@ -161,22 +217,8 @@ def turn_begin(*, conversation: Conversation, content: str) -> Turn:
     """
     content = _validate_content(content)
     title = content.strip().splitlines()[0][:80]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Conversation._meta.db_table} SET turn_started_at = now(), "
-            "message_count = message_count + 2, updated_at = now(), "
-            "title = CASE WHEN title = '' THEN %s ELSE title END "
-            "WHERE id = %s AND (turn_started_at IS NULL "
-            "OR turn_started_at < now() - make_interval(secs => %s)) "
-            "RETURNING message_count, title, turn_started_at",
-            [title, conversation.pk, settings.CHATTER_TURN_STALE_SECONDS],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            raise Conflict(
-                "A reply is still being produced in this conversation; send again when it ends.",
-                code="turn_in_progress",
-            )
+    with transaction.atomic():
+        row = _claim(conversation, reserve=2, title=title)
         conversation.message_count, conversation.title, conversation.turn_started_at = row
         position = conversation.message_count - 2
         model = conversation.model or default_model_spec()
@@ -348,6 +390,53 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     )
 
 
+SUMMARIZATION_HANDLER = "conversation_summarization"
+
+
+def summary_schedule_if_due(*, conversation: Conversation, state: dict[str, Any]) -> Job | None:
+    """After a turn: past the memory window, summarize in the background (low priority,
+    one pending job per conversation), so no reply waits for a summary."""
+    if len(state.get("messages") or []) <= memory_window(conversation):
+        return None
+    return enqueue(
+        SUMMARIZATION_HANDLER,
+        args={"conversation_id": str(conversation.pk)},
+        priority=JobPriority.LOW,
+        dedupe_key=f"summarize:{conversation.pk}",
+        owner=conversation.owner,
+    )
+
+
+def conversation_summarize(*, conversation_id: str) -> dict[str, Any]:
+    """Fold the oldest messages of the model's context into the summary, now.
+
+    Holds the conversation's turn while it works (a message sent meanwhile gets 409, and a
+    summary never runs during a reply: Conflict here makes the job retry later)."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return {"summarized": 0, "reason": "the conversation no longer exists"}
+    _claim(conversation)
+    try:
+        model = conversation.model or default_model_spec()
+        graph = get_graph(conversation.workflow)
+        config = run_config(conversation, model)
+        state = graph.get_state(config).values
+        if not state.get("messages"):
+            return {"summarized": 0}
+        update = remember(
+            state, TurnSettings.of(config), chat_model(model), trigger=memory_window(conversation)
+        )
+        if not update:
+            return {"summarized": 0}
+        graph.update_state(config, update, as_node=MODEL_NODE)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            summary=update["summary"], summarized_messages=update["summarized"]
+        )
+        return {"summarized": len(update["messages"]), "total_summarized": update["summarized"]}
+    finally:
+        _release(conversation)
+
+
 def message_send(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
     """One synchronous turn: the stored user message and the assistant's reply."""
     turn = turn_begin(conversation=conversation, content=content)
@@ -368,6 +457,7 @@ def message_send(*, conversation: Conversation, content: str) -> tuple[Message, 
         state=tracker.state,
         checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
     )
+    summary_schedule_if_due(conversation=conversation, state=tracker.state)
     return turn.user_message, assistant
 
 
@@ -414,6 +504,7 @@ async def message_stream(
                 state=tracker.state,
                 checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
             )
+            await db_call(summary_schedule_if_due, conversation=conversation, state=tracker.state)
             finished = True
             yield {
                 "event": "done",

@@ -77,7 +77,16 @@ def test_steps_registered_by_other_apps_run_in_order_and_a_failing_one_does_not_
     summary = maintenance_run()
 
     assert ran == ["exports", "checkpoints"]
-    assert list(summary["steps"]) == [
+    known = {
+        "expire_cache_rows",
+        "prune_finished_jobs",
+        "datamgmt.expire_exports",
+        "conversations.prune_checkpoints",
+        "analyze",
+    }
+    # Steps the installed apps register (conversations' real one) run too; check the order
+    # of the ones this test knows.
+    assert [step for step in summary["steps"] if step in known] == [
         "expire_cache_rows",
         "prune_finished_jobs",
         "datamgmt.expire_exports",
