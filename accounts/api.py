@@ -15,10 +15,12 @@ from rest_framework.response import Response
 from accounts.models import ApiKey, ApiKeyScope
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
+from chatter_project.validation import SafeCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
+    name = SafeCharField(max_length=100)
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, min_length=1
     )
