@@ -113,6 +113,8 @@ def api_key_create(
     name: str,
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
+    rate_limit: str = "",
+    expensive_rate_limit: str = "",
     actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ApiKey, str]:
@@ -131,6 +133,8 @@ def api_key_create(
         hashed_key=hash_api_key(raw),
         scopes=_validate_scopes(scopes),
         expires_at=expires_at,
+        rate_limit=rate_limit,
+        expensive_rate_limit=expensive_rate_limit,
     )
     log_action(
         actor=actor or user,

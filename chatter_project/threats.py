@@ -204,7 +204,8 @@ class Finding:
 
 def _structured_name(name: str) -> bool:
     last = name.rsplit(".", 1)[-1].split("[", 1)[0].lower()
-    return last in settings.CHATTER_THREAT_STRUCTURED_FIELDS
+    fields = settings.CHATTER_THREAT_STRUCTURED_FIELDS
+    return last in fields or last.rsplit("_", 1)[-1] in ("url", "uri", "path", "filename", "slug")
 
 
 def _walk(value: Any, name: str, out: list[tuple[str, str, bool]]) -> None:
