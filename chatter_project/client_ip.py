@@ -24,11 +24,19 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
+def _valid(address: str | None) -> str | None:
+    # Unix-socket peers and test clients have no address (or a name like "testclient").
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """Walk X-Forwarded-For from the right while the hop is a trusted proxy; the first
     untrusted hop is the client. An untrusted peer's X-Forwarded-For is ignored: anyone
     can send that header."""
-    remote = request.META.get("REMOTE_ADDR") or None
+    remote = _valid(request.META.get("REMOTE_ADDR"))
     networks = _networks(tuple(settings.CHATTER_TRUSTED_PROXIES))
     if remote is None or not networks or not _trusted(remote, networks):
         return remote

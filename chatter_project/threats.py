@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 
 from chatter_project.errors import error_response
 from chatter_project.middleware import GateMiddleware
+from chatter_project.validation import normalize_line
 
 SQLI = "sql_injection"
 XSS = "xss"
@@ -247,15 +248,35 @@ def request_values(request: HttpRequest) -> list[tuple[str, str, bool]]:
     return values
 
 
-def scan(request: HttpRequest) -> list[Finding]:
+def unstorable_fields(values: list[tuple[str, str, bool]]) -> dict[str, list[str]]:
+    """Fields PostgreSQL would refuse to store (NUL, lone surrogates): a 400 for every app
+    here, rather than a 500 from the database later."""
+    fields: dict[str, list[str]] = {}
+    for name, text, _ in values:
+        if "\x00" in text:
+            fields.setdefault(_storable(name), []).append("NUL characters are not allowed.")
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            fields.setdefault(_storable(name), []).append("Invalid Unicode (lone surrogate).")
+    return fields
+
+
+def scan(values: list[tuple[str, str, bool]]) -> list[Finding]:
     findings = []
     flag_at = settings.CHATTER_THREAT_FLAG_SCORE
     refuse_at = settings.CHATTER_THREAT_REFUSE_SCORE
-    for name, text, structured in request_values(request):
+    for name, text, structured in values:
         result = assess(text)
         if result.score >= (refuse_at if structured else flag_at):
             findings.append(Finding(name, structured, result))
     return findings
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL's jsonb accepts: no NUL or other controls, no lone surrogates."""
+    return normalize_line(text).encode("utf-8", "replace").decode()
 
 
 def _record(request: HttpRequest, findings: list[Finding], refused: bool) -> None:
@@ -271,10 +292,10 @@ def _record(request: HttpRequest, findings: list[Finding], refused: bool) -> Non
         actor=actor if actor is not None and actor.is_authenticated else None,
         details={
             "method": request.method,
-            "path": request.path[:200],
+            "path": _storable(request.path[:200]),
             "findings": [
                 {
-                    "field": f.field[:100],
+                    "field": _storable(f.field[:100]),
                     "structured": f.structured,
                     "score": f.assessment.score,
                     "kinds": list(f.assessment.kinds),
@@ -287,14 +308,20 @@ def _record(request: HttpRequest, findings: list[Finding], refused: bool) -> Non
 
 def inspect(request: HttpRequest) -> HttpResponse | None:
     """Refuse a request whose structured fields look like an attack; flag free text."""
-    if not request.path.startswith("/api/") or not settings.CHATTER_THREAT_DETECTION:
+    if not request.path.startswith("/api/"):
         return None
     try:
-        findings = scan(request)
+        values = request_values(request)
     except RequestDataTooBig:
         return error_response(
             413, "payload_too_large", "The request body is larger than this server accepts."
         )
+    unstorable = unstorable_fields(values)
+    if unstorable:
+        return error_response(400, "invalid_characters", "Text cannot be stored.", unstorable)
+    if not settings.CHATTER_THREAT_DETECTION:
+        return None
+    findings = scan(values)
     if not findings:
         return None
     refused = [f for f in findings if f.structured]

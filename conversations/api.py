@@ -309,7 +309,19 @@ def _sse(event: dict[str, Any]) -> str:
         "responses": {
             "200": {
                 "description": "text/event-stream",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                # Each event, as SSE parsers (and schemathesis) read it.
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "event": {"enum": ["start", "delta", "done", "error"]},
+                                "data": {"type": "string", "description": "JSON"},
+                            },
+                            "required": ["event", "data"],
+                        }
+                    }
+                },
             }
         }
     },

@@ -21,35 +21,10 @@ from django.utils import timezone
 from accounts.models import ApiKey, User
 from accounts.permissions import IsStaff
 from accounts.services import api_key_create, api_key_revoke
-from conversations.models import Conversation, Message
 
 # transaction=True: the streaming endpoint hands its connection back to the pool mid-request.
 pytestmark = pytest.mark.django_db(transaction=True)
 _PARAM = re.compile(r"\{([^}]+)\}")
-
-
-def _conversation(user: User) -> str:
-    return str(Conversation.objects.create(owner=user, title="mine").pk)
-
-
-def _message(user: User) -> str:
-    conversation = Conversation.objects.create(owner=user, title="mine", message_count=1)
-    message = Message.objects.create(
-        conversation=conversation, position=0, role="assistant", content="hello"
-    )
-    return str(message.pk)
-
-
-def _api_key(user: User) -> str:
-    return str(api_key_create(user=user, name="victim")[0].pk)
-
-
-# The collection segment before a path parameter → a factory for an object of that resource.
-FACTORIES: dict[str, Callable[[User], str]] = {
-    "conversations": _conversation,
-    "messages": _message,
-    "api-keys": _api_key,
-}
 
 
 def _schema() -> dict[str, Any]:
@@ -110,25 +85,25 @@ def schema() -> dict[str, Any]:
     return SCHEMA_CACHE["schema"]
 
 
-def _fill(path: str, user: User) -> str:
+def _fill(path: str, user: User, factories: dict[str, Callable[[User], str]]) -> str:
     segments = path.split("/")
     for index, segment in enumerate(segments):
         if _PARAM.fullmatch(segment):
             resource = segments[index - 1]
-            factory = FACTORIES.get(resource)
+            factory = factories.get(resource)
             if factory is None:
-                pytest.fail(f"{path}: no factory for {resource!r}; add one to FACTORIES")
+                pytest.fail(f"{path}: no factory for {resource!r}; add one in conftest.py")
             segments[index] = factory(user)
     return "/".join(segments)
 
 
-def test_another_users_object_is_a_404_everywhere(schema, user, other_user):
+def test_another_users_object_is_a_404_everywhere(schema, user, other_user, object_factories):
     _, other_key = api_key_create(user=other_user, name="intruder")
     checked = []
     for method, path, operation in _operations(schema):
         if not _PARAM.search(path) or not operation.get("security"):
             continue
-        url = _fill(path, user)
+        url = _fill(path, user, object_factories)
         response = _call(Client(), method, url, _body(schema, operation), other_key)
         assert response.status_code == 404, f"{method.upper()} {path}: {response.status_code}"
         checked.append(f"{method.upper()} {path}")
@@ -137,7 +112,7 @@ def test_another_users_object_is_a_404_everywhere(schema, user, other_user):
 
 
 @pytest.mark.parametrize("state", ["revoked", "expired"])
-def test_a_revoked_or_expired_key_is_a_401_everywhere(schema, user, state):
+def test_a_revoked_or_expired_key_is_a_401_everywhere(schema, user, state, object_factories):
     api_key, raw = api_key_create(user=user, name="old")
     if state == "revoked":
         api_key_revoke(api_key=api_key, actor=user)
@@ -147,7 +122,7 @@ def test_a_revoked_or_expired_key_is_a_401_everywhere(schema, user, state):
     for method, path, operation in _operations(schema):
         if not operation.get("security"):
             continue
-        url = _fill(path, user)
+        url = _fill(path, user, object_factories)
         response = _call(Client(), method, url, _body(schema, operation), raw)
         assert response.status_code == 401, f"{method.upper()} {path}: {response.status_code}"
         assert response.json()["error"]["code"] in ("authentication_failed", "not_authenticated")
@@ -161,7 +136,9 @@ def _staff_only(path: str) -> bool:
     return any(issubclass(p, IsStaff) for p in permissions if isinstance(p, type))
 
 
-def test_a_non_staff_key_on_a_staff_operation_is_a_403(schema, user, api_client, staff_client):
+def test_a_non_staff_key_on_a_staff_operation_is_a_403(
+    schema, user, api_client, staff_client, object_factories
+):
     staff_operations = [
         (method, path, operation)
         for method, path, operation in _operations(schema)
@@ -169,7 +146,7 @@ def test_a_non_staff_key_on_a_staff_operation_is_a_403(schema, user, api_client,
     ]
     assert staff_operations, "expected at least one staff operation (security/events/)"
     for method, path, operation in staff_operations:
-        url = _fill(path, user)
+        url = _fill(path, user, object_factories)
         body = _body(schema, operation)
         refused = _call(Client(), method, url, body, api_client.raw_key)
         allowed = _call(Client(), method, url, body, staff_client.raw_key)
