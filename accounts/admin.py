@@ -196,6 +196,7 @@ class SecurityCounterAdmin(admin.ModelAdmin):
 
     list_display = ["day", "event", "count", "updated_at"]
     list_filter = ["event"]
+    search_fields = ["event"]
     date_hierarchy = "day"
     readonly_fields = ["event", "day", "count", "updated_at"]
 

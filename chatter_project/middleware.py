@@ -103,18 +103,9 @@ class ApiErrorEnvelopeMiddleware(_SyncAndAsync):
         return error_response(response.status_code, headers=headers)
 
 
-class GateMiddleware:
+class GateMiddleware(_SyncAndAsync):
     """Base for middleware that may answer in the view's stead after sync work (database,
     cache): ``check`` runs in a worker thread under ASGI, so it may use the ORM."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def check(self, request: HttpRequest) -> HttpResponse | None:
         return None

@@ -128,7 +128,7 @@ def test_violations_are_a_400_envelope_naming_each_field(api_client):
 def test_structured_fields_are_stored_normalized(api_client):
     response = api_client.post(
         "/api/v1/conversations/",
-        {"title": "Caf\u0065\u0301\x00 notes", "metadata": {"topic": "a\x07b"}},
+        {"title": "Caf\u0065\u0301\x1b notes", "metadata": {"topic": "a\x07b"}},
         format="json",
     )
 
