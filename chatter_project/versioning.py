@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils.http import http_date
 
 from chatter_project.errors import error_response
@@ -28,8 +29,15 @@ from chatter_project.middleware import GateMiddleware
 SERVED_PREFIX = "/api/v1/"  # the URL conf mounts every version's views here
 _URL_VERSION = re.compile(r"^/api/v(\d+)/")
 _ACCEPT_VERSION = re.compile(r"(?:^|;)\s*version\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
-_UNVERSIONED_META = re.compile(r"^/api/(?:schema|docs)/")
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def _resolves(path: str, request: HttpRequest) -> bool:
+    try:
+        resolve(path, urlconf=getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    return True
 
 
 def _header_version(request: HttpRequest) -> str | None:
@@ -150,8 +158,9 @@ class ApiVersionMiddleware(GateMiddleware):
         path = request.path_info
         if _URL_VERSION.match(path):
             request.path_info = SERVED_PREFIX + path[_URL_VERSION.match(path).end() :]  # type: ignore[union-attr]
-        elif not _UNVERSIONED_META.match(path):
-            # /api/conversations/ → the version the headers (or the default) chose.
+        elif not _resolves(path, request):
+            # /api/conversations/ → the version the headers (or the default) chose. Paths
+            # mounted outside the versions (/api/schema/, /api/openai/v1/...) resolve as they are.
             request.path_info = SERVED_PREFIX + path[len("/api/") :]
         return None
 

@@ -29,6 +29,14 @@ def test_headers_choose_the_version_of_an_unversioned_path(api_client):
     response = api_client.get("/api/conversations/", HTTP_X_API_VERSION="2")
     assert response.status_code == 200 and response["API-Version"] == "2"
     response = api_client.get("/api/conversations/", HTTP_ACCEPT="application/json; version=2")
+    assert response.status_code == 200 and response["API-Version"] == "2"
+    assert "count" not in response.json()  # v2's cursor list
+
+
+def test_paths_outside_the_versions_are_not_rerouted(client):
+    response = client.get("/api/schema/", HTTP_X_API_VERSION="2")
+
+    assert response.status_code == 200
     assert response["API-Version"] == "2"
 
 
