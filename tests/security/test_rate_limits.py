@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -136,3 +139,46 @@ def test_concurrent_requests_admit_exactly_the_limit(settings, make_user, client
         thread.join()
 
     assert sorted(statuses) == [200] * 7 + [429] * 17
+
+
+@pytest.mark.django_db(transaction=True)
+def test_client_processes_racing_admit_exactly_the_limit(make_user, client_for, tmp_path):
+    """Three processes of eight threads, each with its own connections, one key, limit 9."""
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    raw = client_for(make_user("multi-racer")).raw_key
+    go_file = tmp_path / "go"
+    env = {
+        **os.environ,
+        "CHATTER_DATA_DIR": str(django_settings.DATA_DIR),
+        "CHATTER_DB_NAME": connection.settings_dict["NAME"],
+        "CHATTER_RATE_LIMIT": "9/h",
+        "DB_POOL_MAX": "10",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.security.race_client", raw, "8", str(go_file)],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    statuses = []
+    try:
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        go_file.touch()
+        for process in processes:
+            out, _ = process.communicate(timeout=120)
+            assert process.returncode == 0
+            statuses += [int(code) for code in out.split()]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+    assert sorted(statuses) == [200] * 9 + [429] * 15
