@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "ninja",
     "django_q",
     "corsheaders",
+    "django_ratelimit",
     "chatter_project.apps.PlatformConfig",
     "accounts",
     "jobs",

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
+from django.core import checks
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from django.utils.http import http_date
@@ -54,6 +55,29 @@ def _when(value: str | None) -> datetime | None:
         return None
     moment = datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@checks.register()
+def check_versions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """CHATTER_API_VERSIONS must be usable before a request finds out otherwise."""
+    errors: list[checks.CheckMessage] = []
+    versions = settings.CHATTER_API_VERSIONS
+    if settings.CHATTER_API_DEFAULT_VERSION not in versions:
+        errors.append(checks.Error("CHATTER_API_DEFAULT_VERSION is not a declared version."))
+    for version, info in versions.items():
+        where = f"CHATTER_API_VERSIONS[{version!r}]"
+        if info.get("status") not in ("active", "deprecated", "sunset"):
+            errors.append(checks.Error(f"{where}: status must be active, deprecated or sunset."))
+        if info.get("status") == "deprecated" and not info.get("deprecated_at"):
+            errors.append(checks.Error(f"{where}: a deprecated version needs deprecated_at."))
+        if info.get("successor") and info["successor"] not in versions:
+            errors.append(checks.Error(f"{where}: its successor is not a declared version."))
+        for field in ("deprecated_at", "sunset_at"):
+            try:
+                _when(info.get(field))
+            except (TypeError, ValueError):
+                errors.append(checks.Error(f"{where}: {field} is not an ISO 8601 date."))
+    return errors
 
 
 def version_info(version: str) -> dict[str, Any] | None:
@@ -174,9 +198,8 @@ class ApiVersionMiddleware(GateMiddleware):
         info = version_info(version) or {}
         if info.get("status") == "deprecated":
             deprecated_at = _when(info.get("deprecated_at"))
-            # RFC 9745: a structured-field date, "@" and seconds since the epoch.
-            moment = deprecated_at or datetime.now(UTC)
-            response["Deprecation"] = f"@{int(moment.timestamp())}"
+            if deprecated_at:  # required by the system check; RFC 9745's "@<epoch>" form
+                response["Deprecation"] = f"@{int(deprecated_at.timestamp())}"
             sunset_at = _when(info.get("sunset_at"))
             if sunset_at:
                 response["Sunset"] = http_date(sunset_at.timestamp())  # RFC 8594

@@ -117,3 +117,15 @@ def test_both_versions_are_documented(client, v1_deprecated):
     assert "cursor" in {p["name"] for p in v2_list["parameters"]}
     assert "application/problem+json" in v2_list["responses"]["default"]["content"]
     assert "/api/v2/conversations/{conversation_id}/messages/stream/" in paths
+
+
+def test_the_version_table_is_checked_at_start_up(settings):
+    from chatter_project.versioning import check_versions
+
+    assert check_versions() == []
+    settings.CHATTER_API_VERSIONS = {
+        "1": {"status": "deprecated", "successor": "3"},
+        "2": {"status": "retired", "sunset_at": "not a date"},
+    }
+    messages = [error.msg for error in check_versions()]
+    assert len(messages) == 4, messages
