@@ -31,6 +31,8 @@ class RequestSizeLimitMiddleware(GateMiddleware):
     (chunked) are bounded by DATA_UPLOAD_MAX_MEMORY_SIZE when read (also a 413, see
     ``threats.inspect`` and the exception handlers)."""
 
+    blocking = False  # reads a header, never the body
+
     def check(self, request: HttpRequest) -> HttpResponse | None:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -105,7 +105,10 @@ class ApiErrorEnvelopeMiddleware(_SyncAndAsync):
 
 class GateMiddleware(_SyncAndAsync):
     """Base for middleware that may answer in the view's stead after sync work (database,
-    cache): ``check`` runs in a worker thread under ASGI, so it may use the ORM."""
+    cache): ``check`` runs in a worker thread under ASGI, so it may use the ORM. Checks that
+    touch no I/O set ``blocking = False`` and skip the thread hop."""
+
+    blocking = True
 
     def check(self, request: HttpRequest) -> HttpResponse | None:
         return None
@@ -120,7 +123,7 @@ class GateMiddleware(_SyncAndAsync):
         return refused or self.decorate(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        refused = await sync_to_async(self.check)(request)
+        refused = await sync_to_async(self.check)(request) if self.blocking else self.check(request)
         if refused is not None:
             return refused
         return self.decorate(request, await self.get_response(request))

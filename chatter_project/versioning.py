@@ -172,6 +172,8 @@ def _is_error_envelope(response: HttpResponse) -> bool:
 
 
 class ApiVersionMiddleware(GateMiddleware):
+    blocking = False  # headers and the URL resolver only
+
     def check(self, request: HttpRequest) -> HttpResponse | None:
         if not request.path_info.startswith("/api/"):
             return None
