@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import ApiKey, ApiKeyScope, AuditLog, User
+from accounts.models import ApiKey, ApiKeyScope, AuditLog, SecurityCounter, User
 from accounts.services import api_key_create, api_key_revoke
 from conversations.models import Conversation
 
@@ -96,7 +96,7 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["user", "name", "scopes", "expires_at"]
+        fields = ["user", "name", "scopes", "expires_at", "rate_limit", "expensive_rate_limit"]
 
 
 @admin.register(ApiKey)
@@ -109,6 +109,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "scope_list",
         "status",
         "expires_at",
+        "rate_limit",
         "last_used_at",
         "created_at",
     ]
@@ -145,6 +146,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],
             expires_at=form.cleaned_data.get("expires_at"),
+            rate_limit=form.cleaned_data.get("rate_limit", ""),
+            expensive_rate_limit=form.cleaned_data.get("expensive_rate_limit", ""),
             actor=request.user,  # type: ignore[arg-type]
             request=request,
         )
@@ -184,4 +187,21 @@ class AuditLogAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SecurityCounter)
+class SecurityCounterAdmin(admin.ModelAdmin):
+    """Threats flagged and refused, rate limits hit: per day, across every worker."""
+
+    list_display = ["day", "event", "count", "updated_at"]
+    list_filter = ["event"]
+    search_fields = ["event"]
+    date_hierarchy = "day"
+    readonly_fields = ["event", "day", "count", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

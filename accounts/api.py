@@ -7,18 +7,21 @@ from typing import Any
 from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema
 from ninja import Router, Schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.models import ApiKey, ApiKeyScope
+from accounts.models import ApiKey, ApiKeyScope, SecurityCounter
+from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
+from chatter_project.validation import SafeCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
+    name = SafeCharField(max_length=100)
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, min_length=1
     )
@@ -85,6 +88,20 @@ class ApiKeyViewSet(
         return Response(ApiKeySerializer(api_key).data)
 
 
+class SecurityCounterSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SecurityCounter
+        fields = ["event", "day", "count", "updated_at"]
+
+
+class SecurityCounterList(generics.ListAPIView):
+    """Security events per day (threats flagged and refused, rate limits hit). Staff only."""
+
+    serializer_class = SecurityCounterSerializer
+    permission_classes = [HasApiScope, IsStaff]
+    queryset = SecurityCounter.objects.all()
+
+
 # --- Ninja ---------------------------------------------------------------------------------
 router = Router(tags=["accounts"])
 
@@ -107,4 +124,4 @@ async def whoami(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-__all__ = ["ApiKeyViewSet", "router"]
+__all__ = ["ApiKeyViewSet", "SecurityCounterList", "router"]

@@ -12,19 +12,35 @@ from accounts.models import ApiKey
 from accounts.services import api_key_authenticate
 
 INVALID_KEY_MESSAGE = "Invalid, revoked or expired API key."
+_UNSET = object()
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
+def api_key_from_request(request: HttpRequest) -> ApiKey | None:
+    """The active key behind this request's bearer token, looked up once per request
+    (the rate limiter needs it before DRF or Ninja authenticate)."""
+    cached = request.__dict__.get("_chatter_api_key", _UNSET)
+    if cached is _UNSET:
+        token = bearer_token(request)
+        cached = api_key_authenticate(token) if token else None
+        request._chatter_api_key = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[return-value]
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Any) -> tuple[Any, ApiKey] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        if bearer_token(request._request) is None:
             return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        api_key = api_key_authenticate(token.strip())
+        api_key = api_key_from_request(request._request)
         if api_key is None:
             raise exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE)
         return api_key.user, api_key
@@ -38,7 +54,7 @@ class NinjaApiKeyAuth(HttpBearer):
     """Ninja's side: a sync callable, which Ninja runs in a thread for async operations."""
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        api_key = api_key_authenticate(token.strip())
+        api_key = api_key_from_request(request)
         if api_key is not None:
             request.user = api_key.user
         return api_key

@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +15,10 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+
+
+# django-ratelimit's rate syntax: a count, a slash, an optional multiplier and s/m/h/d.
+RATE_PATTERN = r"^[1-9][0-9]{0,8}/[1-9]?[0-9]{0,3}[smhd]$"
 
 
 class ApiKeyScope(models.TextChoices):
@@ -53,6 +58,20 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Empty: the deployment's limits (settings.CHATTER_RATE_LIMITS) apply to this key.
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[RegexValidator(RATE_PATTERN, "A rate like 600/m, 100/10s or 5000/h.")],
+        help_text="Requests this key may make on ordinary routes, e.g. 600/m. Empty: the default.",
+    )
+    expensive_rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[RegexValidator(RATE_PATTERN, "A rate like 30/m, 10/10s or 500/h.")],
+        help_text="Requests on expensive routes (message send, streams, uploads, search), "
+        "e.g. 30/m. Empty: the default.",
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -99,3 +118,24 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_repr}".strip()
+
+
+class SecurityCounter(models.Model):
+    """Per-day counts of security events (threats flagged/refused, rate limits hit).
+
+    Incremented with one upsert, so counts from many workers add up exactly.
+    """
+
+    event = models.CharField(max_length=64)
+    day = models.DateField()
+    count = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "event"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "day"], name="security_counter_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.day}: {self.count}"

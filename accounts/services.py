@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, AuditLog, User
+from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, AuditLog, SecurityCounter, User
+from chatter_project.client_ip import client_ip
 from chatter_project.errors import ApplicationError
 from chatter_project.logs import request_id_var
 
@@ -25,10 +26,7 @@ def hash_api_key(raw_key: str) -> str:
 
 
 def _client_ip(request: HttpRequest | None) -> str | None:
-    # Proxy-aware client addresses come with the security layer; REMOTE_ADDR is what we know.
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
+    return client_ip(request) if request is not None else None
 
 
 def log_action(
@@ -53,6 +51,27 @@ def log_action(
         request_id="" if request_id == "-" else request_id,
         details=details or {},
     )
+
+
+def security_event_record(
+    *,
+    event: str,
+    request: HttpRequest | None = None,
+    actor: User | None = None,
+    details: dict[str, Any] | None = None,
+    audit: bool = True,
+) -> None:
+    """Count a security event for today (one atomic upsert) and, if asked, audit-log it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SecurityCounter._meta.db_table} (event, day, count, updated_at) "
+            "VALUES (%s, %s, 1, now()) ON CONFLICT (event, day) "
+            "DO UPDATE SET count = EXCLUDED.count + "
+            f"{SecurityCounter._meta.db_table}.count, updated_at = now()",
+            [event, timezone.now().date()],
+        )
+    if audit:
+        log_action(actor=actor, action=event, details=details, request=request)
 
 
 def user_ensure(*, username: str, staff: bool = False) -> tuple[User, bool]:
@@ -94,6 +113,8 @@ def api_key_create(
     name: str,
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
+    rate_limit: str = "",
+    expensive_rate_limit: str = "",
     actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ApiKey, str]:
@@ -112,6 +133,8 @@ def api_key_create(
         hashed_key=hash_api_key(raw),
         scopes=_validate_scopes(scopes),
         expires_at=expires_at,
+        rate_limit=rate_limit,
+        expensive_rate_limit=expensive_rate_limit,
     )
     log_action(
         actor=actor or user,

@@ -9,7 +9,7 @@ from django.urls import include, path
 from ninja import NinjaAPI
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import ApiKeyViewSet
+from accounts.api import ApiKeyViewSet, SecurityCounterList
 from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
 from chatter_project.exception_handlers import install_ninja_handlers
@@ -47,6 +47,7 @@ urlpatterns = [
         name="message-feedback",
     ),
     path("usage/", UsageView.as_view(), name="usage"),
+    path("security/events/", SecurityCounterList.as_view(), name="security-events"),
     path("", ninja_api.urls),
 ]
 

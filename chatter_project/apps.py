@@ -9,3 +9,6 @@ class PlatformConfig(AppConfig):
     name = "chatter_project"
     label = "core"
     verbose_name = "Platform"
+
+    def ready(self) -> None:
+        from chatter_project import versioning  # noqa: F401  (registers its system check)

@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -14,6 +16,10 @@ from rest_framework.views import set_rollback
 from chatter_project.errors import ApplicationError, code_for_status, error_payload, error_response
 
 logger = logging.getLogger("chatter.errors")
+
+
+_RATE_LIMITED = error_payload("rate_limited", "Rate limit exceeded.")
+_TOO_LARGE = error_payload("payload_too_large", "The request body is too large.")
 
 
 # --- DRF ---------------------------------------------------------------------------------
@@ -36,6 +42,11 @@ def _message_of(detail: Any) -> str:
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception becomes the envelope, 500s included."""
     headers: dict[str, str] = {}
+    if isinstance(exc, Ratelimited):
+        # A PermissionDenied, so it must come before the 403 mapping below.
+        return Response(_RATE_LIMITED, status=429, headers={"Retry-After": "60"})
+    if isinstance(exc, RequestDataTooBig):
+        return Response(_TOO_LARGE, status=413)
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response(error_payload(exc.code, exc.message, exc.details), status=exc.status)
@@ -106,6 +117,12 @@ def install_ninja_handlers(api: Any) -> None:
     def on_permission(request: HttpRequest, exc: DjangoPermissionDenied) -> JsonResponse:
         return error_response(403, "permission_denied", str(exc) or "Permission denied.")
 
+    def on_ratelimited(request: HttpRequest, exc: Ratelimited) -> JsonResponse:
+        return JsonResponse(_RATE_LIMITED, status=429, headers={"Retry-After": "60"})
+
+    def on_too_large(request: HttpRequest, exc: RequestDataTooBig) -> JsonResponse:
+        return JsonResponse(_TOO_LARGE, status=413)
+
     def on_exception(request: HttpRequest, exc: Exception) -> JsonResponse:
         logger.exception("unhandled error in %s", request.path)
         return error_response(500, "internal_error", "Internal server error.")
@@ -117,3 +134,5 @@ def install_ninja_handlers(api: Any) -> None:
     api.add_exception_handler(HttpError, on_http)
     api.add_exception_handler(Http404, on_404)
     api.add_exception_handler(DjangoPermissionDenied, on_permission)
+    api.add_exception_handler(Ratelimited, on_ratelimited)
+    api.add_exception_handler(RequestDataTooBig, on_too_large)

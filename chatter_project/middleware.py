@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from chatter_project.errors import error_response
@@ -101,3 +101,29 @@ class ApiErrorEnvelopeMiddleware(_SyncAndAsync):
             if response.has_header(name)
         }
         return error_response(response.status_code, headers=headers)
+
+
+class GateMiddleware(_SyncAndAsync):
+    """Base for middleware that may answer in the view's stead after sync work (database,
+    cache): ``check`` runs in a worker thread under ASGI, so it may use the ORM. Checks that
+    touch no I/O set ``blocking = False`` and skip the thread hop."""
+
+    blocking = True
+
+    def check(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def decorate(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        refused = self.check(request)
+        return refused or self.decorate(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        refused = await sync_to_async(self.check)(request) if self.blocking else self.check(request)
+        if refused is not None:
+            return refused
+        return self.decorate(request, await self.get_response(request))

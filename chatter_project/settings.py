@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "ninja",
     "django_q",
+    "corsheaders",
+    "django_ratelimit",
     "chatter_project.apps.PlatformConfig",
     "accounts",
     "jobs",
@@ -82,13 +84,22 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chatter_project.middleware.RequestIdMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "chatter_project.http_policy.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Routes /api/vN/ and converts errors to v2's problem+json: outside everything that
+    # answers with an error, so it sees those answers too.
+    "chatter_project.versioning.ApiVersionMiddleware",
     "chatter_project.middleware.ApiErrorEnvelopeMiddleware",
+    "chatter_project.http_policy.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication (session users are counted by user) and before the views.
+    "chatter_project.ratelimits.RateLimitMiddleware",
+    "chatter_project.threats.ThreatDetectionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -188,7 +199,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasApiScope"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "chatter_project.pagination.VersionedPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chatter_project.exception_handlers.drf_exception_handler",
@@ -226,6 +237,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chatter_project.api.merge_ninja_schema",
+        "chatter_project.versioning.document_versions",
     ],
 }
 
@@ -279,12 +291,118 @@ LOGGING = {
     },
 }
 
-# --- Security defaults (the security issue extends these) ----------------------------------
+# --- Security (README, "Security") ---------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 * 1024 * 1024))
+# Behind a TLS-terminating proxy: CHATTER_PROXY_SSL_HEADER=X-Forwarded-Proto (that proxy
+# must set it; a client could otherwise claim HTTPS).
+if os.environ.get("CHATTER_PROXY_SSL_HEADER"):
+    _ssl_header = "HTTP_" + os.environ["CHATTER_PROXY_SSL_HEADER"].upper().replace("-", "_")
+    SECURE_PROXY_SSL_HEADER = (_ssl_header, "https")
+# HSTS is sent on HTTPS responses only (SecurityMiddleware), so it is safe to keep on.
+SECURE_HSTS_SECONDS = int(os.environ.get("CHATTER_HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CHATTER_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_SSL_REDIRECT = env_bool("CHATTER_SSL_REDIRECT")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("CHATTER_SECURE_COOKIES")
+# The admin and Swagger UI (served locally by drf-spectacular-sidecar) load only their own
+# scripts; Swagger UI's inline styles need 'unsafe-inline' for style-src, and its logo is
+# a data: URI.
+CHATTER_CSP = os.environ.get(
+    "CHATTER_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+CHATTER_PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+    "microphone=(), payment=(), usb=(), interest-cohort=()"
+)
+# Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on upload
+# routes (multipart file parts are streamed to disk, not held in memory).
+CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 * 1024 * 1024))
+CHATTER_MAX_UPLOAD_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 100 * 1024 * 1024))
+CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
+DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
+
+# CORS: an allowlist of browser origins (comma-separated), API paths only.
+CORS_ALLOWED_ORIGINS = env_list("CHATTER_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "accept", "x-api-version", "x-request-id"]
+CORS_EXPOSE_HEADERS = [
+    "API-Version",
+    "Deprecation",
+    "Sunset",
+    "Link",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-Request-ID",
+]
+
+# Client addresses: X-Forwarded-For is believed only from these proxies (IPs or CIDRs).
+CHATTER_TRUSTED_PROXIES = env_list("CHATTER_TRUSTED_PROXIES")
+
+# Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP.
+RATELIMIT_ENABLE = env_bool("CHATTER_RATE_LIMITS_ENABLED", True)
+RATELIMIT_USE_CACHE = "default"
+CHATTER_RATE_LIMITS = {
+    "default": os.environ.get("CHATTER_RATE_LIMIT", "600/m"),
+    "expensive": os.environ.get("CHATTER_RATE_LIMIT_EXPENSIVE", "30/m"),
+}
+# (class, methods (empty: all), path regex); first match wins, else "default". Patterns
+# name routes apps may add later: they take effect as soon as the route exists.
+CHATTER_RATE_LIMIT_CLASSES = [
+    ("expensive", ["POST"], r"^/api/v\d+/conversations/[^/]+/messages/(?:stream/)?$"),
+    ("expensive", ["POST", "PUT"], r"^/api/v\d+/documents/$"),
+    ("expensive", [], r"^/api/v\d+/knowledge/(?:search|metadata-query)/$"),
+    ("expensive", ["GET"], r"^/api/v\d+/documents/[^/]+/similar/$"),
+    ("expensive", ["POST"], r"^/api/v\d+/agents/(?:[^/]+/interact|route)/$"),
+    ("expensive", ["POST"], r"^/api/openai/v\d+/chat/completions/?$"),
+    ("expensive", ["POST"], r"^/api/v\d+/(?:exports|backups)/$"),
+]
+CHATTER_RATE_LIMIT_EXEMPT = [r"^/api/v\d+/(?:health|ready)/$"]
+# Chatter's PostgreSQL cache is shared and its add/incr are atomic (INSERT ... ON CONFLICT,
+# UPDATE ... RETURNING; see STACK.md): the checks only know Redis and memcached as such.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
+# Threat detection: free text is flagged at this score (audit log, counters), structured
+# fields (names below, every JSON object key, file names, the path) are refused at the other.
+CHATTER_THREAT_DETECTION = env_bool("CHATTER_THREAT_DETECTION", True)
+CHATTER_THREAT_FLAG_SCORE = int(os.environ.get("CHATTER_THREAT_FLAG_SCORE", "50"))
+CHATTER_THREAT_REFUSE_SCORE = int(os.environ.get("CHATTER_THREAT_REFUSE_SCORE", "30"))
+CHATTER_THREAT_STRUCTURED_FIELDS = {
+    "filename",
+    "file_name",
+    "name",
+    "slug",
+    "key",
+    "url",
+    "uri",
+    "href",
+    "path",
+    "callback_url",
+    "webhook_url",
+    "model",
+    "handler",
+    "content_type",
+    "content_types",
+    "format",
+    "scope",
+    "type",
+    "mode",
+    "ordering",
+    "events",
+}
+
+# API versions: status active | deprecated | sunset; dates ISO 8601; successor a version.
+CHATTER_API_DEFAULT_VERSION = "1"
+CHATTER_API_VERSIONS: dict[str, dict[str, object]] = {
+    "1": {"status": "active", "deprecated_at": None, "sunset_at": None, "successor": "2"},
+    "2": {"status": "active", "deprecated_at": None, "sunset_at": None, "successor": None},
+}
 
 # API keys: how often last_used_at is written at most (one UPDATE per key per interval).
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -25,6 +24,13 @@ from rest_framework.views import APIView
 
 from chatter_project.asyncdb import db_call, release_connections
 from chatter_project.errors import NotFound, error_response
+from chatter_project.validation import (
+    MessageContent,
+    MessageContentField,
+    MetadataField,
+    SafeCharField,
+    SafeTextField,
+)
 from conversations.models import Conversation, Message
 from conversations.selectors import (
     conversation_get,
@@ -54,8 +60,10 @@ class ConversationSerializer(serializers.ModelSerializer):
     memory_window = serializers.IntegerField(
         required=False, allow_null=True, min_value=2, max_value=1000
     )
-    metadata = serializers.DictField(required=False)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    metadata = MetadataField(required=False)
+    title = SafeTextField(required=False, allow_blank=True, max_length=300)
+    model = SafeCharField(required=False, allow_blank=True, max_length=200)
+    system_prompt = SafeTextField(required=False, allow_blank=True, max_length=20_000)
 
     class Meta:
         model = Conversation
@@ -140,9 +148,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class SendSerializer(serializers.Serializer):
-    content = serializers.CharField(
-        max_length=settings.CHATTER_MAX_MESSAGE_CHARS, trim_whitespace=False
-    )
+    content = MessageContentField()
 
 
 class TurnSerializer(serializers.Serializer):
@@ -156,7 +162,7 @@ class BranchSerializer(serializers.Serializer):
 
 class FeedbackSerializer(serializers.Serializer):
     rating = serializers.IntegerField(min_value=-1, max_value=5)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+    comment = SafeTextField(required=False, allow_blank=True, max_length=4000, default="")
 
 
 class ConversationViewSet(viewsets.ModelViewSet):
@@ -283,7 +289,7 @@ router = Router(tags=["conversations"])
 
 
 class StreamIn(Schema):
-    content: str
+    content: MessageContent
 
 
 def _sse(event: dict[str, Any]) -> str:
@@ -303,7 +309,19 @@ def _sse(event: dict[str, Any]) -> str:
         "responses": {
             "200": {
                 "description": "text/event-stream",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                # Each event, as SSE parsers (and schemathesis) read it.
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "event": {"enum": ["start", "delta", "done", "error"]},
+                                "data": {"type": "string", "description": "JSON"},
+                            },
+                            "required": ["event", "data"],
+                        }
+                    }
+                },
             }
         }
     },

@@ -1,0 +1,147 @@
+"""Rate limits for everything under /api/, counted by django-ratelimit in the shared cache.
+
+Who is counted: the API key when the request carries a valid one, else the logged-in user
+(session), else the client IP (see ``client_ip``: X-Forwarded-For only from trusted proxies).
+What is counted: each request falls in a *class* chosen by method and URL pattern
+(``CHATTER_RATE_LIMIT_CLASSES``, first match wins, else ``default``), so routes that other
+apps add later (uploads, search) get the stricter class by configuration alone. A key may
+carry its own rates (admin: API keys); otherwise ``CHATTER_RATE_LIMITS`` apply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django_ratelimit.core import get_usage
+
+from accounts.authentication import api_key_from_request
+from chatter_project.client_ip import client_ip
+from chatter_project.errors import error_response
+from chatter_project.middleware import GateMiddleware
+
+
+@dataclass(frozen=True)
+class RouteClass:
+    name: str
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+
+
+@lru_cache(maxsize=4)
+def _classes(config: tuple[tuple[str, tuple[str, ...], str], ...]) -> tuple[RouteClass, ...]:
+    return tuple(
+        RouteClass(name, frozenset(m.upper() for m in methods), re.compile(pattern))
+        for name, methods, pattern in config
+    )
+
+
+def route_class(method: str, path: str) -> str | None:
+    """The limit class of a request, or None for exempt routes (probes)."""
+    if any(re.search(p, path) for p in settings.CHATTER_RATE_LIMIT_EXEMPT):
+        return None
+    config = tuple(
+        (name, tuple(methods), pattern)
+        for name, methods, pattern in settings.CHATTER_RATE_LIMIT_CLASSES
+    )
+    for route in _classes(config):
+        if (not route.methods or method.upper() in route.methods) and route.pattern.search(path):
+            return route.name
+    return "default"
+
+
+def _identity(request: HttpRequest) -> tuple[str, Any]:
+    api_key = api_key_from_request(request)
+    if api_key is not None:
+        return f"key:{api_key.pk}", api_key
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}", None
+    return f"ip:{client_ip(request) or 'unknown'}", None
+
+
+def rate_for(route: str, api_key: Any) -> str:
+    if api_key is not None:
+        own = api_key.expensive_rate_limit if route == "expensive" else api_key.rate_limit
+        if own:
+            return own
+    return settings.CHATTER_RATE_LIMITS.get(route) or settings.CHATTER_RATE_LIMITS["default"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    route: str
+    limit: int
+    count: int
+    reset: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(0, self.limit - self.count)),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+def consume(request: HttpRequest) -> Usage | None:
+    """Count this request against its identity's limit; None when the route is exempt."""
+    route = route_class(request.method or "GET", request.path_info)
+    if route is None or not settings.RATELIMIT_ENABLE:
+        return None
+    identity, api_key = _identity(request)
+    usage = get_usage(
+        request,
+        group=f"chatter:{route}",
+        key=lambda group, request: identity,
+        rate=rate_for(route, api_key),
+        increment=True,
+    )
+    if usage is None:
+        return None
+    return Usage(route, usage["limit"], usage["count"], max(1, usage["time_left"]))
+
+
+def _record_limited(request: HttpRequest, usage: Usage) -> None:
+    from accounts.services import security_event_record
+
+    security_event_record(event="security.rate_limited", request=request, audit=False)
+
+
+def rate_limited_response(usage: Usage, request: HttpRequest) -> HttpResponse:
+    _record_limited(request, usage)
+    return error_response(
+        429,
+        "rate_limited",
+        f"Rate limit exceeded: {usage.limit} requests per window on {usage.route} routes. "
+        f"Retry in {usage.reset} s.",
+        details={"limit": usage.limit, "class": usage.route, "retry_after": usage.reset},
+        headers={"Retry-After": str(usage.reset), **usage.headers()},
+    )
+
+
+class RateLimitMiddleware(GateMiddleware):
+    """Admits or refuses every /api/ request before any view runs; adds RateLimit-* headers."""
+
+    def check(self, request: HttpRequest) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        usage = consume(request)
+        request._chatter_rate_usage = usage  # type: ignore[attr-defined]
+        if usage is not None and usage.exceeded:
+            return rate_limited_response(usage, request)
+        return None
+
+    def decorate(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        usage = getattr(request, "_chatter_rate_usage", None)
+        if usage is not None:
+            for name, value in usage.headers().items():
+                response.setdefault(name, value)
+        return response

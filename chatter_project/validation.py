@@ -1,0 +1,304 @@
+"""Input rules for every app: plain functions, DRF fields and pydantic types built on them.
+
+Each rule is a function that returns the cleaned value or raises ``InvalidInput`` with a
+message a client can act on. Serializers use the DRF fields (``SafeCharField``,
+``MetadataField``, ...), Ninja schemas the ``Annotated`` pydantic types (``SafeStr``,
+``Metadata``, ...), so a rule reads the same on both frameworks and a violation becomes the
+400 envelope naming the field.
+
+Structured fields (names, slugs, filenames, URLs, metadata) are normalized: control
+characters stripped, Unicode NFC. Free text that a user wrote to a model (chat content) is
+checked for length only and stored exactly as sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from pydantic import AfterValidator
+from rest_framework import serializers
+
+# C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_USERNAME = re.compile(r"^[\w.@+-]{1,150}$")
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+_API_KEY = re.compile(r"^chk_[A-Za-z0-9_-]{32}$")
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10))} | {
+    f"lpt{i}" for i in range(1, 10)
+}
+
+MAX_JSON_DEPTH = 8
+MAX_JSON_BYTES = 64 * 1024
+MAX_METADATA_KEYS = 50
+MAX_METADATA_DEPTH = 3
+MAX_METADATA_STRING = 2000
+
+
+class InvalidInput(ValueError):
+    """A rule violation; the message is shown to the client under the field's name."""
+
+
+# --- normalization -------------------------------------------------------------------------
+def normalize_line(value: str) -> str:
+    """One-line structured value: every control character removed, NFC, outer space trimmed."""
+    return unicodedata.normalize("NFC", _CONTROL_ALL.sub("", value)).strip()
+
+
+def normalize_text(value: str) -> str:
+    """Multi-line structured text (titles, descriptions): keeps tab and newlines."""
+    return unicodedata.normalize("NFC", _CONTROL.sub("", value))
+
+
+# --- rules ---------------------------------------------------------------------------------
+def validate_username(value: str) -> str:
+    value = normalize_line(value)
+    if not _USERNAME.match(value):
+        raise InvalidInput("Use 1-150 letters, digits and @ . + - _ only.")
+    return value
+
+
+def validate_email(value: str) -> str:
+    value = normalize_line(value)
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise InvalidInput("Enter a valid email address.")
+    return value.lower()
+
+
+def validate_url(value: str, *, max_length: int = 2048) -> str:
+    """An absolute http(s) URL with a host and no embedded credentials."""
+    value = normalize_line(value)
+    if len(value) > max_length:
+        raise InvalidInput(f"At most {max_length} characters.")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidInput("Enter a valid URL.") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput("Only http and https URLs are allowed.")
+    if not parts.hostname:
+        raise InvalidInput("The URL needs a host.")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("URLs must not carry credentials.")
+    if port == 0 or any(c.isspace() for c in value):
+        raise InvalidInput("Enter a valid URL.")
+    return value
+
+
+def validate_filename(value: str, *, max_length: int = 255) -> str:
+    """A bare file name: no directories, no traversal, no control characters."""
+    if _CONTROL_ALL.search(value):
+        raise InvalidInput("File names must not contain control characters.")
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value or len(value) > max_length:
+        raise InvalidInput(f"Use 1-{max_length} characters.")
+    if value in (".", "..") or "/" in value or "\\" in value or ".." in value:
+        raise InvalidInput("File names must not contain paths or '..'.")
+    if PurePosixPath(value).name != value or PureWindowsPath(value).name != value:
+        raise InvalidInput("File names must not contain paths.")
+    if value.split(".")[0].lower() in _WINDOWS_RESERVED or value.endswith((".", " ")):
+        raise InvalidInput("This file name is reserved.")
+    return value
+
+
+def validate_message_content(value: str) -> str:
+    """Chat content: non-blank and within the configured length; never altered."""
+    if "\x00" in value:
+        raise InvalidInput("Messages must not contain NUL characters.")
+    if not value.strip():
+        raise InvalidInput("A message cannot be empty.")
+    limit = settings.CHATTER_MAX_MESSAGE_CHARS
+    if len(value) > limit:
+        raise InvalidInput(f"At most {limit} characters.")
+    return value
+
+
+def validate_text(value: str, *, max_length: int = 10_000) -> str:
+    """Structured multi-line text (titles, descriptions, prompts): normalized, bounded."""
+    value = normalize_text(value)
+    if len(value) > max_length:
+        raise InvalidInput(f"At most {max_length} characters.")
+    return value
+
+
+def validate_slug(value: str, *, max_length: int = 64) -> str:
+    value = normalize_line(value)
+    if len(value) > max_length or not _SLUG.match(value):
+        raise InvalidInput("Use lowercase letters, digits and single - or _ between them.")
+    return value
+
+
+def validate_uuid(value: Any) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError as exc:
+        raise InvalidInput("Enter a valid UUID.") from exc
+
+
+def validate_api_key_format(value: str) -> str:
+    if not _API_KEY.match(value):
+        raise InvalidInput("An API key looks like chk_ followed by 32 URL-safe characters.")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((json_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((json_depth(v) for v in value), default=0)
+    return 0
+
+
+def validate_json(
+    value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES
+) -> Any:
+    """Any JSON value, bounded in nesting depth and encoded size."""
+    if json_depth(value) > max_depth:
+        raise InvalidInput(f"Nested deeper than {max_depth} levels.")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("Not a JSON value.") from exc
+    if size > max_bytes:
+        raise InvalidInput(f"Larger than {max_bytes} bytes encoded.")
+    return value
+
+
+def _metadata_value(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_STRING:
+            raise InvalidInput(f"Strings are at most {MAX_METADATA_STRING} characters.")
+        return normalize_text(value)
+    if isinstance(value, bool | int | float) or value is None:
+        if isinstance(value, float) and value != value:  # NaN is not JSON
+            raise InvalidInput("NaN is not allowed.")
+        return value
+    if depth >= MAX_METADATA_DEPTH:
+        raise InvalidInput(f"Nested deeper than {MAX_METADATA_DEPTH} levels.")
+    if isinstance(value, list):
+        return [_metadata_value(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return _metadata_dict(value, depth + 1)
+    raise InvalidInput("Values must be strings, numbers, booleans, null, lists or objects.")
+
+
+def _metadata_dict(value: dict[Any, Any], depth: int) -> dict[str, Any]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInput(f"At most {MAX_METADATA_KEYS} keys.")
+    cleaned: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _METADATA_KEY.match(key):
+            raise InvalidInput(
+                f"Invalid key {str(key)[:40]!r}: 1-64 letters, digits and _ . : - "
+                "(not starting with . : -)."
+            )
+        cleaned[key] = _metadata_value(item, depth)
+    return cleaned
+
+
+def validate_metadata(value: Any) -> dict[str, Any]:
+    """A flat-ish JSON object: safe keys, scalar/list/object values, bounded depth and size."""
+    if not isinstance(value, dict):
+        raise InvalidInput("Must be a JSON object.")
+    return validate_json(_metadata_dict(value, 1))
+
+
+# --- DRF fields ----------------------------------------------------------------------------
+def _drf(rule: Callable[..., Any]) -> Callable[[Any], Any]:
+    def run(value: Any) -> Any:
+        try:
+            return rule(value)
+        except InvalidInput as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    return run
+
+
+class _RuleCharField(serializers.CharField):
+    rule: Callable[[str], str] = staticmethod(normalize_line)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if value == "" and self.allow_blank:
+            return value
+        value = _drf(self.rule)(value)
+        if value == "" and not self.allow_blank:
+            self.fail("blank")
+        return value
+
+
+class SafeCharField(_RuleCharField):
+    """One-line structured text: controls stripped, NFC."""
+
+
+class SafeTextField(_RuleCharField):
+    """Multi-line structured text (title, prompt): controls but newlines stripped, NFC."""
+
+    rule = staticmethod(validate_text)
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+
+class MessageContentField(serializers.CharField):
+    """Chat content: length-checked, stored exactly as sent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("max_length", settings.CHATTER_MAX_MESSAGE_CHARS)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        return _drf(validate_message_content)(super().to_internal_value(data))
+
+
+class SlugField(_RuleCharField):
+    rule = staticmethod(validate_slug)
+
+
+class UrlField(_RuleCharField):
+    rule = staticmethod(validate_url)
+
+
+class FilenameField(_RuleCharField):
+    rule = staticmethod(validate_filename)
+
+
+class UsernameField(_RuleCharField):
+    rule = staticmethod(validate_username)
+
+
+class MetadataField(serializers.DictField):
+    """A metadata object (see ``validate_metadata``)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        return _drf(validate_metadata)(super().to_internal_value(data))
+
+
+class JsonValueField(serializers.JSONField):
+    def to_internal_value(self, data: Any) -> Any:
+        return _drf(validate_json)(super().to_internal_value(data))
+
+
+# --- pydantic (Ninja) types ----------------------------------------------------------------
+SafeStr = Annotated[str, AfterValidator(normalize_line)]
+Slug = Annotated[str, AfterValidator(validate_slug)]
+HttpUrl = Annotated[str, AfterValidator(validate_url)]
+Filename = Annotated[str, AfterValidator(validate_filename)]
+MessageContent = Annotated[str, AfterValidator(validate_message_content)]
+Metadata = Annotated[dict[str, Any], AfterValidator(validate_metadata)]
+JsonValue = Annotated[Any, AfterValidator(validate_json)]

@@ -1,0 +1,41 @@
+"""Objects for tests that walk every operation in the schema (authorization matrix, fuzzing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from accounts.models import User
+from accounts.services import api_key_create
+from conversations.models import Conversation, Message
+
+
+def _conversation(user: User) -> str:
+    return str(Conversation.objects.create(owner=user, title="mine").pk)
+
+
+def _message(user: User) -> str:
+    conversation = Conversation.objects.create(owner=user, title="mine", message_count=1)
+    message = Message.objects.create(
+        conversation=conversation, position=0, role="assistant", content="hello"
+    )
+    return str(message.pk)
+
+
+def _api_key(user: User) -> str:
+    return str(api_key_create(user=user, name="victim")[0].pk)
+
+
+# The collection segment before a path parameter → a factory for an object of that resource.
+# Apps that add object endpoints add a factory here (the matrix test fails until they do).
+FACTORIES: dict[str, Callable[[User], str]] = {
+    "conversations": _conversation,
+    "messages": _message,
+    "api-keys": _api_key,
+}
+
+
+@pytest.fixture
+def object_factories() -> dict[str, Callable[[User], str]]:
+    return FACTORIES

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from accounts.models import AuditLog, SecurityCounter
+from chatter_project.threats import assess
+
+CORPORA = Path(__file__).parent / "corpora"
+
+
+def _lines(name: str) -> list[str]:
+    return [line for line in (CORPORA / name).read_text().splitlines() if line.strip()]
+
+
+def test_detection_rate_on_known_attack_payloads():
+    attacks = _lines("attacks.txt")
+    flagged = [a for a in attacks if assess(a).score >= settings.CHATTER_THREAT_FLAG_SCORE]
+    refused = [a for a in attacks if assess(a).score >= settings.CHATTER_THREAT_REFUSE_SCORE]
+    rate = len(flagged) / len(attacks)
+    print(
+        f"\ndetection: {len(flagged)}/{len(attacks)} = {rate:.1%} flagged in free text, "
+        f"{len(refused)}/{len(attacks)} = {len(refused) / len(attacks):.1%} refused in "
+        "structured fields"
+    )
+    assert len(attacks) >= 70
+    assert rate >= 0.95
+    assert len(refused) == len(attacks)
+
+
+def test_false_positive_rate_on_programming_questions():
+    questions = _lines("questions.txt")
+    flagged = [q for q in questions if assess(q).score >= settings.CHATTER_THREAT_FLAG_SCORE]
+    rate = len(flagged) / len(questions)
+    print(f"\nfalse positives: {len(flagged)}/{len(questions)} = {rate:.1%}", flagged)
+    assert len(questions) >= 70
+    assert rate <= 0.03
+
+
+def test_each_kind_is_named():
+    assert assess("' OR 1=1 --").kinds[0] == "sql_injection"
+    assert assess("<img src=x onerror=alert(1)>").kinds[0] == "xss"
+    assert assess("../../etc/passwd").kinds[0] == "path_traversal"
+    assert assess("How do I join two tables?").score == 0
+
+
+@pytest.mark.django_db
+def test_attacks_in_chat_content_are_flagged_not_blocked(api_client, user):
+    conversation = api_client.post("/api/v1/conversations/", {}, format="json").json()
+    content = "Is this safe? <script>alert(document.cookie)</script>"
+
+    response = api_client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages/",
+        {"content": content},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["user_message"]["content"] == content
+    entry = AuditLog.objects.get(action="security.threat_flagged")
+    assert entry.actor == user
+    assert entry.details["findings"][0]["field"] == "content"
+    assert entry.details["findings"][0]["kinds"] == ["xss"]
+    assert SecurityCounter.objects.get(event="security.threat_flagged").count == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"metadata": {"../../etc/passwd": 1}}, "metadata.../../etc/passwd"),
+        ({"model": "x' OR '1'='1"}, "model"),
+        ({"metadata": {"source_url": "javascript:alert(1)"}}, "metadata.source_url"),
+    ],
+)
+def test_attacks_in_structured_fields_are_refused(api_client, body, field):
+    response = api_client.post("/api/v1/conversations/", body, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "threat_detected"
+    assert field in error["details"]
+    assert AuditLog.objects.filter(action="security.threat_refused").count() == 1
+
+
+@pytest.mark.django_db
+def test_uploaded_file_names_and_query_names_are_structured(api_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    # Django already drops directories from upload names; markup survives it.
+    upload = SimpleUploadedFile("<svg onload=alert(1)>.pdf", b"x")
+    response = api_client.post("/api/v1/conversations/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert "file.filename" in response.json()["error"]["details"]
+
+    response = api_client.get("/api/v1/conversations/", {"q": "' OR 1=1 --"})
+    assert response.status_code == 200  # a search query is free text
+    response = api_client.get("/api/v1/conversations/", {"<script>alert(1)</script>": "1"})
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_counter_is_readable_in_the_admin(api_client, staff_user, client):
+    api_client.post("/api/v1/conversations/", {"metadata": {"../x/../../y": 1}}, format="json")
+    client.force_login(staff_user)
+
+    response = client.get("/admin/accounts/securitycounter/")
+
+    assert response.status_code == 200
+    assert "security.threat_refused" in response.content.decode()
