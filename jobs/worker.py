@@ -8,7 +8,9 @@ itself (never Django's pooled ones) and is released only after the outcome is co
 server drops its session and the lock with it, and the jobs clock (``jobs.clock``) then, and
 only then, re-queues the job. A worker that hangs, or is stopped, keeps its lock and its job:
 a job never runs twice at the same time. Every write of an attempt is fenced by the attempt
-number, so a late write from an old attempt changes nothing.
+number, so a late write from an old attempt changes nothing. (This holds while PostgreSQL
+stays up: if the server itself restarts, every lock is gone with it, and an attempt still
+running in a worker may overlap its retry; "at least once" still holds.)
 
 Timeouts. ``SIGALRM`` raises ``JobTimeout`` in the handler at the job's timeout (django-q2's
 own alarm for the token is saved and restored around it). Where Python cannot be
@@ -67,9 +69,14 @@ def executor_connection() -> psycopg.Connection:
     params.pop("context", None)
     # Over TCP, let the server notice a vanished worker host within ~a minute, so its
     # locks (and jobs) are released; no effect on Unix sockets.
+    # synchronous_commit=off: claims and outcomes skip the WAL flush wait. Only a crash of
+    # the PostgreSQL server itself can lose the last fraction of a second of them, and a lost
+    # claim or outcome means the job runs again (at least once), never that it is lost: the
+    # job row itself is written by enqueue with a normal, durable commit.
     params["options"] = (
         params.get("options", "")
         + " -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+        + " -c synchronous_commit=off"
     ).strip()
     _connection = psycopg.connect(**params, autocommit=True, application_name="chatter-jobs")
     _connection_pid = os.getpid()

@@ -161,30 +161,6 @@ def test_a_cancelled_pending_job_never_runs():
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
 
 
-def test_a_running_job_sees_its_cancel_flag(monkeypatch):
-    job = enqueue("test.until_cancelled")
-    original = worker._context
-
-    def context_that_cancels_on_first_progress(conn, claimed):
-        ctx = original(conn, claimed)
-        write = ctx._write_progress
-
-        def write_then_cancel(percent, message):
-            write(percent, message)
-            job_cancel(job=Job.objects.get(pk=claimed.id))  # as the API would, mid-run
-            return False
-
-        ctx._write_progress = write_then_cancel
-        return ctx
-
-    monkeypatch.setattr(worker, "_context", context_that_cancels_on_first_progress)
-
-    assert worker.run_next_job() == JobStatus.CANCELLED
-    job.refresh_from_db()
-    assert job.progress == 10 and job.progress_message == "waiting for a cancel"
-    assert job.cancel_requested_at is not None
-
-
 def test_retry_requeues_a_dead_job_with_fresh_attempts():
     job = enqueue("test.fail_until", args={"succeed_on": 2}, max_attempts=1)
     assert worker.run_next_job() == JobStatus.DEAD

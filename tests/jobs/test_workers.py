@@ -52,6 +52,24 @@ def test_a_real_worker_drains_a_mixed_backlog_highest_priority_first(cluster):
     wait_for(lambda: live_workers() == 1, what="the stats see the one live worker")
 
 
+def test_a_running_job_sees_the_cancel_sent_through_the_api(cluster, staff_client):
+    cluster(workers=1)
+    api = staff_client
+    job_id = api.post("/api/v1/jobs/", {"handler": "test.until_cancelled"}, format="json").json()[
+        "id"
+    ]
+    wait_for(
+        lambda: Job.objects.filter(pk=job_id, progress_message="waiting for a cancel").exists(),
+        what="the handler is running",
+    )
+
+    body = api.post(f"/api/v1/jobs/{job_id}/cancel/").json()
+    assert body["status"] == "running" and body["cancel_requested"] is True
+
+    cancelled = wait_for(job_in(job_id, JobStatus.CANCELLED), what="the handler stops")
+    assert cancelled.finished_at is not None and cancelled.progress == 10
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_clock_command_promotes_due_jobs_and_stops_cleanly_on_sigterm():
     job = enqueue("test.record", run_at=timezone.now() + timedelta(hours=1))
