@@ -21,6 +21,9 @@ class JobSerializer(serializers.ModelSerializer):
     next_attempt_at = serializers.DateTimeField(read_only=True, allow_null=True)
     cancel_requested = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
+    # Any JSON, null included: a nullable JSONField becomes `oneOf [{}, {type: null}]` in
+    # OAS 3.1, which null matches twice (invalid).
+    result = serializers.JSONField(read_only=True, help_text="The handler's return value.")
 
     class Meta:
         model = Job

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import api_key_create
 from conversations.models import Conversation, Message
+from jobs.models import Job
 
 
 def _conversation(user: User) -> str:
@@ -23,6 +25,13 @@ def _message(user: User) -> str:
     return str(message.pk)
 
 
+def _job(user: User) -> str:
+    # A row, not enqueue(): the matrix needs an object, not a worker running it.
+    now = timezone.now()
+    job = Job.objects.create(handler="echo", args={}, owner=user, available_at=now, rank_at=now)
+    return str(job.pk)
+
+
 def _api_key(user: User) -> str:
     return str(api_key_create(user=user, name="victim")[0].pk)
 
@@ -33,6 +42,7 @@ FACTORIES: dict[str, Callable[[User], str]] = {
     "conversations": _conversation,
     "messages": _message,
     "api-keys": _api_key,
+    "jobs": _job,
 }
 
 
