@@ -372,7 +372,7 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
 def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
     in the checkpointed state (so the next turn's context matches the record)."""
-    graph = get_graph()
+    graph = get_graph(turn.conversation.workflow)
     reply_checkpoint = ""
     if partial:
         seeded = graph.update_state(
@@ -442,7 +442,7 @@ def message_send(*, conversation: Conversation, content: str) -> tuple[Message, 
     turn = turn_begin(conversation=conversation, content=content)
     tracker = RunTracker(turn)
     try:
-        for mode, payload in get_graph().stream(
+        for mode, payload in get_graph(turn.conversation.workflow).stream(
             turn.graph_input(), turn.config(), stream_mode=tracker.MODES
         ):
             tracker.see(mode, payload)
@@ -482,7 +482,7 @@ async def message_stream(
         tracker = RunTracker(turn)
         finished = False
         try:
-            async for mode, payload in get_graph().astream(
+            async for mode, payload in get_graph(turn.conversation.workflow).astream(
                 turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
             ):
                 if mode != "messages":
