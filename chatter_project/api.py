@@ -14,11 +14,13 @@ from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
 from chatter_project.exception_handlers import install_ninja_handlers
 from chatter_project.health import router as health_router
+from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 
 API_PREFIX = "/api/v1/"
 
 router = SimpleRouter()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("documents", DocumentViewSet, basename="document")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -35,6 +37,8 @@ ninja_api.add_router("", accounts_router)
 
 urlpatterns = [
     path("", include(router.urls)),
+    path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
+    path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),
     path("", ninja_api.urls),
 ]
 
