@@ -79,8 +79,8 @@ class LocalEmbedder:
         return self.embed_documents([text])[0]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        encoded = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        encoded = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
 
 class OpenAIEmbedder:
