@@ -11,6 +11,9 @@ from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 from knowledge.services import document_reprocess
 
+# all-MiniLM-L6-v2 puts unrelated passages around 0-0.2 and related ones from ~0.3 up.
+SEMANTIC_SEARCH_THRESHOLD = 0.3
+
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
@@ -29,7 +32,8 @@ class DocumentAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     search_fields = ["title"]
     search_help_text = (
-        "A semantic query: documents with a chunk among the 50 nearest to it (and title matches)."
+        "A semantic query: documents with a passage similar to it (cosine similarity "
+        f"≥ {SEMANTIC_SEARCH_THRESHOLD}), and documents whose title contains it."
     )
     actions = ["reprocess"]
     exclude = ["source"]
@@ -71,6 +75,7 @@ class DocumentAdmin(admin.ModelAdmin):
                 query=search_term,
                 k=50,
                 mode="vector",
+                similarity_threshold=SEMANTIC_SEARCH_THRESHOLD,
             )
         except ApplicationError as exc:
             self.message_user(request, f"Semantic search failed: {exc.message}", messages.ERROR)
