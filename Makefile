@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean-data
+.PHONY: install run test lint format bench clean-data
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: install
 test: install
 	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest
+
+# Every bench/bench_*.py, one after the other (slow: see bench/RESULTS.md).
+bench: install
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lint: install
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -216,14 +216,8 @@ def main() -> None:
             elapsed = time.perf_counter() - begin
             return {int(chunk_ids[i]) for i in top}, elapsed
 
-        where, params = _document_conditions(
-            user=owner,
-            metadata_filter=None,
-            date_from=None,
-            date_to=None,
-            content_types=None,
-            alias="d",
-        )
+        # The same conditions knowledge_search puts on the vector query.
+        where, params = _document_conditions(user=owner)
         where += ["d.embedding_space = %s"]
         params += [embedder.space]
         literals = [vector_literal(q) for q in query_vectors]
@@ -250,14 +244,7 @@ def main() -> None:
         # 1%-selective filter: documents in bucket 7 hold ~1% of the chunks.
         settings.KNOWLEDGE_HNSW_EF_SEARCH = 100
         bucket_mask = (doc_of % 100) == 7
-        f_where, f_params = _document_conditions(
-            user=owner,
-            metadata_filter={"bucket": 7},
-            date_from=None,
-            date_to=None,
-            content_types=None,
-            alias="d",
-        )
+        f_where, f_params = _document_conditions(user=owner, metadata_filter={"bucket": 7})
         f_where += ["d.embedding_space = %s"]
         f_params += [embedder.space]
         filtered = {}

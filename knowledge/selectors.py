@@ -122,12 +122,13 @@ def _day_end(value: dt.date | dt.datetime) -> dt.datetime | dt.date:
 def _document_conditions(
     *,
     user: User,
-    metadata_filter: dict[str, Any] | None,
-    date_from: dt.date | dt.datetime | None,
-    date_to: dt.date | dt.datetime | None,
-    content_types: Sequence[str] | None,
-    alias: str,
+    metadata_filter: dict[str, Any] | None = None,
+    date_from: dt.date | dt.datetime | None = None,
+    date_to: dt.date | dt.datetime | None = None,
+    content_types: Sequence[str] | None = None,
+    alias: str = "d",
 ) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and parameters) on processed documents the user may see."""
     where = [f"{alias}.status = %s"]
     params: list[Any] = [DocumentStatus.PROCESSED.value]
     if not user.is_staff:
@@ -324,7 +325,6 @@ def knowledge_search(
         date_from=date_from,
         date_to=date_to,
         content_types=content_types,
-        alias="d",
     )
     embedder = active_embedder()
     needs_vector = mode != "keyword" or similarity_threshold is not None
@@ -367,14 +367,7 @@ def document_similar(*, user: User, document: Document, k: int = 5) -> list[tupl
         centroid = cursor.fetchone()[0]
     if centroid is None:
         return []
-    where, params = _document_conditions(
-        user=user,
-        metadata_filter=None,
-        date_from=None,
-        date_to=None,
-        content_types=None,
-        alias="d",
-    )
+    where, params = _document_conditions(user=user)
     where += ["d.embedding_space = %s", "d.id <> %s"]
     params += [embedder.space, document.pk]
     # Nearest chunks to the centroid, then each document scored by its closest chunk.
