@@ -140,7 +140,8 @@ def main() -> None:
     query_vectors = embedder.embed_documents(queries)
     token_counts = embedder.count_tokens([text for _, text in corpus[:2000]])
 
-    connection.settings_dict["TEST"]["NAME"] = "chatter_bench"  # never the tests' database
+    # Its own database, never the tests' one (created by pytest-django, maybe running now).
+    connection.settings_dict["TEST"]["NAME"] = "chatter_bench_knowledge"
     old = setup_databases(verbosity=0, interactive=False, keepdb=False)
     try:
         owner = User.objects.create_user("bench")

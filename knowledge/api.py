@@ -89,6 +89,10 @@ class SimilarDocumentSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="Cosine similarity of the closest chunk.")
 
 
+class SimilarDocumentsSerializer(serializers.Serializer):
+    results = SimilarDocumentSerializer(many=True)
+
+
 class DocumentViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -157,7 +161,7 @@ class DocumentViewSet(
         page = self.paginate_queryset(chunk_list(document=self.get_object()))
         return self.get_paginated_response(ChunkSerializer(page, many=True).data)
 
-    @extend_schema(responses={200: SimilarDocumentSerializer(many=True)})
+    @extend_schema(responses={200: SimilarDocumentsSerializer})
     @action(detail=True, methods=["get"])
     def similar(self, request: Request, pk: str | None = None) -> Response:
         k = _int_param(request, "k", default=5, maximum=50)
@@ -226,10 +230,16 @@ class SearchHitSerializer(serializers.Serializer):
     section = serializers.CharField()
 
 
+class SearchResponseSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=SEARCH_MODES)
+    results = SearchHitSerializer(many=True)
+
+
 class SearchView(APIView):
     """Search the caller's documents: vector, keyword or hybrid (reciprocal rank fusion)."""
 
-    @extend_schema(request=SearchSerializer, responses={200: SearchHitSerializer(many=True)})
+    @extend_schema(request=SearchSerializer, responses={200: SearchResponseSerializer})
     def post(self, request: Request) -> Response:
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -243,10 +253,17 @@ class SearchView(APIView):
         )
 
 
+class DocumentPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = DocumentSerializer(many=True)
+
+
 class MetadataQueryView(APIView):
     """Documents by metadata, upload dates and content types alone (paginated)."""
 
-    @extend_schema(request=FilterSerializer, responses={200: DocumentSerializer(many=True)})
+    @extend_schema(request=FilterSerializer, responses={200: DocumentPageSerializer})
     def post(self, request: Request) -> Response:
         serializer = FilterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
