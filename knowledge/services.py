@@ -93,8 +93,7 @@ def document_upload(
         # The same file uploaded twice at once: the other request created it.
         return Document.objects.defer("source").get(owner=owner, sha256=sha256), False
     _schedule_processing(document)
-    document.refresh_from_db()
-    return document, True
+    return Document.objects.defer("source").get(pk=document.pk), True
 
 
 def _schedule_processing(document: Document) -> None:

@@ -306,3 +306,13 @@ def test_uploads_need_a_key_with_write_scope(client_for, user, anon_client, uplo
 
     assert upload(reader, "a.txt", "text").status_code == 403
     assert upload(anon_client, "a.txt", "text").status_code == 401
+
+
+def test_an_upload_must_be_multipart_with_a_file(api_client):
+    as_json = api_client.post("/api/v1/documents/", {"file": "x"}, format="json")
+    no_file = api_client.post("/api/v1/documents/", {"metadata": "{}"}, format="multipart")
+
+    assert as_json.status_code == 415
+    assert as_json.json()["error"]["code"] == "unsupported_media_type"
+    assert no_file.status_code == 400
+    assert "file" in no_file.json()["error"]["details"]
