@@ -45,6 +45,8 @@ def split_blocks(
     splitter = _splitter(chunk_size, chunk_overlap)
     pieces: list[tuple[str, int | None, str]] = []
     for block in blocks:
+        # PDF text extraction can yield NUL characters, which PostgreSQL text cannot store.
+        block = TextBlock(block.text.replace("\x00", ""), block.page)
         if content_type in _HEADED:
             sections = MarkdownHeaderTextSplitter(
                 headers_to_split_on=_HEADERS, strip_headers=True

@@ -204,6 +204,14 @@ def test_a_pdf_is_split_by_page(api_client, upload):
     ]
 
 
+def test_nul_characters_from_a_pdf_are_dropped_not_fatal(api_client, upload):
+    doc = upload(api_client, "nul.pdf", make_pdf(["NUL\x00 inside a PDF string"])).json()
+
+    assert doc["status"] == "processed", doc
+    chunks = api_client.get(f"/api/v1/documents/{doc['id']}/chunks/").json()["results"]
+    assert chunks[0]["content"] == "NUL inside a PDF string"
+
+
 def test_a_pdf_without_text_is_marked_failed_with_a_reason(api_client, upload):
     response = upload(api_client, "scan.pdf", make_pdf([""]))
 
