@@ -56,16 +56,21 @@ def large_corpus(user) -> Document:
     return documents[42]
 
 
-def test_a_one_percent_filter_still_returns_k_hits(user, large_corpus):
-    assert Chunk.objects.count() == DOCUMENTS * CHUNKS_PER_DOCUMENT
-
-    hits = knowledge_search(
+def search_one_document(user):
+    """k=10 nearest chunks among the 1% of the corpus in document 42."""
+    return knowledge_search(
         user=user,
         query="a musician plays music",
         k=10,
         mode="vector",
         metadata_filter={"group": 42},
     )
+
+
+def test_a_one_percent_filter_still_returns_k_hits(user, large_corpus):
+    assert Chunk.objects.count() == DOCUMENTS * CHUNKS_PER_DOCUMENT
+
+    hits = search_one_document(user)
 
     assert len(hits) == 10
     assert {hit.document_id for hit in hits} == {large_corpus.pk}
@@ -96,13 +101,7 @@ def test_through_the_index_the_filter_needs_iterative_scans(user, large_corpus):
         cursor.execute(FILTERED, [query])
         starved = len(cursor.fetchall())
 
-    hits = knowledge_search(
-        user=user,
-        query="a musician plays music",
-        k=10,
-        mode="vector",
-        metadata_filter={"group": 42},
-    )
+    hits = search_one_document(user)
 
     # ef_search candidates, of which ~1% pass the filter: far fewer than 10.
     assert starved < 10
