@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing dependencies into $(VENV) (first run only)..."
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@# torch first, pinned: left to the resolver it picks a multi-GB CUDA build.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'torch==2.13.0'
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 

@@ -17,6 +17,7 @@ from chatter_project.health import router as health_router
 from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
 from conversations.api import router as conversations_router
 from jobs.api import JobViewSet
+from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 
 API_PREFIX = "/api/v1/"
 
@@ -24,6 +25,7 @@ router = SimpleRouter()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")
+router.register("documents", DocumentViewSet, basename="document")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -48,6 +50,8 @@ urlpatterns = [
     ),
     path("usage/", UsageView.as_view(), name="usage"),
     path("security/events/", SecurityCounterList.as_view(), name="security-events"),
+    path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
+    path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),
     path("", ninja_api.urls),
 ]
 

@@ -437,3 +437,21 @@ CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE"
 CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "32000"))
 # Modules imported before the first model is built, so they can register_provider().
 CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")
+# --- Knowledge base (see README, "Knowledge base") -------------------------------------------
+KNOWLEDGE_MAX_UPLOAD_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+# A docx is a zip: refuse it up front when its parts would inflate past this, or any part
+# inflates more than the ratio (zip bombs).
+KNOWLEDGE_DOCX_MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
+KNOWLEDGE_DOCX_MAX_COMPRESSION_RATIO = 200
+KNOWLEDGE_CHUNK_SIZE = int(os.environ.get("CHATTER_CHUNK_SIZE", "800"))  # characters
+KNOWLEDGE_CHUNK_OVERLAP = int(os.environ.get("CHATTER_CHUNK_OVERLAP", "120"))
+KNOWLEDGE_EMBEDDING_BATCH_SIZE = int(os.environ.get("CHATTER_EMBEDDING_BATCH_SIZE", "64"))
+# "local" (the bundled all-MiniLM-L6-v2) or "openai"; unset: openai when a key is configured.
+KNOWLEDGE_EMBEDDINGS = os.environ.get("CHATTER_EMBEDDINGS") or (
+    "openai" if os.environ.get("OPENAI_API_KEY") else "local"
+)
+KNOWLEDGE_OPENAI_EMBEDDING_MODEL = os.environ.get(
+    "CHATTER_OPENAI_EMBEDDING_MODEL", "text-embedding-3-small"
+)
+# HNSW candidate list per query: higher = better recall, slower (bench/RESULTS.md).
+KNOWLEDGE_HNSW_EF_SEARCH = int(os.environ.get("CHATTER_HNSW_EF_SEARCH", "100"))

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from chatter_project.errors import ApplicationError
+from knowledge.models import Document
+from knowledge.selectors import knowledge_search
+from knowledge.services import document_reprocess
+
+# all-MiniLM-L6-v2 puts unrelated passages around 0-0.2 and related ones from ~0.3 up.
+SEMANTIC_SEARCH_THRESHOLD = 0.3
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = [
+        "title",
+        "owner",
+        "content_type",
+        "status",
+        "progress",
+        "chunk_count",
+        "size",
+        "embedding_space",
+        "created_at",
+    ]
+    list_filter = ["status", "content_type", "embedding_space"]
+    list_select_related = ["owner"]
+    search_fields = ["title"]
+    search_help_text = (
+        "A semantic query: documents with a passage similar to it (cosine similarity "
+        f"≥ {SEMANTIC_SEARCH_THRESHOLD}), and documents whose title contains it."
+    )
+    actions = ["reprocess"]
+    exclude = ["source"]
+    readonly_fields = [
+        "id",
+        "owner",
+        "filename",
+        "content_type",
+        "size",
+        "sha256",
+        "status",
+        "progress",
+        "failure_reason",
+        "embedding_space",
+        "created_at",
+        "updated_at",
+        "processed_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
+        return super().get_queryset(request).defer("source").annotate(_chunks=Count("chunks"))
+
+    @admin.display(description="chunks", ordering="_chunks")
+    def chunk_count(self, obj: Any) -> int:
+        return obj._chunks
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # documents come in through the upload API, which types and checks them
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Document], search_term: str
+    ) -> tuple[QuerySet[Document], bool]:
+        by_title, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not search_term.strip():
+            return by_title, may_have_duplicates
+        try:
+            hits = knowledge_search(
+                user=request.user,  # type: ignore[arg-type]
+                query=search_term,
+                k=50,
+                mode="vector",
+                similarity_threshold=SEMANTIC_SEARCH_THRESHOLD,
+            )
+        except ApplicationError as exc:
+            self.message_user(request, f"Semantic search failed: {exc.message}", messages.ERROR)
+            return by_title, may_have_duplicates
+        semantic = queryset.filter(pk__in={hit.document_id for hit in hits})
+        return by_title | semantic, may_have_duplicates
+
+    @admin.action(description="Reprocess selected documents")
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
+        processed = failed = 0
+        for document in queryset:
+            result = document_reprocess(document=document, actor=request.user)  # type: ignore[arg-type]
+            if result.status == "processed":
+                processed += 1
+            else:
+                failed += 1
+        self.message_user(
+            request,
+            f"Reprocessed {processed} document(s); {failed} failed.",
+            messages.SUCCESS if not failed else messages.WARNING,
+        )

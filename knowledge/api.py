@@ -1,0 +1,276 @@
+"""Knowledge API (DRF): documents, their chunks and similar documents, search."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chatter_project.errors import ApplicationError
+from knowledge.exceptions import FileTooLarge
+from knowledge.models import Chunk, Document
+from knowledge.selectors import (
+    MAX_K,
+    SEARCH_MODES,
+    chunk_list,
+    document_get,
+    document_list,
+    document_metadata_query,
+    document_similar,
+    knowledge_search,
+)
+from knowledge.services import document_delete, document_upload
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    chunk_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Document
+        fields = [
+            "id",
+            "title",
+            "filename",
+            "content_type",
+            "size",
+            "sha256",
+            "metadata",
+            "owner",
+            "status",
+            "progress",
+            "failure_reason",
+            "embedding_space",
+            "chunk_count",
+            "created_at",
+            "updated_at",
+            "processed_at",
+        ]
+        read_only_fields = fields
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    metadata = serializers.CharField(
+        required=False, allow_blank=True, help_text="A JSON object, as a string."
+    )
+    title = serializers.CharField(required=False, max_length=255)
+
+    def validate_metadata(self, value: str) -> dict[str, Any]:
+        if not value.strip():
+            return {}
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return parsed
+
+
+class ChunkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Chunk
+        fields = ["id", "position", "page", "section", "content", "token_count", "content_hash"]
+        read_only_fields = fields
+
+
+class SimilarDocumentSerializer(serializers.Serializer):
+    document = DocumentSerializer()
+    score = serializers.FloatField(help_text="Cosine similarity of the closest chunk.")
+
+
+class SimilarDocumentsSerializer(serializers.Serializer):
+    results = SimilarDocumentSerializer(many=True)
+
+
+class DocumentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The caller's documents (staff see all). Upload with multipart `file` (+ `metadata`)."""
+
+    serializer_class = DocumentSerializer
+    lookup_value_converter = "uuid"
+    parser_classes = [MultiPartParser]
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return Document.objects.none()
+        return document_list(user=self.request.user)
+
+    def get_object(self) -> Document:
+        return document_get(user=self.request.user, document_id=self.kwargs["pk"])
+
+    @extend_schema(
+        request={"multipart/form-data": UploadSerializer},
+        responses={202: DocumentSerializer, 200: DocumentSerializer},
+        description=(
+            "Upload and process a document (txt, md, html, pdf, docx, csv, json). 202 with "
+            "its status (processed, or failed with a reason); 200 with the existing document "
+            "when the caller already uploaded the same bytes."
+        ),
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        # Refuse before reading the body: multipart overhead is far below 1 MiB.
+        if declared > limit + 1024 * 1024:
+            raise FileTooLarge(
+                f"The request is {declared} bytes; the file limit is {limit}.",
+                details={"size": declared, "limit": limit},
+            )
+        serializer = UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        if upload.size > limit:
+            raise FileTooLarge(
+                f"The file is {upload.size} bytes; the limit is {limit}.",
+                details={"size": upload.size, "limit": limit},
+            )
+        document, created = document_upload(
+            owner=request.user,
+            data=upload.read(),
+            filename=upload.name or "upload",
+            metadata=serializer.validated_data.get("metadata"),
+            title=serializer.validated_data.get("title"),
+        )
+        document = document_get(user=request.user, document_id=document.pk)
+        return Response(
+            DocumentSerializer(document).data,
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        )
+
+    def perform_destroy(self, instance: Document) -> None:
+        document_delete(document=instance, actor=self.request.user)
+
+    @extend_schema(responses={200: ChunkSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def chunks(self, request: Request, pk: str | None = None) -> Response:
+        page = self.paginate_queryset(chunk_list(document=self.get_object()))
+        return self.get_paginated_response(ChunkSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: SimilarDocumentsSerializer})
+    @action(detail=True, methods=["get"])
+    def similar(self, request: Request, pk: str | None = None) -> Response:
+        k = _int_param(request, "k", default=5, maximum=50)
+        similar = document_similar(user=request.user, document=self.get_object(), k=k)
+        return Response(
+            {
+                "results": SimilarDocumentSerializer(
+                    [{"document": doc, "score": score} for doc, score in similar], many=True
+                ).data
+            }
+        )
+
+
+def _int_param(request: Request, name: str, *, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApplicationError(
+            f"{name} is an integer from 1 to {maximum}.",
+            code="invalid_parameter",
+            details={name: [f"An integer from 1 to {maximum}."]},
+        )
+    return int(raw)
+
+
+class DateOrDateTimeField(serializers.DateTimeField):
+    """An ISO datetime, or a bare date (as a date: date_to then covers that whole day)."""
+
+    def to_internal_value(self, value: Any) -> dt.date | dt.datetime:
+        if isinstance(value, str) and len(value) == 10:
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                self.fail("invalid", format="YYYY-MM-DD or an ISO 8601 datetime")
+        return super().to_internal_value(value)
+
+
+class FilterSerializer(serializers.Serializer):
+    metadata_filter = serializers.DictField(required=False, default=dict)
+    date_from = DateOrDateTimeField(required=False, allow_null=True)
+    date_to = DateOrDateTimeField(required=False, allow_null=True)
+    content_types = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_empty=True
+    )
+
+
+class SearchSerializer(FilterSerializer):
+    query = serializers.CharField(max_length=4000)
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=5)
+    mode = serializers.ChoiceField(choices=SEARCH_MODES, default="hybrid")
+    similarity_threshold = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.0, max_value=1.0
+    )
+
+
+class SearchHitSerializer(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    document = serializers.DictField(help_text="{id, title, content_type}")
+    content = serializers.CharField()
+    score = serializers.FloatField()
+    similarity = serializers.FloatField(allow_null=True)
+    highlight = serializers.CharField(help_text="HTML-escaped, matches in <mark>.")
+    position = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True)
+    section = serializers.CharField()
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=SEARCH_MODES)
+    results = SearchHitSerializer(many=True)
+
+
+class SearchView(APIView):
+    """Search the caller's documents: vector, keyword or hybrid (reciprocal rank fusion)."""
+
+    @extend_schema(request=SearchSerializer, responses={200: SearchResponseSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = SearchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        hits = knowledge_search(user=request.user, **serializer.validated_data)
+        return Response(
+            {
+                "count": len(hits),
+                "mode": serializer.validated_data["mode"],
+                "results": [hit.as_dict() for hit in hits],
+            }
+        )
+
+
+class DocumentPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = DocumentSerializer(many=True)
+
+
+class MetadataQueryView(APIView):
+    """Documents by metadata, upload dates and content types alone (paginated)."""
+
+    @extend_schema(request=FilterSerializer, responses={200: DocumentPageSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = FilterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        documents = document_metadata_query(user=request.user, **serializer.validated_data)
+        paginator = DocumentViewSet.pagination_class()
+        page = paginator.paginate_queryset(documents, request, view=self)
+        return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
+
+
+__all__ = ["DocumentViewSet", "MetadataQueryView", "SearchView"]

@@ -1,0 +1,92 @@
+"""Metadata filters to SQL: ``{"author": "ann", "year": {"$gte": 2020}, "a.b": {"$in": [1, 2]}}``.
+
+Keys are paths (dotted, or nested objects without ``$`` keys). Operators: equality (a value),
+``$in`` (a list), ``$gte``/``$lte``/``$gt``/``$lt`` on numbers or ISO dates. Equality uses
+``@>`` so the GIN index on ``metadata`` serves it. Comparisons only look at values of the
+right JSON type (a CASE guards the cast), so a document whose "year" is a string is simply
+not matched instead of failing the whole query.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chatter_project.errors import ApplicationError
+
+_COMPARISONS = {"$gte": ">=", "$lte": "<=", "$gt": ">", "$lt": "<"}
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def _invalid(message: str, path: list[str]) -> ApplicationError:
+    return ApplicationError(
+        message,
+        code="invalid_metadata_filter",
+        details={"metadata_filter": {".".join(path) or "(root)": [message]}},
+    )
+
+
+def _nest(path: list[str], value: Any) -> str:
+    for key in reversed(path):
+        value = {key: value}
+    return json.dumps(value)
+
+
+def _conditions(node: dict[str, Any], prefix: list[str], column: str) -> tuple[list[str], list]:
+    sql: list[str] = []
+    params: list[Any] = []
+    for raw_key, value in node.items():
+        if not isinstance(raw_key, str) or not raw_key or raw_key.startswith("$"):
+            raise _invalid(f"Unexpected key {raw_key!r} here.", prefix)
+        path = [*prefix, *raw_key.split(".")]
+        if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
+            for operator, operand in value.items():
+                clause, clause_params = _operator(operator, operand, path, column)
+                sql.append(clause)
+                params.extend(clause_params)
+        elif isinstance(value, dict) and value:
+            nested_sql, nested_params = _conditions(value, path, column)
+            sql.extend(nested_sql)
+            params.extend(nested_params)
+        else:
+            sql.append(f"{column} @> %s::jsonb")
+            params.append(_nest(path, value))
+    return sql, params
+
+
+def _operator(operator: str, operand: Any, path: list[str], column: str) -> tuple[str, list]:
+    if operator == "$in":
+        if not isinstance(operand, list) or not operand:
+            raise _invalid("$in takes a non-empty list.", path)
+        clause = " OR ".join(f"{column} @> %s::jsonb" for _ in operand)
+        return f"({clause})", [_nest(path, item) for item in operand]
+    if operator in _COMPARISONS:
+        symbol = _COMPARISONS[operator]
+        if isinstance(operand, bool) or not isinstance(operand, int | float | str):
+            raise _invalid(f"{operator} takes a number or an ISO date.", path)
+        if isinstance(operand, str):
+            if not _ISO_DATE.match(operand):
+                raise _invalid(f"{operator} takes a number or an ISO date (YYYY-MM-DD).", path)
+            # ISO dates order as text in the C collation.
+            return (
+                f"(CASE WHEN jsonb_typeof({column} #> %s::text[]) = 'string' "
+                f'THEN {column} #>> %s::text[] END) COLLATE "C" {symbol} %s',
+                [path, path, operand],
+            )
+        return (
+            f"(CASE WHEN jsonb_typeof({column} #> %s::text[]) = 'number' "
+            f"THEN ({column} #>> %s::text[])::numeric END) {symbol} %s",
+            [path, path, operand],
+        )
+    raise _invalid(f"Unknown operator {operator!r}: use $in, $gte, $lte, $gt or $lt.", path)
+
+
+def metadata_filter_sql(metadata_filter: dict[str, Any] | None, column: str) -> tuple[str, list]:
+    """A SQL condition (``TRUE`` when empty) and its parameters, on a jsonb ``column``."""
+    if not metadata_filter:
+        return "TRUE", []
+    if not isinstance(metadata_filter, dict):
+        raise _invalid("metadata_filter must be an object.", [])
+    sql, params = _conditions(metadata_filter, [], column)
+    return " AND ".join(f"({clause})" for clause in sql) or "TRUE", params

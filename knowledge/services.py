@@ -1,0 +1,260 @@
+"""Writes for the knowledge base: uploads, the processing pipeline, re-embedding."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import PurePath
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from pgvector.psycopg import register_vector
+
+from accounts.models import User
+from accounts.services import log_action
+from chatter_project.errors import ApplicationError
+from knowledge.embeddings import Embedder, active_embedder
+from knowledge.exceptions import FileTooLarge
+from knowledge.models import Chunk, Document, DocumentStatus
+from knowledge.parsing import extract_text, inspect_upload
+from knowledge.splitting import ChunkText, split_blocks
+
+logger = logging.getLogger(__name__)
+
+_COPY_COLUMNS = [
+    ("document_id", "uuid"),
+    ("position", "int4"),
+    ("page", "int4"),
+    ("section", "varchar"),
+    ("content", "text"),
+    ("token_count", "int4"),
+    ("content_hash", "varchar"),
+    ("embedding", "vector"),
+]
+
+
+def _validate_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ApplicationError(
+            "metadata must be a JSON object.",
+            code="invalid_metadata",
+            details={"metadata": ["Must be a JSON object."]},
+        )
+    return metadata
+
+
+def document_upload(
+    *,
+    owner: User,
+    data: bytes,
+    filename: str,
+    metadata: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> tuple[Document, bool]:
+    """Store an upload and process it; returns (document, created).
+
+    A file this owner already uploaded (same SHA-256) returns the existing document.
+    """
+    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    if len(data) > limit:
+        raise FileTooLarge(
+            f"The file is {len(data)} bytes; the limit is {limit}.",
+            details={"size": len(data), "limit": limit},
+        )
+    metadata = _validate_metadata(metadata)
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = Document.objects.defer("source").filter(owner=owner, sha256=sha256).first()
+    if existing is not None:
+        return existing, False
+    content_type = inspect_upload(data, filename)
+    name = PurePath(filename).name[:255] or "upload"
+    try:
+        with transaction.atomic():
+            document = Document.objects.create(
+                owner=owner,
+                title=(title or PurePath(name).stem or name)[:255],
+                filename=name,
+                content_type=content_type,
+                size=len(data),
+                sha256=sha256,
+                metadata=metadata,
+                source=data,
+            )
+            log_action(actor=owner, action="document.uploaded", target=document)
+    except IntegrityError:
+        # The same file uploaded twice at once: the other request created it.
+        return Document.objects.defer("source").get(owner=owner, sha256=sha256), False
+    _schedule_processing(document)
+    return Document.objects.defer("source").get(pk=document.pk), True
+
+
+def _schedule_processing(document: Document) -> None:
+    # Synchronous until the job queue lands; then this enqueues
+    # document_process(document_id=...) after commit, and nothing else changes.
+    document_process(document_id=document.pk)
+
+
+def _fail(document_id: UUID, reason: str) -> None:
+    Document.objects.filter(pk=document_id).update(
+        status=DocumentStatus.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
+    )
+
+
+def _set_progress(document_id: UUID, percent: int) -> None:
+    Document.objects.filter(pk=document_id, status=DocumentStatus.PROCESSING).update(
+        progress=max(0, min(100, percent)), updated_at=timezone.now()
+    )
+
+
+def _embed_in_batches(
+    embedder: Embedder,
+    texts: Sequence[str],
+    on_progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    batch = settings.KNOWLEDGE_EMBEDDING_BATCH_SIZE
+    vectors = []
+    for start in range(0, len(texts), batch):
+        vectors.append(embedder.embed_documents(texts[start : start + batch]))
+        if on_progress is not None:
+            on_progress(min(start + batch, len(texts)))
+    return np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+
+@contextmanager
+def _vector_cursor() -> Iterator[Any]:
+    """A psycopg cursor on Django's connection (same transaction) that knows pgvector types."""
+    connection.ensure_connection()
+    raw_connection = connection.connection
+    register_vector(raw_connection)
+    with raw_connection.cursor() as cursor:
+        yield cursor
+
+
+def chunks_copy(rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert chunk rows (in ``_COPY_COLUMNS`` order) with binary COPY: ~30x bulk_create."""
+    with _vector_cursor() as cursor:
+        columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+        sql = f"COPY knowledge_chunk ({columns}) FROM STDIN WITH (FORMAT BINARY)"
+        with cursor.copy(sql) as copy:
+            copy.set_types([kind for _, kind in _COPY_COLUMNS])
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
+def _chunk_rows(
+    document_id: UUID, chunks: Sequence[ChunkText], tokens: Sequence[int], vectors: np.ndarray
+) -> list[tuple[Any, ...]]:
+    return [
+        (
+            document_id,
+            chunk.position,
+            chunk.page,
+            chunk.section,
+            chunk.content,
+            count,
+            chunk.content_hash,
+            vector,
+        )
+        for chunk, count, vector in zip(chunks, tokens, vectors, strict=True)
+    ]
+
+
+def document_process(*, document_id: UUID | str) -> Document | None:
+    """Parse, split, embed and store a pending document's chunks; never raises for bad input.
+
+    Safe to call from a job handler: it claims the document with a conditional update, so a
+    second call for a document already processing or processed does nothing. Any failure
+    leaves the document ``failed`` with a reason a person can read.
+    """
+    claimed = Document.objects.filter(pk=document_id, status=DocumentStatus.PENDING).update(
+        status=DocumentStatus.PROCESSING, progress=0, failure_reason="", updated_at=timezone.now()
+    )
+    if claimed != 1:
+        return Document.objects.defer("source").filter(pk=document_id).first()
+    document = Document.objects.get(pk=document_id)
+    try:
+        embedder = active_embedder()
+        blocks = extract_text(bytes(document.source), document.content_type)
+        chunks = split_blocks(blocks, document.content_type)
+        _set_progress(document.pk, 10)
+        texts = [chunk.content for chunk in chunks]
+        tokens = embedder.count_tokens(texts)
+        vectors = _embed_in_batches(
+            embedder,
+            texts,
+            lambda done: _set_progress(document.pk, 10 + int(85 * done / len(texts))),
+        )
+        with transaction.atomic():
+            Chunk.objects.filter(document_id=document.pk).delete()
+            chunks_copy(_chunk_rows(document.pk, chunks, tokens, vectors))
+            Document.objects.filter(pk=document.pk).update(
+                status=DocumentStatus.PROCESSED,
+                progress=100,
+                embedding_space=embedder.space,
+                processed_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+    except ApplicationError as exc:
+        _fail(document.pk, exc.message)
+    except Exception as exc:
+        # A parser choking on a hostile file must not take the worker down with it.
+        logger.exception("processing document %s failed", document.pk)
+        _fail(document.pk, f"Processing failed unexpectedly ({type(exc).__name__}: {exc}).")
+    return Document.objects.defer("source").get(pk=document.pk)
+
+
+def document_reprocess(*, document: Document, actor: User | None = None) -> Document:
+    """Run the whole pipeline again from the stored bytes (after a failure or new settings)."""
+    Document.objects.filter(pk=document.pk).update(
+        status=DocumentStatus.PENDING, progress=0, failure_reason="", updated_at=timezone.now()
+    )
+    log_action(actor=actor, action="document.reprocessed", target=document)
+    _schedule_processing(document)
+    return Document.objects.defer("source").get(pk=document.pk)
+
+
+def document_delete(*, document: Document, actor: User | None = None) -> None:
+    """Delete a document with its chunks."""
+    with transaction.atomic():
+        log_action(actor=actor, action="document.deleted", target=document)
+        document.delete()
+
+
+def document_reembed(*, document_id: UUID | str, embedder: Embedder | None = None) -> int:
+    """Re-embed a document's chunks in the active space; returns the number of chunks.
+
+    One transaction per document: search sees either all old or all new vectors, and each
+    document's space says which, so an interrupted re-embedding leaves nothing mixed.
+    """
+    embedder = embedder or active_embedder()
+    chunks = list(
+        Chunk.objects.filter(document_id=document_id).order_by("position").values("id", "content")
+    )
+    vectors = _embed_in_batches(embedder, [chunk["content"] for chunk in chunks])
+    with transaction.atomic(), _vector_cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS knowledge_reembed "
+            "(id bigint PRIMARY KEY, embedding vector) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("DELETE FROM knowledge_reembed")  # an enclosing transaction's rows
+        with cursor.copy("COPY knowledge_reembed (id, embedding) FROM STDIN WITH BINARY") as copy:
+            copy.set_types(["int8", "vector"])
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                copy.write_row((chunk["id"], vector))
+        cursor.execute(
+            "UPDATE knowledge_chunk c SET embedding = r.embedding "
+            "FROM knowledge_reembed r WHERE c.id = r.id"
+        )
+        Document.objects.filter(pk=document_id).update(
+            embedding_space=embedder.space, updated_at=timezone.now()
+        )
+    return len(chunks)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from knowledge.models import Chunk, Document
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/knowledge/document/"
+
+
+@pytest.fixture
+def admin_client(make_user) -> Client:
+    make_user("root", staff=True, password="pw-for-tests")
+    client = Client()
+    assert client.login(username="root", password="pw-for-tests")
+    return client
+
+
+@pytest.fixture
+def documents(api_client, upload) -> dict[str, str]:
+    texts = {
+        "kayak": "Paddle the kayak across the calm lake.",
+        "tax": "File the annual income tax return by April.",
+    }
+    return {
+        name: upload(api_client, f"{name}.txt", text).json()["id"] for name, text in texts.items()
+    }
+
+
+def test_the_changelist_shows_status_and_chunk_counts(admin_client, documents):
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    rows = response.context["cl"].result_list
+    assert {(doc.title, doc.status, doc._chunks) for doc in rows} == {
+        ("kayak", "processed", 1),
+        ("tax", "processed", 1),
+    }
+
+
+def test_the_search_box_runs_a_semantic_query(admin_client, documents):
+    response = admin_client.get(URL, {"q": "boating on water"})
+
+    assert [doc.title for doc in response.context["cl"].result_list] == ["kayak"]
+
+
+def test_the_semantic_search_also_matches_titles(admin_client, documents):
+    response = admin_client.get(URL, {"q": "tax"})
+
+    assert "tax" in [doc.title for doc in response.context["cl"].result_list]
+
+
+def test_the_reprocess_action_rebuilds_chunks(admin_client, documents):
+    before = set(Chunk.objects.values_list("id", flat=True))
+
+    response = admin_client.post(
+        URL,
+        {"action": "reprocess", "_selected_action": [documents["kayak"]]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Reprocessed 1 document(s); 0 failed." in response.content.decode()
+    kayak_chunks = set(
+        Chunk.objects.filter(document_id=documents["kayak"]).values_list("id", flat=True)
+    )
+    assert kayak_chunks and not kayak_chunks & before
+    assert Document.objects.get(pk=documents["kayak"]).status == "processed"
+
+
+def test_the_detail_page_hides_the_bytes_and_documents_cannot_be_added(admin_client, documents):
+    detail = admin_client.get(f"{URL}{documents['tax']}/change/")
+
+    assert detail.status_code == 200
+    assert "source" not in detail.context["adminform"].form.fields
+    assert admin_client.get(f"{URL}add/").status_code == 403
