@@ -21,7 +21,8 @@ from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 
 API_PREFIX = "/api/v1/"
 
-router = SimpleRouter()
+# Path converters (uuid, int) rather than regexes: a malformed id is a 404 at the resolver.
+router = SimpleRouter(use_regex_path=False)
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")

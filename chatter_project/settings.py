@@ -322,7 +322,10 @@ CHATTER_PERMISSIONS_POLICY = (
 # Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on upload
 # routes (multipart file parts are streamed to disk, not held in memory).
 CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 * 1024 * 1024))
-CHATTER_MAX_UPLOAD_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 100 * 1024 * 1024))
+# The largest file a client may upload (knowledge documents), and on upload routes a body
+# that can carry it (multipart overhead is far below 1 MiB).
+CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
 CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
 
@@ -438,7 +441,7 @@ CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "320
 # Modules imported before the first model is built, so they can register_provider().
 CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")
 # --- Knowledge base (see README, "Knowledge base") -------------------------------------------
-KNOWLEDGE_MAX_UPLOAD_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+KNOWLEDGE_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES
 # A docx is a zip: refuse it up front when its parts would inflate past this, or any part
 # inflates more than the ratio (zip bombs).
 KNOWLEDGE_DOCX_MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024

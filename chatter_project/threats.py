@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 
 from chatter_project.errors import error_response
 from chatter_project.middleware import GateMiddleware
@@ -240,6 +241,10 @@ def request_values(request: HttpRequest) -> list[tuple[str, str, bool]]:
             return values  # the framework answers a malformed body with its own 400
         _walk(body, "", values)
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            request.POST  # noqa: B018 (parses the body once; the view reuses it)
+        except MultiPartParserError:
+            return values  # the view answers a malformed body with its own 4xx
         for key, items in request.POST.lists():
             values.append((key, key, True))
             values.extend((key, item, _structured_name(key)) for item in items)

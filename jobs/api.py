@@ -76,7 +76,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     """Background jobs: your own (staff see all). Others' ids answer 404."""
 
     serializer_class = JobSerializer
-    lookup_value_regex = r"[0-9]+"
+    lookup_value_converter = "int"
 
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
@@ -253,6 +253,8 @@ class SearchView(APIView):
         )
 
 
+# Named like drf-spectacular's own pages, so the v2 schema hook gives it the cursor shape.
+@extend_schema_serializer(component_name="PaginatedDocumentQueryList")
 class DocumentPageSerializer(serializers.Serializer):
     count = serializers.IntegerField()
     next = serializers.URLField(allow_null=True)

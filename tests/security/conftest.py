@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +13,7 @@ from accounts.models import User
 from accounts.services import api_key_create
 from conversations.models import Conversation, Message
 from jobs.models import Job
+from knowledge.models import ContentType, Document
 
 
 def _conversation(user: User) -> str:
@@ -32,6 +35,21 @@ def _job(user: User) -> str:
     return str(job.pk)
 
 
+def _document(user: User) -> str:
+    body = f"notes of {user.username} {uuid.uuid4()}".encode()  # unique: owner+sha256 is
+    return str(
+        Document.objects.create(
+            owner=user,
+            title="mine",
+            filename="mine.txt",
+            content_type=ContentType.TEXT,
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+            source=body,
+        ).pk
+    )
+
+
 def _api_key(user: User) -> str:
     return str(api_key_create(user=user, name="victim")[0].pk)
 
@@ -43,6 +61,7 @@ FACTORIES: dict[str, Callable[[User], str]] = {
     "messages": _message,
     "api-keys": _api_key,
     "jobs": _job,
+    "documents": _document,
 }
 
 
