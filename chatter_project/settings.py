@@ -437,11 +437,16 @@ CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR"
 # A turn whose process died is taken over after this long (normally the claim is released).
 CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
+# New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".
+CHATTER_DEFAULT_WORKFLOW = os.environ.get("CHATTER_DEFAULT_WORKFLOW", "rag")
 CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "32000"))
 # Modules imported before the first model is built, so they can register_provider().
 CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")
 # --- Knowledge base (see README, "Knowledge base") -------------------------------------------
 KNOWLEDGE_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES
+# Uploads are processed by a `document_processing` job; inline makes the upload request do
+# it (the test suite's parsing and search tests; never needed in production).
+KNOWLEDGE_PROCESS_INLINE = env_bool("CHATTER_KNOWLEDGE_PROCESS_INLINE")
 # A docx is a zip: refuse it up front when its parts would inflate past this, or any part
 # inflates more than the ratio (zip bombs).
 KNOWLEDGE_DOCX_MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024

@@ -91,7 +91,6 @@ class ConversationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = [
             "id",
-            "workflow",
             "parent",
             "branch_point",
             "forked_from",

@@ -9,6 +9,7 @@ endpoint asynchronously (so hundreds of open streams don't each pin a thread).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
@@ -21,9 +22,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
+from accounts.models import User
+from chatter_project.asyncdb import db_call
+from chatter_project.errors import ApplicationError
 from conversations.checkpointer import get_checkpointer
 from conversations.memory import extractive_summary, split_for_summary, summary_request
 from conversations.providers import LocalChatModel, ModelOptions, chat_model
+from knowledge.models import Document, DocumentStatus
+from knowledge.selectors import knowledge_search
+
+logger = logging.getLogger(__name__)
 
 MODEL_NODE = "model"
 
@@ -32,6 +40,8 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     summary: str
     summarized: int  # how many of the oldest messages the summary stands for
+    sources: list[dict[str, Any]]  # this turn's retrieved passages (rag), numbered from 1
+    retrieval_error: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class TurnSettings:
     system_prompt: str
     memory_window: int
     reply_id: str
+    user_id: int | None = None
+    retrieval_k: int = 4
 
     @classmethod
     def of(cls, config: RunnableConfig) -> TurnSettings:
@@ -53,6 +65,8 @@ class TurnSettings:
             system_prompt=c.get("system_prompt", ""),
             memory_window=c["memory_window"],
             reply_id=c["reply_id"],
+            user_id=c.get("user_id"),
+            retrieval_k=c.get("retrieval_k", 4),
         )
 
     def chat_model(self) -> BaseChatModel:
@@ -118,11 +132,74 @@ async def aremember(
     return _forget(state, old, str(response.content))
 
 
+# --- retrieval (the rag workflow) ------------------------------------------------------------
+SOURCES_INSTRUCTIONS = (
+    "Answer from the numbered sources below when they are relevant, citing them like [1] or "
+    "[2]. If they do not contain the answer, say so, then answer from general knowledge."
+)
+
+
+def retrieve_sources(user_id: int | None, query: str, k: int) -> dict[str, Any]:
+    """The owner's passages that best match the question, numbered for citation."""
+    if not user_id or not query.strip():
+        return {"sources": []}
+    if not Document.objects.filter(owner_id=user_id, status=DocumentStatus.PROCESSED).exists():
+        return {"sources": []}  # no documents: don't load the embedding model for nothing
+    try:
+        hits = knowledge_search(
+            user=User.objects.get(pk=user_id), query=query[:2000], k=k, own_only=True
+        )
+    except ApplicationError as exc:
+        # The reply goes on without sources; the reason is kept on the message.
+        logger.warning("retrieval failed: %s", exc.message)
+        return {"sources": [], "retrieval_error": exc.message}
+    return {
+        "sources": [
+            {
+                "n": index,
+                "chunk_id": hit.chunk_id,
+                "document_id": str(hit.document_id),
+                "title": hit.document_title,
+                "page": hit.page,
+                "section": hit.section,
+                "score": round(hit.score, 4),
+                "content": hit.content,
+            }
+            for index, hit in enumerate(hits, start=1)
+        ],
+        "retrieval_error": "",
+    }
+
+
+def _question(state: ChatState) -> str:
+    for message in reversed(state["messages"]):
+        if message.type == "human":
+            return str(message.content)
+    return ""
+
+
+def retrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    return retrieve_sources(settings.user_id, _question(state), settings.retrieval_k)
+
+
+async def aretrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    settings = TurnSettings.of(config)
+    return await db_call(retrieve_sources, settings.user_id, _question(state), settings.retrieval_k)
+
+
+def format_sources(sources: list[dict[str, Any]]) -> str:
+    return "\n\n".join(f"[{s['n']}] ({s['title']}) {s['content']}" for s in sources)
+
+
 # --- the model ----------------------------------------------------------------------------
 def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
     system = settings.system_prompt.strip()
     if state.get("summary"):
         system = f"{system}\n\nSummary of the earlier conversation:\n{state['summary']}".strip()
+    if state.get("sources"):
+        sources = format_sources(state["sources"])
+        system = f"{system}\n\n{SOURCES_INSTRUCTIONS}\n\nSources:\n{sources}".strip()
     head: list[BaseMessage] = [SystemMessage(system)] if system else []
     return head + list(state["messages"])
 
@@ -136,9 +213,16 @@ def _with_reply(
 
 # Memory and the model share one node (one superstep, one checkpoint per turn beyond the
 # input's): the summary is folded in before the model is called, in the same update.
+def _model_for(state: ChatState, settings: TurnSettings) -> BaseChatModel:
+    model = settings.chat_model()
+    if isinstance(model, LocalChatModel) and state.get("sources"):
+        return model.model_copy(update={"sources": state["sources"]})
+    return model
+
+
 def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    model = settings.chat_model()
+    model = _model_for(state, settings)
     memory = remember(state, settings, model)
     reply = model.invoke(_prompt(_remembered(state, memory), settings), config)
     return _with_reply(memory, reply, settings)
@@ -146,7 +230,7 @@ def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
 
 async def amodel_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    model = settings.chat_model()
+    model = _model_for(state, settings)
     memory = await aremember(state, settings, model)
     reply = await model.ainvoke(_prompt(_remembered(state, memory), settings), config)
     return _with_reply(memory, reply, settings)
@@ -160,7 +244,20 @@ def build_basic() -> StateGraph:
     return builder
 
 
-WORKFLOWS: dict[str, Callable[[], StateGraph]] = {"basic": build_basic}
+def build_rag() -> StateGraph:
+    """Retrieval from the owner's knowledge base, then the model with numbered sources."""
+    builder = StateGraph(ChatState)
+    builder.add_node(
+        "retrieve", RunnableLambda(retrieve_node, afunc=aretrieve_node, name="retrieve")
+    )
+    builder.add_node(MODEL_NODE, RunnableLambda(model_node, afunc=amodel_node, name=MODEL_NODE))
+    builder.add_edge(START, "retrieve")
+    builder.add_edge("retrieve", MODEL_NODE)
+    builder.add_edge(MODEL_NODE, END)
+    return builder
+
+
+WORKFLOWS: dict[str, Callable[[], StateGraph]] = {"basic": build_basic, "rag": build_rag}
 _compiled: dict[tuple[str, int], CompiledStateGraph] = {}
 
 

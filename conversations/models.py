@@ -42,6 +42,7 @@ class ModelPrice(models.Model):
 class Conversation(models.Model):
     class Workflow(models.TextChoices):
         BASIC = "basic", "Basic chat"
+        RAG = "rag", "Chat with the knowledge base (cited sources)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(

@@ -145,15 +145,37 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+PASSAGES_INTRO = (
+    "No language model is configured for this Chatter instance, so I cannot compose an "
+    "answer; these passages from your documents best match your question:"
+)
+
+
 class LocalChatModel(BaseChatModel):
-    """A real LangChain chat model that composes its reply without a language model."""
+    """A real LangChain chat model that composes its reply without a language model: the
+    retrieved passages, cited, when the knowledge base has any; else it says plainly that
+    no model is configured."""
+
+    sources: list[dict[str, Any]] = []
 
     @property
     def _llm_type(self) -> str:
         return "chatter-local"
 
+    def _text(self) -> str:
+        if not self.sources:
+            return NO_MODEL_TEXT
+        passages = []
+        for source in self.sources:
+            excerpt = " ".join(str(source["content"]).split())
+            if len(excerpt) > 500:
+                excerpt = excerpt[:500].rsplit(" ", 1)[0] + " …"
+            where = f", page {source['page']}" if source.get("page") else ""
+            passages.append(f"[{source['n']}] {excerpt} ({source['title']}{where})")
+        return PASSAGES_INTRO + "\n\n" + "\n\n".join(passages)
+
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        text = NO_MODEL_TEXT
+        text = self._text()
         prompt_tokens = sum(count_tokens(str(m.content)) for m in messages)
         completion_tokens = count_tokens(text)
         return AIMessage(

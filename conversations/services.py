@@ -30,6 +30,7 @@ from jobs.services import enqueue
 logger = logging.getLogger(__name__)
 
 EDITABLE_FIELDS = (
+    "workflow",
     "title",
     "model",
     "temperature",
@@ -92,6 +93,7 @@ def conversation_create(*, owner: User, **fields: Any) -> Conversation:
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    fields.setdefault("workflow", settings.CHATTER_DEFAULT_WORKFLOW)
     return Conversation.objects.create(owner=owner, **_validate_settings(fields))
 
 
@@ -143,6 +145,7 @@ def run_config(conversation: Conversation, model: str, *, reply_id: str = "") ->
             "system_prompt": conversation.system_prompt,
             "memory_window": memory_window(conversation),
             "reply_id": reply_id,
+            "user_id": conversation.owner_id,
         }
     }
 
@@ -320,7 +323,15 @@ def turn_finish(
     assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
     assistant.tool_calls = list(getattr(reply, "tool_calls", None) or [])
     assistant.checkpoint_id = checkpoints[1]
-    extra = {"usage_source": "local" if turn.model == "local" else "provider"}
+    extra: dict[str, Any] = {"usage_source": "local" if turn.model == "local" else "provider"}
+    if "sources" in state:
+        # The citation map: [n] in the reply -> the document and chunk it came from.
+        extra["sources"] = [
+            {key: source[key] for key in ("n", "document_id", "title", "chunk_id", "page", "score")}
+            for source in state.get("sources") or []
+        ]
+    if state.get("retrieval_error"):
+        extra["retrieval_error"] = state["retrieval_error"]
     assistant.metadata = {**assistant.metadata, **extra}
     turn.user_message.checkpoint_id = checkpoints[0]
     sql = _FINISH_SQL.format(

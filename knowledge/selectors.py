@@ -127,11 +127,13 @@ def _document_conditions(
     date_to: dt.date | dt.datetime | None = None,
     content_types: Sequence[str] | None = None,
     alias: str = "d",
+    own_only: bool = False,
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions (and parameters) on processed documents the user may see."""
+    """SQL conditions (and parameters) on processed documents the user may see (only
+    their own with `own_only`, staff included)."""
     where = [f"{alias}.status = %s"]
     params: list[Any] = [DocumentStatus.PROCESSED.value]
-    if not user.is_staff:
+    if own_only or not user.is_staff:
         where.append(f"{alias}.owner_id = %s")
         params.append(user.pk)
     meta_sql, meta_params = metadata_filter_sql(metadata_filter, f"{alias}.metadata")
@@ -301,6 +303,7 @@ def knowledge_search(
     date_to: dt.date | dt.datetime | None = None,
     content_types: Sequence[str] | None = None,
     similarity_threshold: float | None = None,
+    own_only: bool = False,
 ) -> list[SearchHit]:
     """The k chunks of the user's processed documents that best match ``query``.
 
@@ -312,7 +315,8 @@ def knowledge_search(
       short names ("pdf", "md", ...).
     - ``similarity_threshold``: drop hits whose cosine similarity to the query is below it,
       so a higher threshold returns a subset of a lower one's hits.
-    - Ownership: a user searches their own documents; staff search all (``visible_to``).
+    - Ownership: a user searches their own documents; staff search all (``visible_to``),
+      unless ``own_only`` (a conversation's retrieval reads its owner's documents only).
 
     Returns hits best first; each has the chunk text, its document, score, similarity and
     an HTML-safe highlight with ``<mark>`` around matching words. Raises ApplicationError
@@ -325,6 +329,7 @@ def knowledge_search(
         date_from=date_from,
         date_to=date_to,
         content_types=content_types,
+        own_only=own_only,
     )
     embedder = active_embedder()
     needs_vector = mode != "keyword" or similarity_threshold is not None

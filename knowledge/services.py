@@ -19,6 +19,8 @@ from pgvector.psycopg import register_vector
 from accounts.models import User
 from accounts.services import log_action
 from chatter_project.errors import ApplicationError
+from jobs.models import JobPriority
+from jobs.services import enqueue
 from knowledge.embeddings import Embedder, active_embedder
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document, DocumentStatus
@@ -96,10 +98,22 @@ def document_upload(
     return Document.objects.defer("source").get(pk=document.pk), True
 
 
+PROCESSING_HANDLER = "document_processing"
+
+
 def _schedule_processing(document: Document) -> None:
-    # Synchronous until the job queue lands; then this enqueues
-    # document_process(document_id=...) after commit, and nothing else changes.
-    document_process(document_id=document.pk)
+    """Process in the background (a high-priority job, sent once the row commits); with
+    KNOWLEDGE_PROCESS_INLINE the request does it itself (tests of parsing and search)."""
+    if settings.KNOWLEDGE_PROCESS_INLINE:
+        document_process(document_id=document.pk)
+        return
+    enqueue(
+        PROCESSING_HANDLER,
+        args={"document_id": str(document.pk)},
+        priority=JobPriority.HIGH,
+        dedupe_key=f"process:{document.pk}",
+        owner=document.owner,
+    )
 
 
 def _fail(document_id: UUID, reason: str) -> None:

@@ -100,3 +100,10 @@ def upload() -> Upload:
         return client.post("/api/v1/documents/", payload, format="multipart")
 
     return post
+
+
+@pytest.fixture(autouse=True)
+def _process_uploads_inline(settings) -> None:
+    """These tests are about parsing and search: the upload request processes the document
+    itself. tests/knowledge/test_processing_job.py proves the real job path."""
+    settings.KNOWLEDGE_PROCESS_INLINE = True
