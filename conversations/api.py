@@ -89,20 +89,8 @@ class ConversationSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = [
-            "id",
-            "parent",
-            "branch_point",
-            "forked_from",
-            "summary",
-            "summarized_messages",
-            "message_count",
-            "tokens_in",
-            "tokens_out",
-            "cost",
-            "created_at",
-            "updated_at",
-        ]
+        # Clients set what the service lets them change; lineage, memory and totals are derived.
+        read_only_fields = [name for name in fields if name not in EDITABLE_FIELDS]
 
 
 class FeedbackField(serializers.Serializer):

@@ -578,6 +578,21 @@ def _checkpoint_source(message: Message) -> Message:
     return message
 
 
+_COPIED_MESSAGE_FIELDS = (
+    "position",
+    "role",
+    "content",
+    "tool_calls",
+    "status",
+    "error",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "latency_ms",
+)
+
+
 def _copy_into(
     *, source: Conversation, owner: User, up_to: Message | None, lineage: dict[str, Any]
 ) -> Conversation:
@@ -598,14 +613,12 @@ def _copy_into(
     with transaction.atomic():
         copy = Conversation.objects.create(
             owner=owner,
-            title=lineage.pop("title"),
-            workflow=source.workflow,
-            model=source.model,
-            temperature=source.temperature,
-            max_tokens=source.max_tokens,
-            system_prompt=source.system_prompt,
-            memory_window=source.memory_window,
-            metadata=dict(source.metadata),
+            # The source's settings, with a title of its own and a copy of the metadata.
+            **{
+                **{name: getattr(source, name) for name in EDITABLE_FIELDS},
+                "title": lineage.pop("title"),
+                "metadata": dict(source.metadata),
+            },
             summary=snapshot.values.get("summary", ""),
             summarized_messages=snapshot.values.get("summarized", 0),
             message_count=len(rows),
@@ -619,17 +632,7 @@ def _copy_into(
         for row in rows:
             clone = Message(
                 conversation=copy,
-                position=row.position,
-                role=row.role,
-                content=row.content,
-                tool_calls=row.tool_calls,
-                status=row.status,
-                error=row.error,
-                model=row.model,
-                tokens_in=row.tokens_in,
-                tokens_out=row.tokens_out,
-                cost=row.cost,
-                latency_ms=row.latency_ms,
+                **{name: getattr(row, name) for name in _COPIED_MESSAGE_FIELDS},
                 metadata={
                     **row.metadata,
                     "copied_from": str(row.pk),
