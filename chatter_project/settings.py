@@ -360,6 +360,7 @@ CHATTER_RATE_LIMITS = {
 CHATTER_RATE_LIMIT_CLASSES = [
     ("expensive", ["POST"], r"^/api/v\d+/conversations/[^/]+/messages/(?:stream/)?$"),
     ("expensive", ["POST", "PUT"], r"^/api/v\d+/documents/$"),
+    ("expensive", ["POST"], r"^/api/v\d+/documents/[^/]+/reprocess/$"),
     ("expensive", [], r"^/api/v\d+/knowledge/(?:search|metadata-query)/$"),
     ("expensive", ["GET"], r"^/api/v\d+/documents/[^/]+/similar/$"),
     ("expensive", ["POST"], r"^/api/v\d+/agents/(?:[^/]+/interact|route)/$"),
@@ -451,6 +452,17 @@ KNOWLEDGE_PROCESS_INLINE = env_bool("CHATTER_KNOWLEDGE_PROCESS_INLINE")
 # inflates more than the ratio (zip bombs).
 KNOWLEDGE_DOCX_MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
 KNOWLEDGE_DOCX_MAX_COMPRESSION_RATIO = 200
+# A PDF is refused (422 up front, or failed in processing) when it has more pages than this,
+# when one of its streams would decode past the byte limit (decompression bombs: pypdf's own
+# default is 75 MB per stream), or when its text exceeds the character limit (by default what
+# the largest accepted text file could hold).
+KNOWLEDGE_PDF_MAX_PAGES = int(os.environ.get("CHATTER_PDF_MAX_PAGES", "5000"))
+KNOWLEDGE_PDF_MAX_STREAM_BYTES = int(
+    os.environ.get("CHATTER_PDF_MAX_STREAM_BYTES", str(16 * 1024 * 1024))
+)
+KNOWLEDGE_MAX_TEXT_CHARS = int(
+    os.environ.get("CHATTER_MAX_TEXT_CHARS", str(CHATTER_MAX_FILE_BYTES))
+)
 KNOWLEDGE_CHUNK_SIZE = int(os.environ.get("CHATTER_CHUNK_SIZE", "800"))  # characters
 KNOWLEDGE_CHUNK_OVERLAP = int(os.environ.get("CHATTER_CHUNK_OVERLAP", "120"))
 KNOWLEDGE_EMBEDDING_BATCH_SIZE = int(os.environ.get("CHATTER_EMBEDDING_BATCH_SIZE", "64"))

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from chatter_project.errors import ApplicationError
+from chatter_project.errors import ApplicationError, Conflict
 from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 from knowledge.services import document_reprocess
@@ -85,15 +86,27 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reprocess selected documents")
     def reprocess(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        processed = failed = 0
+        outcomes: Counter[str] = Counter()
         for document in queryset:
-            result = document_reprocess(document=document, actor=request.user)  # type: ignore[arg-type]
-            if result.status == "processed":
-                processed += 1
-            else:
-                failed += 1
+            try:
+                result = document_reprocess(document=document, actor=request.user)  # type: ignore[arg-type]
+            except Conflict:
+                outcomes["busy"] += 1
+                continue
+            outcomes[result.status] += 1
+        parts = [
+            f"{outcomes[key]} {label}"
+            for key, label in (
+                ("pending", "queued for processing"),
+                ("processed", "processed"),
+                ("failed", "failed"),
+                ("busy", "skipped (already queued or processing)"),
+            )
+            if outcomes[key]
+        ]
+        trouble = outcomes["failed"] or outcomes["busy"]
         self.message_user(
             request,
-            f"Reprocessed {processed} document(s); {failed} failed.",
-            messages.SUCCESS if not failed else messages.WARNING,
+            "Reprocess: " + ", ".join(parts) + ".",
+            messages.WARNING if trouble else messages.SUCCESS,
         )

@@ -28,7 +28,7 @@ from knowledge.selectors import (
     document_similar,
     knowledge_search,
 )
-from knowledge.services import document_delete, document_upload
+from knowledge.services import document_delete, document_reprocess, document_upload
 
 
 class DocumentSerializer(serializers.ModelSerializer):
@@ -154,6 +154,21 @@ class DocumentViewSet(
 
     def perform_destroy(self, instance: Document) -> None:
         document_delete(document=instance, actor=self.request.user)
+
+    @extend_schema(
+        request=None,
+        responses={202: DocumentSerializer},
+        description=(
+            "Process the document again from its stored bytes (after a failure, or to apply "
+            "new chunking or embedding settings): 202 with its status. 409 `document_busy` "
+            "while a processing job for it is still queued or running."
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def reprocess(self, request: Request, pk: str | None = None) -> Response:
+        document = document_reprocess(document=self.get_object(), actor=request.user)
+        document = document_get(user=request.user, document_id=document.pk)
+        return Response(DocumentSerializer(document).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: ChunkSerializer(many=True)})
     @action(detail=True, methods=["get"])

@@ -3,7 +3,9 @@
 ``inspect_upload`` is cheap and runs in the request: it decides the content type from the
 content (the extension only chooses between text formats) and refuses what can be told
 at once: empty, binary, a type that contradicts its extension, malformed JSON, an encrypted
-or unparsable PDF, a docx that is not a Word file or would inflate like a zip bomb.
+or unparsable PDF, a PDF with too many pages or whose first pages decode past the
+per-stream limit (decompression bombs), a docx that is not a Word file or would inflate
+like a zip bomb. Processing decodes every page under the same limits and caps the text.
 ``extract_text`` runs in processing and turns the bytes into ``TextBlock``s: markdown-ish
 text (headings as ``#`` lines, so the splitter can follow them) with a page number for PDFs.
 """
@@ -15,6 +17,8 @@ import io
 import json
 import logging
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -103,20 +107,79 @@ def _check_docx(data: bytes) -> None:
             )
 
 
+# Pages whose content streams the upload request decodes (the rest: in processing).
+_PDF_PAGES_CHECKED_UP_FRONT = 3
+
+
+@contextmanager
+def _pdf_limits() -> Iterator[None]:
+    """pypdf's decoders, capped at KNOWLEDGE_PDF_MAX_STREAM_BYTES per stream (they raise
+    LimitReachedError past it), and LimitReachedError turned into a clear refusal."""
+    from pypdf import apply_configuration
+    from pypdf.errors import LimitReachedError
+
+    limit = settings.KNOWLEDGE_PDF_MAX_STREAM_BYTES
+    caps = {
+        name: limit
+        for name in (
+            "zlib_maximum_output_length",
+            "lzw_maximum_output_length",
+            "run_length_maximum_output_length",
+            "brotli_maximum_output_length",
+            "jbig2_maximum_output_length",
+            "array_based_stream_maximum_output_length",
+            "image_maximum_buffer_size",
+        )
+    }
+    try:
+        with apply_configuration(**caps, stream_decoding_work_maximum_length=4 * limit):
+            yield
+    except LimitReachedError as exc:
+        raise UnreadableFile(
+            f"The PDF would inflate past the safety limit of {limit:,} bytes per stream "
+            f"(a decompression bomb?): {exc}",
+            code="decompression_bomb",
+            details={"max_stream_bytes": limit},
+        ) from exc
+
+
+def _page_content_bytes(page: Any) -> int:
+    """Decode a page's content streams (within the limits) and return their size."""
+    from pypdf.generic import ArrayObject
+
+    contents = page.get("/Contents")
+    if contents is None:
+        return 0
+    contents = contents.get_object()
+    streams = contents if isinstance(contents, ArrayObject) else [contents]
+    return sum(len(stream.get_object().get_data()) for stream in streams)
+
+
 def _check_pdf(data: bytes) -> None:
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    from pypdf.errors import LimitReachedError, PyPdfError
 
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        encrypted = reader.is_encrypted
-        if not encrypted:
-            len(reader.pages)
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise UnreadableFile(f"The PDF is malformed: {exc}", code="malformed_file") from exc
+    with _pdf_limits():
+        try:
+            reader = PdfReader(io.BytesIO(data))
+            encrypted = reader.is_encrypted
+            pages = 0 if encrypted else len(reader.pages)
+            if not encrypted and pages <= settings.KNOWLEDGE_PDF_MAX_PAGES:
+                for page in reader.pages[:_PDF_PAGES_CHECKED_UP_FRONT]:
+                    _page_content_bytes(page)
+        except LimitReachedError:
+            raise
+        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            raise UnreadableFile(f"The PDF is malformed: {exc}", code="malformed_file") from exc
     if encrypted:
         raise UnreadableFile(
             "The PDF is encrypted; upload a copy without a password.", code="encrypted_file"
+        )
+    if pages > settings.KNOWLEDGE_PDF_MAX_PAGES:
+        raise UnreadableFile(
+            f"The PDF has {pages:,} pages; the limit is {settings.KNOWLEDGE_PDF_MAX_PAGES:,}.",
+            code="too_many_pages",
+            details={"pages": pages, "limit": settings.KNOWLEDGE_PDF_MAX_PAGES},
         )
 
 
@@ -187,11 +250,23 @@ def _sniff_text(text: str) -> str:
 def _pdf_blocks(data: bytes) -> list[TextBlock]:
     from pypdf import PdfReader
 
-    reader = PdfReader(io.BytesIO(data))
-    return [
-        TextBlock(text=page.extract_text() or "", page=number)
-        for number, page in enumerate(reader.pages, start=1)
-    ]
+    limit = settings.KNOWLEDGE_MAX_TEXT_CHARS
+    blocks: list[TextBlock] = []
+    total = 0
+    with _pdf_limits():
+        reader = PdfReader(io.BytesIO(data))
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            total += len(text)
+            if total > limit:
+                raise UnreadableFile(
+                    f"The PDF's text passes {limit:,} characters by page {number}; split it "
+                    "into smaller documents.",
+                    code="too_much_text",
+                    details={"max_text_chars": limit, "page": number},
+                )
+            blocks.append(TextBlock(text=text, page=number))
+    return blocks
 
 
 def _docx_blocks(data: bytes) -> list[TextBlock]:
@@ -269,6 +344,14 @@ def extract_text(data: bytes, content_type: str) -> list[TextBlock]:
         else:
             blocks = [TextBlock(text)]
     blocks = [block for block in blocks if block.text.strip()]
+    total = sum(len(block.text) for block in blocks)
+    if total > settings.KNOWLEDGE_MAX_TEXT_CHARS:
+        raise UnreadableFile(
+            f"The document holds {total:,} characters of text; the limit is "
+            f"{settings.KNOWLEDGE_MAX_TEXT_CHARS:,}. Split it into smaller documents.",
+            code="too_much_text",
+            details={"max_text_chars": settings.KNOWLEDGE_MAX_TEXT_CHARS},
+        )
     if not blocks:
         hint = " (a scanned PDF? OCR is not supported)" if content_type == ContentType.PDF else ""
         raise UnreadableFile(f"The document contains no extractable text{hint}.", code="no_text")

@@ -18,8 +18,8 @@ from pgvector.psycopg import register_vector
 
 from accounts.models import User
 from accounts.services import log_action
-from chatter_project.errors import ApplicationError
-from jobs.models import JobPriority
+from chatter_project.errors import ApplicationError, Conflict
+from jobs.models import ACTIVE_STATUSES, Job, JobPriority
 from jobs.services import enqueue
 from knowledge.embeddings import Embedder, active_embedder
 from knowledge.exceptions import FileTooLarge
@@ -101,6 +101,10 @@ def document_upload(
 PROCESSING_HANDLER = "document_processing"
 
 
+def _processing_key(document_id: UUID) -> str:
+    return f"process:{document_id}"
+
+
 def _schedule_processing(document: Document) -> None:
     """Process in the background (a high-priority job, sent once the row commits); with
     KNOWLEDGE_PROCESS_INLINE the request does it itself (tests of parsing and search)."""
@@ -111,7 +115,7 @@ def _schedule_processing(document: Document) -> None:
         PROCESSING_HANDLER,
         args={"document_id": str(document.pk)},
         priority=JobPriority.HIGH,
-        dedupe_key=f"process:{document.pk}",
+        dedupe_key=_processing_key(document.pk),
         owner=document.owner,
     )
 
@@ -226,8 +230,28 @@ def document_process(*, document_id: UUID | str) -> Document | None:
     return Document.objects.defer("source").get(pk=document.pk)
 
 
+def processing_active(document: Document) -> bool:
+    """Whether a processing job for the document is pending, scheduled or running."""
+    return Job.objects.filter(
+        owner_id=document.owner_id,
+        dedupe_key=_processing_key(document.pk),
+        status__in=ACTIVE_STATUSES,
+    ).exists()
+
+
 def document_reprocess(*, document: Document, actor: User | None = None) -> Document:
-    """Run the whole pipeline again from the stored bytes (after a failure or new settings)."""
+    """Run the whole pipeline again from the stored bytes (after a failure or new settings).
+
+    Refused with 409 while a processing job for the document is still active: its outcome
+    would overwrite the new run's. A document left ``processing`` by a job that died for good
+    (every attempt killed) has no active job, so it can be taken back this way.
+    """
+    if processing_active(document):
+        raise Conflict(
+            "The document is already queued or being processed; reprocess it once it has finished.",
+            code="document_busy",
+            details={"status": document.status},
+        )
     Document.objects.filter(pk=document.pk).update(
         status=DocumentStatus.PENDING, progress=0, failure_reason="", updated_at=timezone.now()
     )

@@ -20,8 +20,12 @@ def _embedding_model_loaded_once() -> None:
     active_embedder().embed_query("warm up")
 
 
-def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
-    """A real PDF with one line of Helvetica text per page, written with pypdf."""
+def make_pdf(
+    pages: list[str], *, password: str | None = None, padding: dict[int, int] | None = None
+) -> bytes:
+    """A real PDF with one line of Helvetica text per page, written with pypdf, its content
+    streams Flate-compressed. ``padding`` {page index: n} appends n spaces to that page's
+    content stream: a few KB in the file that inflate to n bytes (a decompression bomb)."""
     from pypdf import PdfWriter
     from pypdf.generic import (
         DecodedStreamObject,
@@ -41,8 +45,9 @@ def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
         page = writer.add_blank_page(width=612, height=792)
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         stream = DecodedStreamObject()
-        stream.set_data(f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1"))
-        page[NameObject("/Contents")] = writer._add_object(stream)
+        content = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1")
+        stream.set_data(content + b" " * (padding or {}).get(len(writer.pages) - 1, 0))
+        page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
         page[NameObject("/Resources")] = DictionaryObject(
             {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
         )

@@ -62,7 +62,7 @@ def test_the_reprocess_action_rebuilds_chunks(admin_client, documents):
     )
 
     assert response.status_code == 200
-    assert "Reprocessed 1 document(s); 0 failed." in response.content.decode()
+    assert "Reprocess: 1 processed." in response.content.decode()
     kayak_chunks = set(
         Chunk.objects.filter(document_id=documents["kayak"]).values_list("id", flat=True)
     )

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from accounts.models import AuditLog
+from jobs.models import Job
 from knowledge.models import Chunk, Document
 from knowledge.services import document_process, document_reprocess
 from tests.knowledge.conftest import make_docx, make_pdf, make_zip_bomb_docx
@@ -324,3 +325,108 @@ def test_an_upload_must_be_multipart_with_a_file(api_client):
     assert as_json.json()["error"]["code"] == "unsupported_media_type"
     assert no_file.status_code == 400
     assert "file" in no_file.json()["error"]["details"]
+
+
+# --- PDF decompression bombs and oversized PDFs ---------------------------------------------
+# The per-stream limit is lowered so a bomb stays small in the test: 2 MiB of spaces is ~2 KB
+# of Flate data; the same shape at the default limit (16 MiB) is ~16 KB.
+BOMB_LIMIT = 1024 * 1024
+
+
+def test_a_pdf_bomb_on_its_first_pages_is_refused_up_front(api_client, upload, settings):
+    settings.KNOWLEDGE_PDF_MAX_STREAM_BYTES = BOMB_LIMIT
+    bomb = make_pdf(["innocent cover page"], padding={0: 2 * BOMB_LIMIT})
+    assert len(bomb) < 10_000
+
+    response = upload(api_client, "bomb.pdf", bomb)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "decompression_bomb"
+    assert error["details"] == {"max_stream_bytes": BOMB_LIMIT}
+    assert not Document.objects.exists()
+
+
+def test_a_pdf_bomb_deeper_inside_fails_in_processing_with_a_reason(api_client, upload, settings):
+    settings.KNOWLEDGE_PDF_MAX_STREAM_BYTES = BOMB_LIMIT
+    pages = [f"page {n} about rivers" for n in range(1, 7)]
+    bomb = make_pdf(pages, padding={5: 2 * BOMB_LIMIT})
+
+    response = upload(api_client, "deep-bomb.pdf", bomb)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "failed"
+    assert "decompression bomb" in body["failure_reason"]
+    assert body["chunk_count"] == 0
+
+
+def test_a_stream_under_the_limit_is_read(api_client, upload, settings):
+    settings.KNOWLEDGE_PDF_MAX_STREAM_BYTES = BOMB_LIMIT
+    pdf = make_pdf(["padded but honest"], padding={0: BOMB_LIMIT // 2})
+
+    body = upload(api_client, "padded.pdf", pdf).json()
+
+    assert body["status"] == "processed", body
+    assert body["chunk_count"] == 1
+
+
+def test_a_pdf_with_too_many_pages_is_refused(api_client, upload, settings):
+    settings.KNOWLEDGE_PDF_MAX_PAGES = 3
+
+    response = upload(api_client, "long.pdf", make_pdf(["a", "b", "c", "d"]))
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "too_many_pages"
+    assert error["details"] == {"pages": 4, "limit": 3}
+
+
+def test_a_pdf_with_more_text_than_the_limit_fails_with_a_reason(api_client, upload, settings):
+    settings.KNOWLEDGE_MAX_TEXT_CHARS = 5_000
+    pdf = make_pdf(["tide " * 600, "surf " * 600])  # 3,000 characters a page
+
+    body = upload(api_client, "wordy.pdf", pdf).json()
+
+    assert body["status"] == "failed"
+    assert "5,000 characters by page 2" in body["failure_reason"]
+
+
+# --- Retrying a document ----------------------------------------------------------------------
+def test_a_failed_document_is_reprocessed_through_the_api(api_client, upload, settings):
+    settings.KNOWLEDGE_MAX_TEXT_CHARS = 5_000
+    doc = upload(api_client, "wordy.pdf", make_pdf(["tide " * 600, "surf " * 600])).json()
+    assert doc["status"] == "failed"
+    settings.KNOWLEDGE_MAX_TEXT_CHARS = 50_000
+
+    response = api_client.post(f"/api/v1/documents/{doc['id']}/reprocess/")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "processed"
+    assert body["failure_reason"] == ""
+    assert body["chunk_count"] >= 2
+
+
+def test_reprocess_is_refused_while_a_processing_job_is_active(api_client, upload, settings):
+    doc = upload(api_client, "notes.txt", b"Lighthouses guide ships at night.").json()
+    settings.KNOWLEDGE_PROCESS_INLINE = False  # the next run goes through the job queue
+
+    first = api_client.post(f"/api/v1/documents/{doc['id']}/reprocess/")
+    second = api_client.post(f"/api/v1/documents/{doc['id']}/reprocess/")
+
+    assert first.status_code == 202
+    assert first.json()["status"] == "pending"
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "document_busy"
+    assert Job.objects.filter(handler="document_processing", status="pending").count() == 1
+
+
+def test_reprocess_needs_write_scope_and_ownership(
+    client_for, user, other_client, upload, api_client
+):
+    doc = upload(api_client, "notes.txt", b"Harbours shelter boats from storms.").json()
+
+    reader = client_for(user, scopes=["read"])
+    assert reader.post(f"/api/v1/documents/{doc['id']}/reprocess/").status_code == 403
+    assert other_client.post(f"/api/v1/documents/{doc['id']}/reprocess/").status_code == 404
