@@ -221,6 +221,11 @@ def turn_begin(*, conversation: Conversation, content: str) -> Turn:
     content = _validate_content(content)
     title = content.strip().splitlines()[0][:80]
     with transaction.atomic():
+        # No WAL flush for the claim: the turn's last statement (turn_finish / turn_fail) is
+        # a synchronous commit, which flushes the WAL up to it, this commit included. A turn
+        # answered is durable; one cut short by a database crash was never answered.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
         row = _claim(conversation, reserve=2, title=title)
         conversation.message_count, conversation.title, conversation.turn_started_at = row
         position = conversation.message_count - 2

@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, ModelPrice
@@ -167,3 +168,18 @@ def test_feedback_on_a_reply_is_stored_and_others_cannot_rate_it(
     assert rated.status_code == 200 and rated.json()["feedback"]["rating"] == 5
     assert out_of_range.status_code == 400
     assert Message.objects.get(pk=reply_id).feedback_comment == "great"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_a_turn_is_answered_everything_it_wrote_is_on_disk(send, conversation):
+    """The claim and the checkpoints commit without waiting for the disk; the reply's commit
+    waits, and flushes the WAL up to it. So when the 201 is sent, no WAL is left unflushed.
+    (Background WAL written between the response and the check could make one attempt look
+    unflushed; a turn whose last commit did not wait fails every attempt.)"""
+    flushed = []
+    for attempt in range(3):
+        assert send(conversation, f"Hello {attempt}").status_code == 201
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_insert_lsn() <= pg_current_wal_flush_lsn()")
+            flushed.append(cursor.fetchone()[0])
+    assert any(flushed), flushed
