@@ -6,10 +6,14 @@ What is counted: each request falls in a *class* chosen by method and URL patter
 (``CHATTER_RATE_LIMIT_CLASSES``, first match wins, else ``default``), so routes that other
 apps add later (uploads, search) get the stricter class by configuration alone. A key may
 carry its own rates (admin: API keys); otherwise ``CHATTER_RATE_LIMITS`` apply.
+When the counters' store is unreachable, requests are refused with 503
+``rate_limiter_unavailable`` (fail closed), or admitted uncounted with
+``CHATTER_RATE_LIMITS_FAIL_OPEN=1``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +27,8 @@ from accounts.authentication import api_key_from_request
 from chatter_project.client_ip import client_ip
 from chatter_project.errors import error_response
 from chatter_project.middleware import GateMiddleware
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,21 @@ class RateLimitMiddleware(GateMiddleware):
     def check(self, request: HttpRequest) -> HttpResponse | None:
         if not request.path.startswith("/api/"):
             return None
-        usage = consume(request)
+        try:
+            usage = consume(request)
+        except Exception:
+            # The counters' store (the shared cache: PostgreSQL or Redis) cannot be reached.
+            if settings.CHATTER_RATE_LIMITS_FAIL_OPEN:
+                logger.warning("rate limiter unavailable, admitting the request", exc_info=True)
+                return None
+            logger.error("rate limiter unavailable, refusing the request", exc_info=True)
+            return error_response(
+                503,
+                "rate_limiter_unavailable",
+                "Requests cannot be counted against their rate limit right now (its store "
+                "is unreachable); retry shortly.",
+                headers={"Retry-After": "5"},
+            )
         request._chatter_rate_usage = usage  # type: ignore[attr-defined]
         if usage is not None and usage.exceeded:
             return rate_limited_response(usage, request)

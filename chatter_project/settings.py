@@ -350,6 +350,8 @@ CHATTER_TRUSTED_PROXIES = env_list("CHATTER_TRUSTED_PROXIES")
 
 # Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP.
 RATELIMIT_ENABLE = env_bool("CHATTER_RATE_LIMITS_ENABLED", True)
+# When the cache holding the counters is unreachable: refuse with 503 (default) or admit.
+CHATTER_RATE_LIMITS_FAIL_OPEN = env_bool("CHATTER_RATE_LIMITS_FAIL_OPEN")
 RATELIMIT_USE_CACHE = "default"
 CHATTER_RATE_LIMITS = {
     "default": os.environ.get("CHATTER_RATE_LIMIT", "600/m"),

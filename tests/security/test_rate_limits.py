@@ -182,3 +182,44 @@ def test_client_processes_racing_admit_exactly_the_limit(make_user, client_for, 
             process.communicate()
 
     assert sorted(statuses) == [200] * 9 + [429] * 15
+
+
+@pytest.fixture
+def unreachable_counter_store(settings):
+    """The rate limiter's cache pointed at a Redis port nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        },
+    }
+    settings.RATELIMIT_USE_CACHE = "ratelimit"
+    return settings
+
+
+def test_an_unreachable_counter_store_refuses_with_503_not_500(
+    unreachable_counter_store, api_client
+):
+    response = api_client.get("/api/v1/conversations/")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert response["Retry-After"] == "5"
+
+
+def test_fail_open_admits_requests_when_the_counter_store_is_unreachable(
+    unreachable_counter_store, api_client
+):
+    unreachable_counter_store.CHATTER_RATE_LIMITS_FAIL_OPEN = True
+
+    response = api_client.get("/api/v1/conversations/")
+
+    assert response.status_code == 200
+    assert "RateLimit-Limit" not in response
