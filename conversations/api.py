@@ -22,8 +22,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.asyncdb import db_call, release_connections
-from chatter_project.errors import NotFound, error_response
+from chatter_project.asyncdb import release_connections
+from chatter_project.errors import NotFound
 from chatter_project.validation import (
     MessageContent,
     MessageContentField,
@@ -33,7 +33,6 @@ from chatter_project.validation import (
 )
 from conversations.models import Conversation, Message
 from conversations.selectors import (
-    conversation_get,
     conversation_list,
     message_list,
     message_visible,
@@ -194,14 +193,14 @@ class ConversationViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, pk: str | None = None) -> Response:
-        conversation = self.get_object()
         if request.method == "GET":
-            page = self.paginate_queryset(message_list(conversation=conversation))
+            page = self.paginate_queryset(message_list(conversation=self.get_object()))
             return self.get_paginated_response(MessageSerializer(page, many=True).data)
         payload = SendSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        # The turn's first statement checks the conversation is the caller's (404 if not).
         user_message, assistant_message = message_send(
-            conversation=conversation, content=payload.validated_data["content"]
+            user=request.user, conversation_id=pk, content=payload.validated_data["content"]
         )
         return Response(
             {
@@ -317,10 +316,10 @@ async def stream_message(request: HttpRequest, conversation_id: UUID, payload: S
     user = request.auth.user  # type: ignore[attr-defined]
     # Authentication ran in this request's sync thread; give its connection back now.
     await sync_to_async(release_connections)()
-    conversation = await db_call(conversation_get, user=user, conversation_id=conversation_id)
-    if conversation is None:
-        return error_response(404, "not_found", "Not found.")
-    events = await message_stream(conversation=conversation, content=payload.content)
+    # The turn's first statement checks the conversation is the caller's (404 if not).
+    events = await message_stream(
+        user=user, conversation_id=conversation_id, content=payload.content
+    )
 
     async def body() -> AsyncIterator[str]:
         async for event in events:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,17 +14,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
 from chatter_project.asyncdb import db_call
-from chatter_project.errors import ApplicationError, Conflict
+from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
 from conversations.providers import chat_model, default_model_spec, split_spec, validate_spec
+from conversations.selectors import conversation_get
 from jobs.models import Job, JobPriority
 from jobs.services import enqueue
 
@@ -185,69 +189,125 @@ def _validate_content(content: str) -> str:
     return content
 
 
-def _claim(conversation: Conversation, *, reserve: int = 0, title: str = "") -> tuple[Any, ...]:
-    """Take the conversation's turn (one statement only one caller can win), reserving
-    `reserve` message positions; 409 when a reply or a summary is running."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Conversation._meta.db_table} SET turn_started_at = now(), "
-            "message_count = message_count + %s, updated_at = now(), "
-            "title = CASE WHEN title = '' THEN %s ELSE title END "
-            "WHERE id = %s AND (turn_started_at IS NULL "
-            "OR turn_started_at < now() - make_interval(secs => %s)) "
-            "RETURNING message_count, title, turn_started_at",
-            [reserve, title, conversation.pk, settings.CHATTER_TURN_STALE_SECONDS],
-        )
-        row = cursor.fetchone()
-    if row is None:
+def _claim(conversation: Conversation) -> None:
+    """Take the conversation's turn for work other than a reply (a summary): one statement
+    only one caller can win; 409 when a reply or a summary is running."""
+    claimed = Conversation.objects.filter(
+        Q(turn_started_at__isnull=True)
+        | Q(turn_started_at__lt=Now() - timedelta(seconds=settings.CHATTER_TURN_STALE_SECONDS)),
+        pk=conversation.pk,
+    ).update(turn_started_at=Now())
+    if not claimed:
         raise Conflict(
             "A reply is still being produced in this conversation; send again when it ends.",
             code="turn_in_progress",
         )
-    return row
 
 
 def _release(conversation: Conversation) -> None:
     Conversation.objects.filter(pk=conversation.pk).update(turn_started_at=None)
 
 
-def turn_begin(*, conversation: Conversation, content: str) -> Turn:
+# The start of every turn in one statement: claim the conversation (visible to the user,
+# no reply running), reserve two message positions, and insert the user's message and the
+# reply's placeholder at them. Its commit does not wait for the WAL flush: the turn's last
+# statement (turn_finish / turn_fail) is a synchronous commit, which flushes the WAL up to
+# it, this commit included. A turn answered is durable; one cut short by a database crash
+# was never answered.
+_BEGIN_SQL = """
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS (
+    UPDATE {conversation} SET
+        turn_started_at = now(), message_count = message_count + 2, updated_at = now(),
+        title = CASE WHEN title = '' THEN %(title)s ELSE title END
+    WHERE id = %(conversation_id)s AND (%(viewer_is_staff)s OR owner_id = %(viewer_id)s)
+      AND (turn_started_at IS NULL
+           OR turn_started_at < now() - make_interval(secs => %(stale_seconds)s))
+    RETURNING *
+), stored AS (
+    INSERT INTO {message} ({columns})
+    SELECT {user_values} FROM claimed UNION ALL SELECT {reply_values} FROM claimed
+    RETURNING position
+)
+SELECT claimed.*, (SELECT min(position) FROM stored) AS first_position
+FROM claimed, async_commit
+"""
+
+
+@functools.cache
+def _begin_sql() -> tuple[str, tuple[Any, ...]]:
+    """_BEGIN_SQL for Message's current fields: each value a typed parameter, except the
+    positions, which come from the claimed row's message count, and the reply's model, the
+    conversation's (else the default)."""
+    fields = tuple(Message._meta.concrete_fields)
+
+    def values(prefix: str, offset: int) -> str:
+        computed = {"position": f"claimed.message_count - {offset}"}
+        if prefix == "reply":
+            computed["model"] = "COALESCE(NULLIF(claimed.model, ''), %(default_model)s)"
+        return ", ".join(
+            computed.get(field.attname)
+            or f"%({prefix}_{field.attname})s::{field.db_type(connection)}"
+            for field in fields
+        )
+
+    sql = _BEGIN_SQL.format(
+        conversation=Conversation._meta.db_table,
+        message=Message._meta.db_table,
+        columns=", ".join(connection.ops.quote_name(field.column) for field in fields),
+        user_values=values("user", 2),
+        reply_values=values("reply", 1),
+    )
+    return sql, fields
+
+
+def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
     """Claim the conversation for one turn and store the user's message at once.
 
     The claim is a conditional UPDATE that exactly one request can win; a second message
-    while a reply is running gets 409 instead of interleaving the history. It also reserves
-    the two message positions and returns them, so a turn starts in two statements.
+    while a reply is running gets 409 instead of interleaving the history. The same
+    statement checks the user may see the conversation, reserves the two message positions
+    and inserts both messages (see _BEGIN_SQL); 404 for a conversation the user cannot see.
     """
     content = _validate_content(content)
-    title = content.strip().splitlines()[0][:80]
-    with transaction.atomic():
-        # No WAL flush for the claim: the turn's last statement (turn_finish / turn_fail) is
-        # a synchronous commit, which flushes the WAL up to it, this commit included. A turn
-        # answered is durable; one cut short by a database crash was never answered.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-        row = _claim(conversation, reserve=2, title=title)
-        conversation.message_count, conversation.title, conversation.turn_started_at = row
-        position = conversation.message_count - 2
-        model = conversation.model or default_model_spec()
-        user_message, assistant_message = Message.objects.bulk_create(
-            [
-                Message(
-                    conversation=conversation,
-                    position=position,
-                    role=Message.Role.USER,
-                    content=content,
-                ),
-                Message(
-                    conversation=conversation,
-                    position=position + 1,
-                    role=Message.Role.ASSISTANT,
-                    status=Message.Status.INCOMPLETE,
-                    model=model,
-                ),
-            ]
+    sql, fields = _begin_sql()
+    user_message = Message(
+        conversation_id=conversation_id, position=0, role=Message.Role.USER, content=content
+    )
+    reply = Message(
+        conversation_id=conversation_id,
+        position=0,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.INCOMPLETE,
+    )
+    params: dict[str, Any] = {
+        "default_model": default_model_spec(),
+        "conversation_id": conversation_id,
+        "viewer_is_staff": user.is_staff,
+        "viewer_id": user.pk,
+        "title": content.strip().splitlines()[0][:80],
+        "stale_seconds": settings.CHATTER_TURN_STALE_SECONDS,
+    }
+    for prefix, message in (("user", user_message), ("reply", reply)):
+        for field in fields:
+            value = field.pre_save(message, add=True)
+            params[f"{prefix}_{field.attname}"] = field.get_db_prep_save(value, connection)
+    # raw() maps the returned columns onto a Conversation by name, with Django's converters.
+    claimed = list(Conversation.objects.raw(sql, params))
+    if not claimed:
+        if conversation_get(user=user, conversation_id=conversation_id) is None:
+            raise NotFound("Not found.")
+        raise Conflict(
+            "A reply is still being produced in this conversation; send again when it ends.",
+            code="turn_in_progress",
         )
-    return Turn(conversation, user_message, assistant_message, model, time.monotonic())
+    conversation = claimed[0]
+    user_message.position = conversation.first_position
+    reply.position = conversation.first_position + 1
+    user_message.conversation = reply.conversation = conversation
+    reply.model = conversation.model or params["default_model"]
+    return Turn(conversation, user_message, reply, reply.model, time.monotonic())
 
 
 # One statement for the end of every turn (the hot path): the reply's content, usage and
@@ -453,9 +513,10 @@ def conversation_summarize(*, conversation_id: str) -> dict[str, Any]:
         _release(conversation)
 
 
-def message_send(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
-    """One synchronous turn: the stored user message and the assistant's reply."""
-    turn = turn_begin(conversation=conversation, content=content)
+def message_send(*, user: User, conversation_id: Any, content: str) -> tuple[Message, Message]:
+    """One synchronous turn in a conversation the user may see: the stored user message and
+    the assistant's reply."""
+    turn = turn_begin(user=user, conversation_id=conversation_id, content=content)
     tracker = RunTracker(turn)
     try:
         for mode, payload in get_graph(turn.conversation.workflow).stream(
@@ -473,18 +534,20 @@ def message_send(*, conversation: Conversation, content: str) -> tuple[Message, 
         state=tracker.state,
         checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
     )
-    summary_schedule_if_due(conversation=conversation, state=tracker.state)
+    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
     return turn.user_message, assistant
 
 
 # --- streaming ---------------------------------------------------------------------------------
 async def message_stream(
-    *, conversation: Conversation, content: str
+    *, user: User, conversation_id: Any, content: str
 ) -> AsyncIterator[dict[str, Any]]:
     """One streamed turn as events: `delta` token text, then `done` (ids and usage) or
     `error`. If the consumer goes away mid-stream, the partial reply is stored as incomplete.
     The turn is claimed before the first event, so a 409 can still be a plain response."""
-    turn: Turn = await db_call(turn_begin, conversation=conversation, content=content)
+    turn: Turn = await db_call(
+        turn_begin, user=user, conversation_id=conversation_id, content=content
+    )
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         yield {
@@ -520,7 +583,9 @@ async def message_stream(
                 state=tracker.state,
                 checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
             )
-            await db_call(summary_schedule_if_due, conversation=conversation, state=tracker.state)
+            await db_call(
+                summary_schedule_if_due, conversation=turn.conversation, state=tracker.state
+            )
             finished = True
             yield {
                 "event": "done",
