@@ -12,10 +12,12 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
@@ -311,8 +313,9 @@ def _record(request: HttpRequest, findings: list[Finding], refused: bool) -> Non
     )
 
 
-def inspect(request: HttpRequest) -> HttpResponse | None:
-    """Refuse a request whose structured fields look like an attack; flag free text."""
+def inspect(request: HttpRequest, *, record: Callable[..., None] = _record) -> HttpResponse | None:
+    """Refuse a request whose structured fields look like an attack; flag free text
+    (``record`` stores the findings)."""
     if not request.path.startswith("/api/"):
         return None
     try:
@@ -330,7 +333,7 @@ def inspect(request: HttpRequest) -> HttpResponse | None:
     if not findings:
         return None
     refused = [f for f in findings if f.structured]
-    _record(request, findings, bool(refused))
+    record(request, findings, bool(refused))
     if not refused:
         return None
     details: dict[str, list[str]] = {}
@@ -343,6 +346,24 @@ def inspect(request: HttpRequest) -> HttpResponse | None:
     )
 
 
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
 class ThreatDetectionMiddleware(GateMiddleware):
     def check(self, request: HttpRequest) -> HttpResponse | None:
         return inspect(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        # Under ASGI, scanning a query string or a JSON body is CPU work on a body the size
+        # limit has already bounded: it runs on the loop, and only storing findings (the
+        # database) goes to a thread. Form and multipart bodies (uploads) are parsed in one.
+        if request.content_type in _FORM_TYPES:
+            refused = await sync_to_async(self.check)(request)
+        else:
+            findings: list[tuple[Any, ...]] = []
+            refused = inspect(request, record=lambda *args: findings.append(args))
+            for args in findings:
+                await sync_to_async(_record)(*args)
+        if refused is not None:
+            return refused
+        return self.decorate(request, await self.get_response(request))

@@ -110,3 +110,61 @@ def test_the_counter_is_readable_in_the_admin(api_client, staff_user, client):
 
     assert response.status_code == 200
     assert "security.threat_refused" in response.content.decode()
+
+
+# Under ASGI (uvicorn), JSON and query strings are scanned on the event loop and only the
+# findings' records go to a thread; forms and uploads are parsed in a thread. The same
+# refusals and records, through Django's ASGI handler:
+@pytest.mark.django_db(transaction=True)
+def test_under_asgi_structured_attacks_are_refused_and_recorded(user, client_for):
+    from asgiref.sync import async_to_sync
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import AsyncClient
+
+    auth = {"Authorization": f"Bearer {client_for(user).raw_key}"}
+    client = AsyncClient()
+
+    async def attacks():
+        upload = SimpleUploadedFile("<svg onload=alert(1)>.pdf", b"x")
+        return (
+            await client.post(
+                "/api/v1/conversations/",
+                {"model": "x' OR '1'='1"},
+                content_type="application/json",
+                headers=auth,
+            ),
+            await client.get(
+                "/api/v1/conversations/", {"<script>alert(1)</script>": "1"}, headers=auth
+            ),
+            await client.post("/api/v1/documents/", {"file": upload}, headers=auth),
+        )
+
+    json_attack, query_attack, upload_attack = async_to_sync(attacks)()
+
+    assert json_attack.status_code == 400
+    assert json_attack.json()["error"]["details"].keys() == {"model"}
+    assert query_attack.status_code == 400
+    assert upload_attack.status_code == 400
+    assert "file.filename" in upload_attack.json()["error"]["details"]
+    refused = AuditLog.objects.filter(action="security.threat_refused").select_related("actor")
+    assert [entry.actor for entry in refused] == [user, user, user]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_asgi_free_text_attacks_are_flagged_and_pass(user, api_client):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    conversation = api_client.post("/api/v1/conversations/", {}, format="json").json()
+    auth = {"Authorization": f"Bearer {api_client.raw_key}"}
+
+    response = async_to_sync(AsyncClient().post)(
+        f"/api/v1/conversations/{conversation['id']}/messages/",
+        {"content": "Is this safe? <script>alert(document.cookie)</script>"},
+        content_type="application/json",
+        headers=auth,
+    )
+
+    assert response.status_code == 201
+    assert SecurityCounter.objects.get(event="security.threat_flagged").count == 1
+    assert AuditLog.objects.get(action="security.threat_flagged").actor == user
