@@ -1,9 +1,23 @@
+"""The ASGI application: Django's handler, with sync views served by a sync middleware chain.
+
+Django under ASGI runs every request through the middleware chain in async mode; each
+sync-only step of it (the session, auth, CSRF, messages and common middleware's hooks, every
+sync view) then costs its own hop from the event loop to the sync thread and back, about
+fifteen per API request here. Most of Chatter's views are sync (DRF), so those requests run
+the whole chain, view included, in sync mode in one hop. Async views (the SSE stream) keep
+the async chain, so a stream holds no thread while it waits.
+"""
+
 from __future__ import annotations
 
 import os
 import warnings
 
-from django.core.asgi import get_asgi_application
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver
 
 # whitenoise serves static files through sync file iterators; under ASGI Django reads them
 # into memory (they are small) and warns on every request. Streaming replies use async
@@ -16,4 +30,34 @@ warnings.filterwarnings(
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 
-application = get_asgi_application()
+
+class ChatterASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sync_handler = BaseHandler()
+        self.sync_handler.load_middleware(is_async=False)
+
+    @staticmethod
+    def _view_is_async(request: HttpRequest) -> bool:
+        try:
+            match = get_resolver().resolve(request.path_info)
+        except Resolver404:
+            return False
+        return iscoroutinefunction(match.func)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        if self._view_is_async(request):
+            return await super().get_response_async(request)
+        return await sync_to_async(self.sync_handler.get_response, thread_sensitive=True)(
+            request
+        )
+
+
+def get_application() -> ChatterASGIHandler:
+    import django
+
+    django.setup(set_prefix=False)
+    return ChatterASGIHandler()
+
+
+application = get_application()

@@ -1,0 +1,89 @@
+"""The ASGI application itself (what uvicorn serves), not the test client's handler: sync
+views run the sync middleware chain in one hop, async views the async chain."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+
+from chatter_project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _requests(*calls: tuple[str, str, dict]) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return [await c.request(method, url, **options) for method, url, options in calls]
+
+    return async_to_sync(run)()
+
+
+def test_a_sync_view_gets_the_whole_middleware_chain(api_client):
+    auth = {"headers": {"Authorization": f"Bearer {api_client.raw_key}"}}
+
+    listed, missing, anonymous = _requests(
+        ("GET", "/api/v1/conversations/", auth),
+        ("GET", "/api/v1/no-such-thing/", auth),
+        ("GET", "/api/v1/conversations/", {}),
+    )
+
+    assert listed.status_code == 200
+    assert listed.json()["results"] == []
+    for response in (listed, missing, anonymous):
+        assert response.headers["X-Request-ID"]  # request id middleware
+        assert response.headers["X-Content-Type-Options"] == "nosniff"  # security headers
+    assert listed.headers["RateLimit-Limit"]  # rate limiter
+    assert listed.headers["API-Version"]  # versioning
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"  # the envelope for Django's 404
+    assert anonymous.status_code == 401
+
+
+def test_a_sync_view_runs_in_the_sync_chain_in_one_thread(api_client, monkeypatch):
+    """Django's plain ASGI handler would run this request's middleware hooks on the loop
+    and hop to a thread for each sync one; here the whole sync chain runs in one thread."""
+    threads: list[int] = []
+    chain = application.sync_handler._middleware_chain
+
+    def recording_chain(request):
+        threads.append(threading.get_ident())
+        return chain(request)
+
+    monkeypatch.setattr(application.sync_handler, "_middleware_chain", recording_chain)
+    auth = {"headers": {"Authorization": f"Bearer {api_client.raw_key}"}}
+
+    (response,) = _requests(("GET", "/api/v1/conversations/", auth))
+
+    assert response.status_code == 200
+    assert len(threads) == 1  # the sync chain ran, once, for the whole request
+
+
+def test_an_async_view_keeps_the_async_chain(api_client, monkeypatch):
+    auth = {"Authorization": f"Bearer {api_client.raw_key}"}
+    conversation = api_client.post("/api/v1/conversations/", {"model": "local"}, format="json")
+    calls: list[str] = []
+    chain = application.sync_handler._middleware_chain
+    monkeypatch.setattr(
+        application.sync_handler,
+        "_middleware_chain",
+        lambda request: calls.append(request.path) or chain(request),
+    )
+
+    (response,) = _requests(
+        (
+            "POST",
+            f"/api/v1/conversations/{conversation.json()['id']}/messages/stream/",
+            {"headers": auth, "json": {"content": "Hello"}},
+        )
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "event: done" in response.text
+    assert response.headers["X-Request-ID"]
+    assert calls == []  # not the sync chain
