@@ -76,3 +76,20 @@ def test_the_detail_page_hides_the_bytes_and_documents_cannot_be_added(admin_cli
     assert detail.status_code == 200
     assert "source" not in detail.context["adminform"].form.fields
     assert admin_client.get(f"{URL}add/").status_code == 403
+
+
+def test_the_reprocess_action_queues_documents_and_skips_busy_ones(
+    admin_client, documents, settings
+):
+    settings.KNOWLEDGE_PROCESS_INLINE = False  # production: processing is a job
+    admin_client.post(URL, {"action": "reprocess", "_selected_action": [documents["kayak"]]})
+
+    response = admin_client.post(
+        URL,
+        {"action": "reprocess", "_selected_action": [documents["kayak"], documents["tax"]]},
+        follow=True,
+    )
+
+    page = response.content.decode()
+    assert "Reprocess: 1 queued for processing, 1 skipped (already queued or processing)." in page
+    assert set(Document.objects.values_list("status", flat=True)) == {"pending"}
