@@ -48,9 +48,7 @@ class ChatterASGIHandler(ASGIHandler):
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         if self._view_is_async(request):
             return await super().get_response_async(request)
-        return await sync_to_async(self.sync_handler.get_response, thread_sensitive=True)(
-            request
-        )
+        return await sync_to_async(self.sync_handler.get_response, thread_sensitive=True)(request)
 
 
 def get_application() -> ChatterASGIHandler:

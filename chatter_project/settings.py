@@ -477,3 +477,6 @@ KNOWLEDGE_OPENAI_EMBEDDING_MODEL = os.environ.get(
 )
 # HNSW candidate list per query: higher = better recall, slower (bench/RESULTS.md).
 KNOWLEDGE_HNSW_EF_SEARCH = int(os.environ.get("CHATTER_HNSW_EF_SEARCH", "100"))
+# A filtered vector search that leaves at most this many chunks compares them all (exact,
+# a few ms) instead of walking the HNSW graph past the chunks the filter drops. 0: never.
+KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = int(os.environ.get("CHATTER_EXACT_SEARCH_MAX_CHUNKS", "5000"))

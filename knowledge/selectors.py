@@ -175,10 +175,50 @@ def document_metadata_query(
 
 
 # --- Search ----------------------------------------------------------------------------------
-def _vector_candidates(
+def _few_candidates(where: list[str], params: list[Any]) -> bool:
+    """Whether the conditions leave at most KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS chunks
+    (counted up to one past it, so the count's cost is bounded too)."""
+    cap = settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS
+    if cap <= 0:
+        return False
+    sql = f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM knowledge_chunk c JOIN knowledge_document d ON d.id = c.document_id
+            WHERE {" AND ".join(where)} LIMIT %s
+        ) AS capped
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, cap + 1])
+        return cursor.fetchone()[0] <= cap
+
+
+def _exact_candidates(
     query_vector: str, where: list[str], params: list[Any], limit: int
 ) -> list[tuple[int, float]]:
-    """(chunk id, cosine distance), nearest first, through the HNSW index."""
+    """(chunk id, cosine distance), nearest first, by comparing every candidate: for
+    selective filters, where walking the HNSW graph means visiting mostly chunks the
+    filter then drops (measured in bench/RESULTS.md: ~10x slower at 1% of 100k chunks)."""
+    sql = f"""
+        WITH candidates AS MATERIALIZED (
+            SELECT c.id, c.embedding
+            FROM knowledge_chunk c JOIN knowledge_document d ON d.id = c.document_id
+            WHERE {" AND ".join(where)}
+        )
+        SELECT id, embedding <=> %s::vector AS distance
+        FROM candidates ORDER BY distance LIMIT %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, query_vector, limit])
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def _vector_candidates(
+    query_vector: str, where: list[str], params: list[Any], limit: int, *, filtered: bool = False
+) -> list[tuple[int, float]]:
+    """(chunk id, cosine distance), nearest first: through the HNSW index, or exactly when
+    a filter (``filtered``: metadata, dates, types) leaves few chunks."""
+    if filtered and _few_candidates(where, params):
+        return _exact_candidates(query_vector, where, params, limit)
     sql = f"""
         WITH nearest AS MATERIALIZED (
             SELECT c.id, c.embedding <=> %s::vector AS distance
@@ -340,7 +380,10 @@ def knowledge_search(
 
     nearest: list[tuple[int, float]] = []
     if query_vector is not None and mode != "keyword":
-        nearest = _vector_candidates(query_vector, vector_where, vector_params, pool)
+        filtered = bool(metadata_filter or date_from or date_to or content_types)
+        nearest = _vector_candidates(
+            query_vector, vector_where, vector_params, pool, filtered=filtered
+        )
     if mode == "vector":
         ranked = [(chunk_id, 1.0 - distance) for chunk_id, distance in nearest]
     elif mode == "keyword":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+import numpy as np
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from knowledge.embeddings import active_embedder, vector_literal
 from knowledge.models import Chunk, Document
@@ -90,9 +92,10 @@ FILTERED = (
 )
 
 
-def test_through_the_index_the_filter_needs_iterative_scans(user, large_corpus):
+def test_through_the_index_the_filter_needs_iterative_scans(user, large_corpus, settings):
     """Make the planner walk the HNSW graph even for the filtered query (small tables
     otherwise get an exact sort), then show what iterative scans change."""
+    settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = 0  # the service's exact path is tested below
     query = vector_literal(active_embedder().embed_query("a musician plays music"))
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_sort = off")  # rolled back with the test
@@ -116,3 +119,40 @@ def test_unfiltered_search_walks_the_hnsw_index(user, large_corpus):
     )
 
     assert "knowledge_chunk_emb_hnsw" in plan
+
+
+def _searches(user, metadata_filter) -> tuple[list, list[str]]:
+    with CaptureQueriesContext(connection) as queries:
+        hits = knowledge_search(
+            user=user,
+            query="a musician plays music",
+            k=10,
+            mode="vector",
+            metadata_filter=metadata_filter,
+        )
+    return hits, [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_selective_filter_compares_every_candidate_exactly(user, large_corpus, settings):
+    settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = 100  # document 42 holds 30 chunks
+
+    hits, sql = _searches(user, {"group": 42})
+
+    assert any("candidates AS MATERIALIZED" in q for q in sql)
+    chunks = list(Chunk.objects.filter(document=large_corpus))
+    query = active_embedder().embed_query("a musician plays music")
+    similarity = {c.id: float(np.dot(np.asarray(c.embedding), query)) for c in chunks}
+    truth = sorted(similarity, key=lambda cid: -similarity[cid])[:10]
+    assert [hit.similarity for hit in hits] == pytest.approx(
+        [similarity[cid] for cid in truth], abs=1e-5
+    )
+
+
+def test_a_broad_filter_walks_the_index(user, large_corpus, settings):
+    settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = 100
+
+    hits, sql = _searches(user, {"group": {"$gte": 0}})  # all 3,000 chunks
+
+    assert len(hits) == 10
+    assert not any("candidates AS MATERIALIZED" in q for q in sql)
+    assert any("hnsw.iterative_scan" in q for q in sql)
