@@ -28,7 +28,7 @@ from chatter_project.errors import ApplicationError
 from conversations.checkpointer import get_checkpointer
 from conversations.memory import extractive_summary, split_for_summary, summary_request
 from conversations.providers import LocalChatModel, ModelOptions, chat_model
-from knowledge.models import Document, DocumentStatus
+from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def retrieve_sources(user_id: int | None, query: str, k: int) -> dict[str, Any]:
     """The owner's passages that best match the question, numbered for citation."""
     if not user_id or not query.strip():
         return {"sources": []}
-    if not Document.objects.filter(owner_id=user_id, status=DocumentStatus.PROCESSED).exists():
+    if not Document.objects.filter(owner_id=user_id).searchable().exists():
         return {"sources": []}  # no documents: don't load the embedding model for nothing
     try:
         hits = knowledge_search(

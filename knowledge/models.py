@@ -35,6 +35,20 @@ class DocumentStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class DocumentQuerySet(models.QuerySet["Document"]):
+    def searchable(self) -> DocumentQuerySet:
+        """Documents search may return: processed, or queued or running for reprocessing
+        with the chunks of their last processing (replaced in one transaction when the new
+        run ends, so a reprocess never hides a document meanwhile)."""
+        return self.filter(
+            models.Q(status=DocumentStatus.PROCESSED)
+            | models.Q(
+                status__in=(DocumentStatus.PENDING, DocumentStatus.PROCESSING),
+                processed_at__isnull=False,
+            )
+        )
+
+
 class Document(models.Model):
     """An uploaded file, its processing state, and (in `source`) the bytes to reprocess it."""
 
@@ -62,6 +76,8 @@ class Document(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DocumentQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -128,11 +128,19 @@ def _document_conditions(
     content_types: Sequence[str] | None = None,
     alias: str = "d",
     own_only: bool = False,
+    searchable_only: bool = True,
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions (and parameters) on processed documents the user may see (only
-    their own with `own_only`, staff included)."""
-    where = [f"{alias}.status = %s"]
-    params: list[Any] = [DocumentStatus.PROCESSED.value]
+    """SQL conditions (and parameters) on documents the user may see (only their own with
+    `own_only`, staff included): searchable ones (Document.objects.searchable()) unless
+    `searchable_only` is off."""
+    where: list[str] = []
+    params: list[Any] = []
+    if searchable_only:
+        where.append(
+            f"({alias}.status = %s OR ({alias}.status IN (%s, %s) "
+            f"AND {alias}.processed_at IS NOT NULL))"
+        )
+        params += [DocumentStatus.PROCESSED, DocumentStatus.PENDING, DocumentStatus.PROCESSING]
     if own_only or not user.is_staff:
         where.append(f"{alias}.owner_id = %s")
         params.append(user.pk)
@@ -168,8 +176,8 @@ def document_metadata_query(
         date_to=date_to,
         content_types=content_types,
         alias='"knowledge_document"',
+        searchable_only=False,  # every status: an operator looks for failures too
     )
-    where, params = where[1:], params[1:]  # every status: an operator looks for failures too
     condition = RawSQL(" AND ".join(where), params, output_field=BooleanField())
     return document_list(user=user).filter(condition)
 

@@ -307,3 +307,29 @@ def test_metadata_query_rejects_bad_filters(api_client):
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_metadata_filter"
+
+
+def test_a_document_stays_searchable_while_it_is_reprocessed(api_client, upload, settings):
+    doc = upload(api_client, "notes.txt", b"Lighthouses guide ships at night.").json()
+    settings.KNOWLEDGE_PROCESS_INLINE = False  # the reprocess waits in the job queue
+
+    assert api_client.post(f"/api/v1/documents/{doc['id']}/reprocess/").status_code == 202
+    response = api_client.post(
+        "/api/v1/knowledge/search/", {"query": "lighthouse", "mode": "vector"}, format="json"
+    )
+
+    assert Document.objects.get(pk=doc["id"]).status == "pending"
+    assert [hit["document"]["id"] for hit in response.json()["results"]] == [doc["id"]]
+
+
+def test_a_document_processed_for_the_first_time_is_not_searchable_yet(
+    api_client, upload, settings
+):
+    settings.KNOWLEDGE_PROCESS_INLINE = False
+    upload(api_client, "notes.txt", b"Lighthouses guide ships at night.")
+
+    response = api_client.post(
+        "/api/v1/knowledge/search/", {"query": "lighthouse", "mode": "vector"}, format="json"
+    )
+
+    assert response.json()["results"] == []
