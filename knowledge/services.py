@@ -230,7 +230,7 @@ def document_process(*, document_id: UUID | str) -> Document | None:
     return Document.objects.defer("source").get(pk=document.pk)
 
 
-def processing_active(document: Document) -> bool:
+def _processing_active(document: Document) -> bool:
     """Whether a processing job for the document is pending, scheduled or running."""
     return Job.objects.filter(
         owner_id=document.owner_id,
@@ -246,7 +246,7 @@ def document_reprocess(*, document: Document, actor: User | None = None) -> Docu
     would overwrite the new run's. A document left ``processing`` by a job that died for good
     (every attempt killed) has no active job, so it can be taken back this way.
     """
-    if processing_active(document):
+    if _processing_active(document):
         raise Conflict(
             "The document is already queued or being processed; reprocess it once it has finished.",
             code="document_busy",
