@@ -6,9 +6,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from chatter_project.errors import ApplicationError, Conflict
-from knowledge.models import Document
+from knowledge.models import Chunk, Document
 from knowledge.selectors import knowledge_search
 from knowledge.services import document_reprocess
 
@@ -40,6 +42,7 @@ class DocumentAdmin(admin.ModelAdmin):
     exclude = ["source"]
     readonly_fields = [
         "id",
+        "chunk_count",
         "owner",
         "filename",
         "content_type",
@@ -58,8 +61,11 @@ class DocumentAdmin(admin.ModelAdmin):
         return super().get_queryset(request).defer("source").annotate(_chunks=Count("chunks"))
 
     @admin.display(description="chunks", ordering="_chunks")
-    def chunk_count(self, obj: Any) -> int:
-        return obj._chunks
+    def chunk_count(self, obj: Any) -> str:
+        if not obj._chunks:
+            return "0"
+        url = reverse("admin:knowledge_chunk_changelist") + f"?document__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj._chunks)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # documents come in through the upload API, which types and checks them
@@ -110,3 +116,33 @@ class DocumentAdmin(admin.ModelAdmin):
             "Reprocess: " + ", ".join(parts) + ".",
             messages.WARNING if trouble else messages.SUCCESS,
         )
+
+
+@admin.register(Chunk)
+class ChunkAdmin(admin.ModelAdmin):
+    """How documents were split, read-only (chunks are rebuilt by reprocessing): a page per
+    document from its chunk count, in order."""
+
+    list_display = ["position", "document", "page", "section", "token_count", "preview"]
+    list_filter = [("document", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["document"]
+    search_fields = ["content"]
+    ordering = ["document", "position"]
+    fields = ["document", "position", "page", "section", "token_count", "content_hash", "content"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Chunk]:
+        return super().get_queryset(request).defer("embedding", "search_vector")
+
+    @admin.display(description="text")
+    def preview(self, obj: Chunk) -> str:
+        return obj.content[:160] + ("…" if len(obj.content) > 160 else "")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

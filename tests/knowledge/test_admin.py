@@ -93,3 +93,39 @@ def test_the_reprocess_action_queues_documents_and_skips_busy_ones(
     page = response.content.decode()
     assert "Reprocess: 1 queued for processing, 1 skipped (already queued or processing)." in page
     assert set(Document.objects.values_list("status", flat=True)) == {"pending"}
+
+
+GARDEN = """# Gardening
+
+Tomatoes need full sun and regular watering.
+
+## Pests
+
+Aphids gather on the underside of leaves.
+
+# Cooking
+
+Roast the tomatoes with olive oil.
+"""
+
+
+def test_a_documents_chunks_are_listed_in_order_and_read_only(admin_client, api_client, upload):
+    doc = upload(api_client, "garden.md", GARDEN).json()
+
+    changelist = admin_client.get(URL)
+    link = f"/admin/knowledge/chunk/?document__id__exact={doc['id']}"
+    assert link in changelist.content.decode()
+    chunks = admin_client.get(link)
+
+    assert chunks.status_code == 200
+    rows = chunks.context["cl"].result_list
+    assert [(c.position, c.section) for c in rows] == [
+        (0, "Gardening"),
+        (1, "Gardening > Pests"),
+        (2, "Cooking"),
+    ]
+    detail = admin_client.get(f"/admin/knowledge/chunk/{rows[0].pk}/change/")
+    assert detail.status_code == 200
+    assert "Tomatoes need full sun" in detail.content.decode()
+    assert not detail.context["has_change_permission"]
+    assert admin_client.get("/admin/knowledge/chunk/add/").status_code == 403
