@@ -215,6 +215,9 @@ def main() -> None:
     import django
 
     django.setup()
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from django.core.management import call_command
     from django.db import connection
 
