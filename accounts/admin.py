@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, ApiKeyScope, AuditLog, SecurityCounter, User
 from accounts.services import api_key_create, api_key_revoke
+from chatter_project.admin_base import ReadOnlyModelAdmin
 from conversations.models import Conversation
 
 
@@ -172,7 +173,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyModelAdmin):
     list_display = ["created_at", "action", "actor", "target_repr", "ip_address", "request_id"]
     list_filter = ["action", "target_type"]
     list_select_related = ["actor"]
@@ -180,28 +181,14 @@ class AuditLogAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in AuditLog._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(SecurityCounter)
-class SecurityCounterAdmin(admin.ModelAdmin):
+class SecurityCounterAdmin(ReadOnlyModelAdmin):
     """Threats flagged and refused, rate limits hit: per day, across every worker."""
 
+    allow_delete = True
     list_display = ["day", "event", "count", "updated_at"]
     list_filter = ["event"]
     search_fields = ["event"]
     date_hierarchy = "day"
     readonly_fields = ["event", "day", "count", "updated_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

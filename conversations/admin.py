@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from chatter_project.admin_base import ReadOnlyModelAdmin
 from conversations.models import Conversation, Message, ModelPrice
 from conversations.selectors import conversation_tree
 from conversations.services import conversation_delete, conversation_fork
@@ -192,7 +193,8 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyModelAdmin):
+    allow_delete = True
     list_display = [
         "short_content",
         "role",
@@ -215,12 +217,6 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
         return obj.content[:80] or (obj.error[:80] if obj.error else "(empty)")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ModelPrice)

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from chatter_project.admin_base import ReadOnlyModelAdmin
 from chatter_project.errors import ApplicationError, Conflict
 from knowledge.models import Chunk, Document
 from knowledge.selectors import knowledge_search
@@ -119,7 +120,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Chunk)
-class ChunkAdmin(admin.ModelAdmin):
+class ChunkAdmin(ReadOnlyModelAdmin):
     """How documents were split, read-only (chunks are rebuilt by reprocessing): a page per
     document from its chunk count, in order."""
 
@@ -137,12 +138,3 @@ class ChunkAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def preview(self, obj: Chunk) -> str:
         return obj.content[:160] + ("…" if len(obj.content) > 160 else "")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
