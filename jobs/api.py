@@ -72,6 +72,26 @@ class JobCreateSerializer(serializers.Serializer):
     dedupe_key = serializers.CharField(required=False, max_length=200)
 
 
+class JobListFilterSerializer(serializers.Serializer):
+    """The list's query parameters: an unknown status or priority is a 400, not an empty page."""
+
+    status = serializers.ChoiceField(
+        choices=JobStatus.choices,
+        required=False,
+        error_messages={
+            "invalid_choice": f'"{{input}}" is not one of: {", ".join(JobStatus.values)}.'
+        },
+    )
+    priority = serializers.ChoiceField(
+        choices=JobPriority.choices,
+        required=False,
+        error_messages={
+            "invalid_choice": f'"{{input}}" is not one of: {", ".join(JobPriority.values)}.'
+        },
+    )
+    handler = serializers.CharField(required=False, max_length=100)
+
+
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Background jobs: your own (staff see all). Others' ids answer 404."""
 
@@ -81,23 +101,20 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):
             return Job.objects.none()
-        params = self.request.query_params
-        return job_list(
-            user=self.request.user,
-            status=params.get("status"),
-            priority=params.get("priority"),
-            handler=params.get("handler"),
-        )
+        filters = JobListFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return job_list(user=self.request.user, **filters.validated_data)
 
     def get_object(self) -> Job:
         return job_get(user=self.request.user, job_id=int(self.kwargs["pk"]))
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", enum=JobStatus.values),
-            OpenApiParameter("priority", enum=JobPriority.values),
+            OpenApiParameter("status", str, enum=JobStatus.values),
+            OpenApiParameter("priority", str, enum=JobPriority.values),
             OpenApiParameter("handler", str),
-        ]
+        ],
+        responses={200: JobSerializer(many=True)},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)

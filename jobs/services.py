@@ -165,6 +165,14 @@ def enqueue(
     now = timezone.now()
     # A past run_at must not buy a better rank than "now".
     available_at = max(run_at, now) if run_at is not None else now
+    try:
+        rank_at = available_at + aging_offset(priority)
+    except OverflowError as exc:  # run_at near datetime.max: the rank cannot be represented
+        raise ApplicationError(
+            "run_at is too far in the future.",
+            code="invalid_run_at",
+            details={"run_at": ["Too far in the future."]},
+        ) from exc
     due = available_at <= now
     job = Job(
         handler=spec.name,
@@ -176,7 +184,7 @@ def enqueue(
         max_attempts=attempts,
         timeout_seconds=seconds,
         available_at=available_at,
-        rank_at=available_at + aging_offset(priority),
+        rank_at=rank_at,
         dispatched_at=now if due else None,
     )
     if dedupe_key:
@@ -243,33 +251,17 @@ def job_cancel(*, job: Job) -> Job:
 def job_retry(*, job: Job) -> Job:
     """Run a finished job (failed, dead, cancelled, even succeeded) again, with fresh attempts."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = Job.objects.filter(
-            pk=job.pk,
-            status__in=[
-                JobStatus.FAILED,
-                JobStatus.DEAD,
-                JobStatus.CANCELLED,
-                JobStatus.SUCCEEDED,
-            ],
-        ).update(
-            status=JobStatus.PENDING,
-            attempts=0,
-            available_at=now,
-            rank_at=now + aging_offset(job.priority),
-            dispatched_at=now,
-            cancel_requested_at=None,
-            result=None,
-            error="",
-            traceback="",
-            progress=0,
-            progress_message="",
-            started_at=None,
-            finished_at=None,
-            updated_at=now,
-        )
-        if updated:
-            transaction.on_commit(lambda: tokens_send([job.pk]))
+    try:
+        with transaction.atomic():
+            updated = _job_requeue(job, now)
+    except IntegrityError as exc:
+        # Another active job holds the same dedupe key: two would break "one active job per
+        # key", so the retry is refused like any other conflict.
+        raise Conflict(
+            "Another active job has the same dedupe key; retry this one once it has finished.",
+            code="dedupe_conflict",
+            details={"dedupe_key": job.dedupe_key},
+        ) from exc
     job.refresh_from_db()
     if not updated:
         raise Conflict(
@@ -278,6 +270,31 @@ def job_retry(*, job: Job) -> Job:
             details={"status": job.status},
         )
     return job
+
+
+def _job_requeue(job: Job, now: datetime) -> int:
+    updated = Job.objects.filter(
+        pk=job.pk,
+        status__in=[JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.SUCCEEDED],
+    ).update(
+        status=JobStatus.PENDING,
+        attempts=0,
+        available_at=now,
+        rank_at=now + aging_offset(job.priority),
+        dispatched_at=now,
+        cancel_requested_at=None,
+        result=None,
+        error="",
+        traceback="",
+        progress=0,
+        progress_message="",
+        started_at=None,
+        finished_at=None,
+        updated_at=now,
+    )
+    if updated:
+        transaction.on_commit(lambda: tokens_send([job.pk]))
+    return updated
 
 
 def jobs_cancel(*, queryset: QuerySet[Job]) -> int:
@@ -298,7 +315,10 @@ def jobs_retry(*, queryset: QuerySet[Job]) -> int:
     for job in queryset.exclude(
         status__in=[JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING]
     ):
-        job_retry(job=job)
+        try:
+            job_retry(job=job)
+        except Conflict:  # another active job holds its dedupe key: leave this one
+            continue
         count += 1
     return count
 

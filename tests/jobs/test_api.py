@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobPriority, JobStatus
 from jobs.services import enqueue
 
 pytestmark = pytest.mark.django_db
@@ -185,3 +185,45 @@ def test_stats_count_by_status_and_priority_within_what_the_caller_sees(
 def test_the_api_needs_a_key(anon_client):
     assert anon_client.get(URL).status_code == 401
     assert anon_client.post(URL, {"handler": "test.record"}, format="json").status_code == 401
+
+
+def test_retry_while_another_active_job_holds_the_dedupe_key_is_a_conflict(api_client, user):
+    old = enqueue("test.record", owner=user, dedupe_key="reindex-7")
+    Job.objects.filter(pk=old.pk).update(status=JobStatus.DEAD, attempts=3)
+    active = enqueue("test.record", owner=user, dedupe_key="reindex-7")
+    assert active.pk != old.pk
+
+    response = api_client.post(f"{URL}{old.pk}/retry/")
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "dedupe_conflict"
+    assert Job.objects.get(pk=old.pk).status == JobStatus.DEAD
+
+
+def test_a_run_at_too_far_in_the_future_is_a_400(api_client):
+    response = api_client.post(
+        URL, {"handler": "test.record", "run_at": "9999-12-31T23:59:59Z"}, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_run_at"
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("param", ["status", "priority"])
+def test_an_unknown_enum_filter_is_a_400_naming_the_allowed_values(api_client, param):
+    response = api_client.get(URL, {param: "bogus"})
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    allowed = JobStatus.values if param == "status" else ["critical", "high", "normal", "low"]
+    assert all(value in str(error["details"][param]) for value in allowed)
+
+
+def test_the_schema_declares_the_list_filters_allowed_values(api_client):
+    schema = api_client.get("/api/schema/", {"format": "json"}).json()
+    parameters = {p["name"]: p for p in schema["paths"]["/api/v1/jobs/"]["get"]["parameters"]}
+
+    assert sorted(parameters["status"]["schema"]["enum"]) == sorted(JobStatus.values)
+    assert sorted(parameters["priority"]["schema"]["enum"]) == sorted(JobPriority.values)
