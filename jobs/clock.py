@@ -34,8 +34,8 @@ from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.selectors import live_workers
-from jobs.services import hard_kill_grace_seconds, tokens_send
-from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, failure_outcome
+from jobs.services import hard_kill_grace_seconds, job_gave_up, tokens_send
+from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, cancelled_outcome, failure_outcome
 
 logger = logging.getLogger("chatter.jobs.clock")
 
@@ -108,18 +108,30 @@ def jobs_reap() -> dict[str, int]:
             error = f"JobTimeout: exceeded its timeout of {job.timeout_seconds} s; worker killed"
         else:
             error = f"WorkerLost: the worker process ({job.worker_host} pid {job.worker_pid}) died"
-        outcome = failure_outcome(
-            handler=job.handler,
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
-            priority=job.priority,
-            error=error,
-            trace="",
-        )
+        if job.cancel_requested_at is not None:
+            outcome = cancelled_outcome(error)  # a cancelled job is never retried
+        else:
+            outcome = failure_outcome(
+                handler=job.handler,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                priority=job.priority,
+                error=error,
+                trace="",
+            )
         # Fenced by the attempt: if the worker finished after all, this changes nothing.
-        reaped += Job.objects.filter(
+        written = Job.objects.filter(
             pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts
         ).update(**outcome, updated_at=now)
+        reaped += written
+        if written:
+            job_gave_up(
+                job_id=job.pk,
+                handler=job.handler,
+                args=job.args,
+                status=outcome["status"],
+                error=outcome["error"],
+            )
     return {"reaped": reaped, "killed": killed}
 
 

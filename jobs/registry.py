@@ -28,6 +28,8 @@ The handler contract
 - **Cancellation.** A cancelled pending job never starts. For a running one the cancel sets a
   flag: ``ctx.cancelled`` reads it, ``ctx.raise_if_cancelled()`` raises ``JobCancelled``,
   which ends the job as *cancelled*. A handler that never checks simply runs to completion.
+  A job whose cancel was requested is never retried: whatever its attempt ends with (an
+  error, a timeout, its worker's death), it ends *cancelled*.
 - **Failure.** Any exception fails the attempt; the job is retried with exponential backoff
   and jitter until ``max_attempts``, then it is *dead* (traceback kept). Raise
   ``PermanentJobError`` for failures a retry cannot fix: the job is *failed* at once.
@@ -35,6 +37,13 @@ The handler contract
   Exception`` cannot swallow it) is raised inside the handler; a handler stuck where Python
   cannot interrupt it (C code holding the GIL) has its worker process killed by the jobs clock
   shortly after. Either way the attempt counts as failed.
+- **Giving up.** ``on_give_up(outcome)`` (optional) is called once a job ends for good without
+  succeeding: *dead*, *failed* or *cancelled*, from wherever that is decided (the worker, the
+  jobs clock's reaper, the cancel of a waiting job). It gets a ``GiveUp`` (job id, args,
+  status, error) and is where a handler's domain object is put in a final state (a document
+  ``failed`` with the reason), so nothing stays "processing" behind a dead job. It runs after
+  the job's row is final, may run in any process, and must be idempotent; its own failure is
+  logged and changes nothing about the job.
 - **At least once.** An attempt whose worker dies is retried, so a handler must be idempotent:
   running it again after a partial run must be harmless. Two attempts of one job never run at
   the same time.
@@ -63,6 +72,17 @@ class JobCancelled(Exception):
 
 class JobTimeout(BaseException):
     """Raised inside a handler when its job's timeout elapses."""
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """What ``on_give_up`` hooks receive: a job that ended without succeeding."""
+
+    job_id: int
+    handler: str
+    args: dict[str, Any]
+    status: str  # "dead", "failed" or "cancelled"
+    error: str
 
 
 @dataclass
@@ -100,6 +120,7 @@ class HandlerSpec:
     retry_base: float
     retry_cap: float
     description: str
+    on_give_up: Callable[[GiveUp], None] | None = None
 
     def check_args(self, args: dict[str, Any]) -> None:
         """Raise ApplicationError (400) unless these args fit the handler's signature."""
@@ -133,12 +154,14 @@ def job_handler(
     retry_base: float = 5.0,
     retry_cap: float = 600.0,
     description: str = "",
+    on_give_up: Callable[[GiveUp], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func(ctx, **args)`` as the handler called ``name``.
 
     ``user_enqueueable`` lets any API user enqueue it (otherwise staff only); ``timeout`` and
     ``max_attempts`` are the defaults ``enqueue`` uses; a failed attempt n is retried after
-    ``min(retry_base * 2**(n-1), retry_cap)`` seconds, +-25% jitter.
+    ``min(retry_base * 2**(n-1), retry_cap)`` seconds, +-25% jitter. ``on_give_up`` is
+    called when a job of this handler ends dead, failed or cancelled (see the module doc).
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,6 +177,7 @@ def job_handler(
             retry_base=retry_base,
             retry_cap=retry_cap,
             description=description or (inspect.getdoc(func) or "").split("\n")[0],
+            on_give_up=on_give_up,
         )
         return func
 

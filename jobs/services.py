@@ -24,6 +24,7 @@ window (every realistic backlog). The rank is a plain column, so the claim is an
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +37,9 @@ from django.utils import timezone
 from accounts.models import User
 from chatter_project.errors import ApplicationError, Conflict, Forbidden
 from jobs.models import PRIORITY_RANK, Job, JobPriority, JobStatus
-from jobs.registry import HandlerSpec, handler_get
+from jobs.registry import GiveUp, HandlerSpec, handler_get
+
+logger = logging.getLogger("chatter.jobs")
 
 MAX_ATTEMPTS_LIMIT = 25
 TOKEN_FUNC = "jobs.tasks.run_next_job"
@@ -228,13 +231,48 @@ def job_create_for_user(*, user: User, handler: str, **options: Any) -> Job:
     return enqueue(handler, **options, owner=user)
 
 
+GIVE_UP_STATUSES = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def job_gave_up(
+    *, job_id: int, handler: str, args: dict[str, Any], status: str, error: str
+) -> None:
+    """Call the handler's ``on_give_up`` hook for a job that just ended dead, failed or cancelled.
+
+    Called by whoever wrote that final status (worker, clock, cancel), after the write. A hook
+    that fails is logged: the job's own outcome is already recorded and stays as it is.
+    """
+    spec = handler_get(handler)
+    if spec is None or spec.on_give_up is None or status not in GIVE_UP_STATUSES:
+        return
+    try:
+        spec.on_give_up(
+            GiveUp(job_id=job_id, handler=handler, args=dict(args), status=status, error=error)
+        )
+    except Exception:
+        logger.exception("on_give_up of job %s (%s) failed", job_id, handler)
+
+
 def job_cancel(*, job: Job) -> Job:
     """Cancel: a waiting job never runs; a running one gets its cancel flag set."""
     now = timezone.now()
     updated = Job.objects.filter(
         pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.SCHEDULED]
-    ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now, updated_at=now)
-    if not updated:
+    ).update(
+        status=JobStatus.CANCELLED,
+        finished_at=now,
+        cancel_requested_at=now,
+        updated_at=now,
+    )
+    if updated:
+        job_gave_up(
+            job_id=job.pk,
+            handler=job.handler,
+            args=job.args,
+            status=JobStatus.CANCELLED,
+            error="Cancelled before it ran.",
+        )
+    else:
         updated = Job.objects.filter(
             pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
         ).update(cancel_requested_at=now, updated_at=now)

@@ -42,7 +42,7 @@ from jobs.registry import (
     PermanentJobError,
     handler_get,
 )
-from jobs.services import aging_offset, retry_delay
+from jobs.services import aging_offset, job_gave_up, retry_delay
 
 logger = logging.getLogger("chatter.jobs")
 
@@ -153,18 +153,21 @@ def _unlock(conn: psycopg.Connection, job_id: int) -> None:
     )
 
 
-def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> None:
-    """Write the attempt's outcome, fenced: only if this attempt still owns the job."""
+def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> bool:
+    """Write the attempt's outcome, fenced: only if this attempt still owns the job.
+
+    Returns whether it was written (False: the attempt had been taken over)."""
     fields["updated_at"] = timezone.now()
     assignments = ", ".join(f"{name} = %({name})s" for name in fields)
     params = {
         name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
     }
-    conn.execute(
+    cursor = conn.execute(
         f"UPDATE jobs_job SET {assignments} "
         "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
         {**params, "job_id": job.id, "attempt": job.attempt},
     )
+    return cursor.rowcount == 1
 
 
 def failure_outcome(
@@ -191,6 +194,22 @@ def failure_outcome(
         "rank_at": available_at + aging_offset(priority),
         "dispatched_at": None,
     }
+
+
+def cancelled_outcome(error: str) -> dict[str, Any]:
+    """The row fields of a job that ends cancelled after a failed attempt (never retried)."""
+    return {
+        "status": JobStatus.CANCELLED,
+        "error": f"Cancelled (the attempt ended with {error})" if error else "Cancelled",
+        "finished_at": timezone.now(),
+    }
+
+
+def _cancel_requested(conn: psycopg.Connection, job_id: int) -> bool:
+    row = conn.execute(
+        "SELECT cancel_requested_at IS NOT NULL FROM jobs_job WHERE id = %s", [job_id]
+    ).fetchone()
+    return bool(row and row[0])
 
 
 class _Alarm:
@@ -238,10 +257,7 @@ def _context(conn: psycopg.Connection, job: Claimed) -> JobContext:
         return bool(row and row[0])
 
     def read_cancelled() -> bool:
-        row = conn.execute(
-            "SELECT cancel_requested_at IS NOT NULL FROM jobs_job WHERE id = %s", [job.id]
-        ).fetchone()
-        return bool(row and row[0])
+        return _cancel_requested(conn, job.id)
 
     return JobContext(
         job_id=job.id,
@@ -292,10 +308,23 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
             error=f"{type(exc).__name__}: {exc}",
             trace=traceback.format_exc(),
         )
+    if outcome["status"] in (JobStatus.SCHEDULED, JobStatus.DEAD, JobStatus.FAILED) and (
+        _cancel_requested(conn, job.id)
+    ):
+        # Cancel was asked for: whatever the attempt died of, the job must not run again.
+        outcome = cancelled_outcome(outcome["error"])
     try:
-        _finish(conn, job, **outcome)
+        written = _finish(conn, job, **outcome)
     finally:
         _unlock(conn, job.id)
+    if written:
+        job_gave_up(
+            job_id=job.id,
+            handler=job.handler,
+            args=job.args,
+            status=outcome["status"],
+            error=outcome.get("error", ""),
+        )
     level = logging.DEBUG if outcome["status"] == JobStatus.SUCCEEDED else logging.INFO
     logger.log(
         level, "job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"]

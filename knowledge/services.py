@@ -20,7 +20,8 @@ from accounts.models import User
 from accounts.services import log_action
 from chatter_project.errors import ApplicationError, Conflict
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority
-from jobs.services import enqueue
+from jobs.registry import JobCancelled
+from jobs.services import enqueue, jobs_cancel, max_timeout_seconds
 from knowledge.embeddings import Embedder, active_embedder
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document, DocumentStatus
@@ -105,6 +106,21 @@ def _processing_key(document_id: UUID) -> str:
     return f"process:{document_id}"
 
 
+def processing_timeout_seconds(size: int) -> int:
+    """The processing job's time budget for a file of ``size`` bytes.
+
+    Embedding dominates: one chunk per ~(chunk size - overlap) characters, at no less than
+    KNOWLEDGE_MIN_CHUNKS_PER_SECOND (set well below what this machine measures, so a busy
+    machine still finishes), plus a fixed allowance for the model load and parsing; capped at
+    the longest timeout a job may have. The default upload limit is the largest file whose
+    budget fits under that cap (see README, "Jobs").
+    """
+    step = max(1, settings.KNOWLEDGE_CHUNK_SIZE - settings.KNOWLEDGE_CHUNK_OVERLAP)
+    chunks = size / step
+    seconds = 120 + chunks / settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
+    return int(min(max_timeout_seconds(), max(300, seconds)))
+
+
 def _schedule_processing(document: Document) -> None:
     """Process in the background (a high-priority job, sent once the row commits); with
     KNOWLEDGE_PROCESS_INLINE the request does it itself (tests of parsing and search)."""
@@ -117,6 +133,38 @@ def _schedule_processing(document: Document) -> None:
         priority=JobPriority.HIGH,
         dedupe_key=_processing_key(document.pk),
         owner=document.owner,
+        timeout=processing_timeout_seconds(document.size),
+    )
+
+
+def document_processing_prepare(*, document_id: UUID | str) -> bool:
+    """Before an attempt of the document's processing job: take the document back if an
+    earlier attempt (or an earlier run of this job) left it processing or failed.
+
+    Safe because one job at a time processes a document (the dedupe key, and two attempts of
+    a job never overlap). Returns False when the document no longer exists.
+    """
+    Document.objects.filter(
+        pk=document_id, status__in=[DocumentStatus.PROCESSING, DocumentStatus.FAILED]
+    ).update(status=DocumentStatus.PENDING, progress=0, updated_at=timezone.now())
+    return Document.objects.filter(pk=document_id).exists()
+
+
+def document_processing_abandon(*, document_id: UUID | str, status: str, error: str) -> int:
+    """The processing job ended for good without finishing (dead, failed, cancelled): the
+    document ends ``failed`` with the reason, never ``processing`` forever."""
+    reasons = {
+        "dead": "Processing gave up after its last attempt failed",
+        "failed": "Processing failed",
+        "cancelled": "Processing was cancelled",
+    }
+    reason = reasons.get(status, f"Processing ended {status}")
+    return Document.objects.filter(
+        pk=document_id, status__in=[DocumentStatus.PENDING, DocumentStatus.PROCESSING]
+    ).update(
+        status=DocumentStatus.FAILED,
+        failure_reason=(f"{reason}: {error}" if error else f"{reason}.")[:2000],
+        updated_at=timezone.now(),
     )
 
 
@@ -186,30 +234,47 @@ def _chunk_rows(
     ]
 
 
-def document_process(*, document_id: UUID | str) -> Document | None:
+def document_process(
+    *,
+    document_id: UUID | str,
+    on_progress: Callable[[int, str], None] | None = None,
+) -> Document | None:
     """Parse, split, embed and store a pending document's chunks; never raises for bad input.
 
     Safe to call from a job handler: it claims the document with a conditional update, so a
     second call for a document already processing or processed does nothing. Any failure
-    leaves the document ``failed`` with a reason a person can read.
+    leaves the document ``failed`` with a reason a person can read. ``on_progress(percent,
+    message)`` is called after each batch with the document's new progress; what it raises
+    (a job's ``JobCancelled``, ``JobTimeout``) ends the processing and propagates.
+    Returns None when the document does not exist (or was deleted meanwhile).
     """
     claimed = Document.objects.filter(pk=document_id, status=DocumentStatus.PENDING).update(
         status=DocumentStatus.PROCESSING, progress=0, failure_reason="", updated_at=timezone.now()
     )
     if claimed != 1:
         return Document.objects.defer("source").filter(pk=document_id).first()
-    document = Document.objects.get(pk=document_id)
+    document = Document.objects.filter(pk=document_id).first()
+    if document is None:
+        return None
+
+    def progress(percent: int, message: str) -> None:
+        _set_progress(document.pk, percent)
+        if on_progress is not None:
+            on_progress(percent, message)
+
     try:
         embedder = active_embedder()
         blocks = extract_text(bytes(document.source), document.content_type)
         chunks = split_blocks(blocks, document.content_type)
-        _set_progress(document.pk, 10)
         texts = [chunk.content for chunk in chunks]
+        progress(10, f"split into {len(texts)} chunks")
         tokens = embedder.count_tokens(texts)
         vectors = _embed_in_batches(
             embedder,
             texts,
-            lambda done: _set_progress(document.pk, 10 + int(85 * done / len(texts))),
+            lambda done: progress(
+                10 + int(85 * done / len(texts)), f"embedded {done}/{len(texts)} chunks"
+            ),
         )
         with transaction.atomic():
             Chunk.objects.filter(document_id=document.pk).delete()
@@ -221,13 +286,16 @@ def document_process(*, document_id: UUID | str) -> Document | None:
                 processed_at=timezone.now(),
                 updated_at=timezone.now(),
             )
+    except JobCancelled:
+        raise  # the job's outcome (cancelled) and its on_give_up hook settle the document
     except ApplicationError as exc:
         _fail(document.pk, exc.message)
     except Exception as exc:
         # A parser choking on a hostile file must not take the worker down with it.
+        # (JobTimeout is a BaseException: it is not caught here and ends the attempt.)
         logger.exception("processing document %s failed", document.pk)
         _fail(document.pk, f"Processing failed unexpectedly ({type(exc).__name__}: {exc}).")
-    return Document.objects.defer("source").get(pk=document.pk)
+    return Document.objects.defer("source").filter(pk=document.pk).first()
 
 
 def _processing_active(document: Document) -> bool:
@@ -261,8 +329,19 @@ def document_reprocess(*, document: Document, actor: User | None = None) -> Docu
 
 
 def document_delete(*, document: Document, actor: User | None = None) -> None:
-    """Delete a document with its chunks."""
+    """Delete a document with its chunks, cancelling its processing job.
+
+    A waiting job is cancelled at once; a running one gets its cancel flag and stops after
+    its current batch (it finds the document gone either way and ends ``cancelled``).
+    """
     with transaction.atomic():
+        jobs_cancel(
+            queryset=Job.objects.filter(
+                owner_id=document.owner_id,
+                dedupe_key=_processing_key(document.pk),
+                status__in=ACTIVE_STATUSES,
+            )
+        )
         log_action(actor=actor, action="document.deleted", target=document)
         document.delete()
 

@@ -4,26 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.registry import JobContext, job_handler
-from knowledge.models import Document, DocumentStatus
-from knowledge.services import PROCESSING_HANDLER, document_process
+from jobs.registry import GiveUp, JobCancelled, JobContext, job_handler
+from knowledge.services import (
+    PROCESSING_HANDLER,
+    document_process,
+    document_processing_abandon,
+    document_processing_prepare,
+)
+
+
+def _gave_up(outcome: GiveUp) -> None:
+    document_processing_abandon(
+        document_id=outcome.args["document_id"], status=outcome.status, error=outcome.error
+    )
 
 
 @job_handler(
     PROCESSING_HANDLER,
+    # The default; each upload's job gets a budget derived from its size
+    # (knowledge.services.processing_timeout_seconds).
     timeout=900,
     max_attempts=3,
     description="Parse, split, embed and index an uploaded document.",
+    on_give_up=_gave_up,
 )
 def process_document(ctx: JobContext, *, document_id: str) -> dict[str, Any]:
-    if ctx.attempt > 1:
-        # An earlier attempt died mid-way (its chunks were written in one transaction that
-        # never committed): two attempts of a job never overlap, so take the document back.
-        Document.objects.filter(pk=document_id, status=DocumentStatus.PROCESSING).update(
-            status=DocumentStatus.PENDING
-        )
-    # document_process claims a pending document with a conditional update and never raises.
-    document = document_process(document_id=document_id)
+    if not document_processing_prepare(document_id=document_id):
+        raise JobCancelled(f"document {document_id} was deleted")
+
+    def on_progress(percent: int, message: str) -> None:
+        # The job's progress is the document's; between batches is where a cancel is heard.
+        ctx.progress(percent, message)
+        ctx.raise_if_cancelled()
+
+    document = document_process(document_id=document_id, on_progress=on_progress)
     if document is None:
-        return {"processed": False, "reason": "not pending (already processed, or deleted)"}
+        raise JobCancelled(f"document {document_id} was deleted while it was processed")
     return {"status": document.status, "failure_reason": document.failure_reason}

@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs.registry import JobContext, PermanentJobError, job_handler
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.registry import GiveUp, JobContext, JobTimeout, PermanentJobError, job_handler
 
 
 @job_handler("test.record", user_enqueueable=True, timeout=30)
@@ -60,3 +63,33 @@ def stuck_in_c(ctx: JobContext) -> None:
     """One C loop holding the GIL for ~20 minutes: Python signal handlers never get to run."""
     ctx.progress(1, "summing")
     sum(range(10**11))
+
+
+# Every GiveUp the hook of test.gives_up receives (in the process that decided it).
+GAVE_UP: list[GiveUp] = []
+
+
+@job_handler(
+    "test.gives_up",
+    timeout=30,
+    max_attempts=2,
+    retry_base=0.01,
+    retry_cap=0.05,
+    on_give_up=GAVE_UP.append,
+)
+def gives_up(ctx: JobContext, *, how: str) -> None:
+    """Fails in the way ``how`` says; its hook records how the job ended."""
+    if how == "cancel_then_fail":
+        Job.objects.filter(pk=ctx.job_id).update(cancel_requested_at=timezone.now())
+        raise RuntimeError("fails after its cancel was requested")
+    if how == "cancel_then_timeout":
+        Job.objects.filter(pk=ctx.job_id).update(cancel_requested_at=timezone.now())
+        raise JobTimeout("exceeded its timeout of 30 s")
+    if how == "permanent":
+        raise PermanentJobError("this input can never work")
+    if how == "swallow_timeout":
+        try:
+            raise JobTimeout("exceeded its timeout of 30 s")
+        except Exception:  # what a careless handler writes: it must not catch the timeout
+            return None
+    raise RuntimeError("fails every time")

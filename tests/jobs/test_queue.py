@@ -233,3 +233,68 @@ def test_a_claim_is_exclusive_across_sessions():
     params.pop("cursor_factory", None)
     with psycopg.connect(**params, autocommit=True) as other:
         assert first is not None and worker.job_claim_next(other) is None
+
+
+# --- giving up: on_give_up, and cancelled jobs are never retried ----------------------------
+@pytest.fixture
+def gave_up():
+    from tests.jobs.handlers import GAVE_UP
+
+    GAVE_UP.clear()
+    yield GAVE_UP
+    GAVE_UP.clear()
+
+
+@pytest.mark.parametrize("how", ["cancel_then_fail", "cancel_then_timeout"])
+def test_a_job_whose_cancel_was_requested_is_never_retried_whatever_it_fails_with(gave_up, how):
+    job = enqueue("test.gives_up", args={"how": how})
+
+    assert worker.run_next_job() == JobStatus.CANCELLED
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.attempts == 1 and job.finished_at
+    assert [(g.job_id, g.status) for g in gave_up] == [(job.pk, JobStatus.CANCELLED)]
+
+
+def test_the_clock_never_retries_a_cancelled_job_whose_worker_died(gave_up):
+    job = enqueue("test.gives_up", args={"how": "fail"})
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING,
+        attempts=1,
+        started_at=timezone.now() - timedelta(seconds=60),
+        cancel_requested_at=timezone.now(),
+    )
+
+    assert jobs_reap()["reaped"] == 1
+
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    assert [(g.job_id, g.status) for g in gave_up] == [(job.pk, JobStatus.CANCELLED)]
+    assert "JobTimeout" in gave_up[0].error
+
+
+def test_on_give_up_hears_of_every_final_failure_once_and_never_of_a_retry(gave_up):
+    dead = enqueue("test.gives_up", args={"how": "fail"})
+    failed = enqueue("test.gives_up", args={"how": "permanent"})
+    cancelled = enqueue("test.gives_up", args={"how": "fail"})
+    job_cancel(job=cancelled)
+
+    assert worker.run_next_job() == JobStatus.SCHEDULED  # attempt 1 of 2: a retry, no hook
+    assert worker.run_next_job() == JobStatus.FAILED
+    assert [(g.job_id, g.status) for g in gave_up] == [
+        (cancelled.pk, JobStatus.CANCELLED),
+        (failed.pk, JobStatus.FAILED),
+    ]
+    wait_for(lambda: jobs_promote_due() or Job.objects.get(pk=dead.pk).status == "pending")
+    assert worker.run_next_job() == JobStatus.DEAD
+
+    assert gave_up[-1].job_id == dead.pk and gave_up[-1].status == JobStatus.DEAD
+    assert gave_up[-1].args == {"how": "fail"} and "fails every time" in gave_up[-1].error
+    assert len(gave_up) == 3
+
+
+def test_a_handler_cannot_swallow_its_timeout_with_except_exception():
+    job = enqueue("test.gives_up", args={"how": "swallow_timeout"})
+
+    # JobTimeout passes through the handler's `except Exception`: the attempt fails.
+    assert worker.run_next_job() == JobStatus.SCHEDULED
+    assert Job.objects.get(pk=job.pk).error.startswith("JobTimeout: exceeded its timeout")
