@@ -61,9 +61,21 @@ def _queue() -> None:
     get_broker().queue_size()
 
 
+def _jobs_flowing() -> None:
+    from jobs.selectors import queue_stall
+
+    stall = queue_stall()
+    if stall:
+        raise RuntimeError(stall)
+
+
 def _checks() -> dict[str, dict[str, Any]]:
     try:
-        return {"database": _timed(_database), "queue": _timed(_queue)}
+        return {
+            "database": _timed(_database),
+            "queue": _timed(_queue),
+            "jobs": _timed(_jobs_flowing),
+        }
     finally:
         connection.close()  # hand the pooled connection back at once
 

@@ -9,6 +9,7 @@ PostgreSQL, which then shuts down cleanly if nothing else is attached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -29,7 +30,9 @@ from accounts.models import User
 from accounts.services import api_key_authenticate, api_key_create, log_action
 
 DEMO_USERNAME = "admin"
-STOP_TIMEOUT_SECONDS = 25
+STOP_TIMEOUT_SECONDS = 10
+# How long the job processes get to exit after their SIGTERM (see Supervisor.shutdown).
+GROUP_STOP_GRACE_SECONDS = 3
 
 
 @dataclass
@@ -111,22 +114,52 @@ def print_banner(out: TextIO, port: int, credentials: DemoCredentials | None) ->
 
 
 class Supervisor:
-    """Runs the children, forwards one SIGTERM each on shutdown, and reaps them."""
+    """Runs the children, restarts one that dies, and stops them all on SIGTERM or Ctrl-C.
 
-    def __init__(self, commands: dict[str, list[str]], out: TextIO) -> None:
+    A child that exits is restarted (its whole process group is killed first: a qcluster
+    whose sentinel was SIGKILLed exits and leaves its workers orphaned in that group), unless
+    it died ``RESTART_LIMIT`` times within ``RESTART_WINDOW_SECONDS``: then it is broken (a
+    port in use, a bad setting) and everything stops with status 1.
+
+    Stopping: the web server gets one SIGTERM (uvicorn treats a second as "force quit"); the
+    children in ``GROUP_STOP`` get SIGTERM on their whole process group, so every django-q2
+    process hears it at once: idle ones exit at once, a busy worker hands its job back to the
+    queue (``jobs.worker.WorkerStopping``), and nothing waits for django-q2's own sequential
+    shutdown. Whatever is still alive after ``STOP_TIMEOUT_SECONDS`` is killed; the state is
+    in PostgreSQL, so a killed worker's job is re-queued by the jobs clock at the next start.
+    """
+
+    RESTART_LIMIT = 5
+    RESTART_WINDOW_SECONDS = 60.0
+    GROUP_STOP = ("workers", "jobs-clock")
+
+    def __init__(
+        self,
+        commands: dict[str, list[str]],
+        out: TextIO,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.commands = commands
         self.out = out
+        self.env = env
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, list[float]] = {name: [] for name in commands}
         self.stopping = False
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def start(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        for name, command in self.commands.items():
-            self.children[name] = subprocess.Popen(command, start_new_session=True)
+    def start(self, *, handle_signals: bool = True) -> None:
+        if handle_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        for name in self.commands:
+            self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        self.children[name] = subprocess.Popen(
+            self.commands[name], start_new_session=True, env=self.env
+        )
 
     def wait_until_ready(self, url: str, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -146,14 +179,33 @@ class Supervisor:
                 return name
         return None
 
+    def _kill_group(self, child: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+    def restart_if_allowed(self, name: str) -> bool:
+        """Restart a dead child; False when it keeps dying (the caller then stops)."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts[name] if now - t < self.RESTART_WINDOW_SECONDS]
+        child = self.children[name]
+        self._kill_group(child)
+        if len(recent) >= self.RESTART_LIMIT:
+            self.out.write(
+                f"{name} exited with status {child.returncode} "
+                f"{len(recent) + 1} times in {self.RESTART_WINDOW_SECONDS:.0f}s; stopping.\n"
+            )
+            return False
+        self.restarts[name] = [*recent, now]
+        self.out.write(f"{name} exited with status {child.returncode}; restarting it.\n")
+        self.out.flush()
+        self._spawn(name)
+        return True
+
     def run_until_stopped(self) -> int:
         exit_code = 0
         while not self.stopping:
             dead = self.dead_child()
-            if dead is not None:
-                self.out.write(
-                    f"{dead} exited with status {self.children[dead].returncode}; stopping.\n"
-                )
+            if dead is not None and not self.restart_if_allowed(dead):
                 exit_code = 1
                 break
             time.sleep(0.2)
@@ -163,19 +215,54 @@ class Supervisor:
     def shutdown(self) -> None:
         self.out.write("Stopping Chatter...\n")
         self.out.flush()
-        for child in self.children.values():
+        for name, child in self.children.items():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            if name in self.GROUP_STOP:
+                # Every process of the group, including a dead qcluster's orphans.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGTERM)
+        started = time.monotonic()
         for name, child in self.children.items():
+            if name in self.GROUP_STOP:
+                self._group_stop(child, started + GROUP_STOP_GRACE_SECONDS)
+                continue
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.wait(timeout=max(0.1, started + STOP_TIMEOUT_SECONDS - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.out.write(f"{name} did not stop in {STOP_TIMEOUT_SECONDS}s; killing it.\n")
-                os.killpg(child.pid, signal.SIGKILL)
+                self._kill_group(child)
                 child.wait()
         self.out.write("Stopped.\n")
         self.out.flush()
+
+    def _group_stop(self, child: subprocess.Popen[bytes], deadline: float) -> None:
+        """Wait for a SIGTERMed group, then SIGKILL what is left of it.
+
+        A busy worker hands its job back within moments of the SIGTERM; what may be left
+        are django-q2 processes waiting on each other (qcluster's main process waits for a
+        lock its sentinel held when the signal killed it): nothing of value, all in the
+        database, so they are killed rather than waited for."""
+        while time.monotonic() < deadline:
+            child.poll()
+            if not group_alive(child.pid):
+                break
+            time.sleep(0.05)
+        else:
+            self._kill_group(child)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a live (not zombie) member."""
+    import psutil
+
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
 
 
 def child_commands(port: int, host: str, web_workers: int) -> dict[str, list[str]]:

@@ -156,6 +156,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                     "run_seconds": serializers.DictField(),
                     "workers": serializers.DictField(child=serializers.IntegerField()),
                     "oldest_pending_age_seconds": serializers.FloatField(allow_null=True),
+                    "stalled": serializers.CharField(
+                        allow_null=True,
+                        help_text="Why no job is being taken although some are due, or null.",
+                    ),
+                    "tokens_waiting": serializers.IntegerField(),
                     "generated_at": serializers.DateTimeField(),
                 },
             )

@@ -17,7 +17,7 @@ class JobsConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
         from django_q.signals import pre_execute
 
-        from jobs import worker
+        from jobs import queues, worker
 
         # Every app registers its job handlers and maintenance steps in its tasks.py.
         autodiscover_modules("tasks")
@@ -28,6 +28,8 @@ class JobsConfig(AppConfig):
             worker.current_q_task_id = str(task.get("id", ""))
 
         pre_execute.connect(remember_task_id, dispatch_uid="jobs.remember_task_id", weak=False)
+        # The cluster's queues must survive a SIGKILLed reader or writer (see jobs.queues).
+        queues.install()
         os.register_at_fork(before=close_database_pools)
 
 

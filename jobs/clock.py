@@ -33,7 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
-from jobs.selectors import live_workers
+from jobs.selectors import live_workers, tokens_waiting
 from jobs.services import hard_kill_grace_seconds, job_gave_up, tokens_send
 from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, cancelled_outcome, failure_outcome
 
@@ -145,6 +145,8 @@ def jobs_redispatch_lost() -> int:
         return 0  # workers are taking jobs: their tokens are not lost
     if live_workers() == 0:
         return 0  # nobody to wake: tokens would only pile up in the broker
+    if tokens_waiting() > 0:
+        return 0  # tokens are in the broker or a cluster's queue: not lost; more would pile up
     with transaction.atomic():
         ids = list(
             Job.objects.select_for_update(skip_locked=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -44,6 +46,42 @@ def live_workers() -> int:
     from django_q.status import Stat
 
     return sum(len(stat.workers) for stat in Stat.get_all() if stat.status not in (Conf.STOPPED,))
+
+
+def tokens_waiting() -> int:
+    """Tokens sent but not yet taken by a worker: in the broker, or in a cluster's task queue.
+
+    While there are any, due jobs are not waiting for lost tokens, so none are re-sent."""
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    broker = get_broker()
+    return broker.queue_size() + sum(stat.task_q_size or 0 for stat in Stat.get_all(broker))
+
+
+def stall_seconds() -> float:
+    return float(getattr(settings, "JOBS_STALL_SECONDS", 60))
+
+
+def queue_stall() -> str | None:
+    """Why the queue is stalled, or None: due jobs have waited longer than JOBS_STALL_SECONDS
+    while no job started, ran or finished in that time (no worker, or workers that cannot
+    take work). A busy queue, or an idle one with nothing due, is not stalled."""
+    stale = timezone.now() - timedelta(seconds=stall_seconds())
+    waiting = Job.objects.filter(status=JobStatus.PENDING, available_at__lt=stale).count()
+    if not waiting:
+        return None
+    moving = (
+        Job.objects.filter(status=JobStatus.RUNNING).exists()
+        or Job.objects.filter(started_at__gte=stale).exists()
+        or Job.objects.filter(finished_at__gte=stale, started_at__isnull=False).exists()
+    )
+    if moving:
+        return None
+    return (
+        f"{waiting} due job(s) have waited over {stall_seconds():.0f} s and no job has started "
+        f"since (live workers: {live_workers()})"
+    )
 
 
 def _seconds(value: float | None) -> float | None:
@@ -113,7 +151,10 @@ def job_stats(*, user: User) -> dict[str, Any]:
         },
         "wait_seconds": {"p50": _seconds(wait50), "p95": _seconds(wait95)},
         "run_seconds": {"p50": _seconds(run50), "p95": _seconds(run95)},
+        # busy: jobs running now (the table, not django-q2's view of its processes).
         "workers": {"live": live_workers(), "busy": by_status[JobStatus.RUNNING]},
+        "stalled": queue_stall(),
+        "tokens_waiting": tokens_waiting(),
         "oldest_pending_age_seconds": _seconds(oldest),
         "generated_at": timezone.now().isoformat(),
     }

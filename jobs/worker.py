@@ -42,7 +42,7 @@ from jobs.registry import (
     PermanentJobError,
     handler_get,
 )
-from jobs.services import aging_offset, job_gave_up, retry_delay
+from jobs.services import aging_offset, job_gave_up, retry_delay, tokens_send
 
 logger = logging.getLogger("chatter.jobs")
 
@@ -212,6 +212,47 @@ def _cancel_requested(conn: psycopg.Connection, job_id: int) -> bool:
     return bool(row and row[0])
 
 
+class WorkerStopping(BaseException):
+    """Raised inside a handler when its worker is told to stop (SIGTERM): the job goes back."""
+
+
+class _StopSignal:
+    """While a handler runs, SIGTERM hands its job back instead of killing the process.
+
+    ``make run`` stops the cluster by sending SIGTERM to all its processes at once (see
+    ``chatter_project.launcher``): idle ones die at once, a busy one raises ``WorkerStopping``
+    in its handler, puts the job back as pending with the attempt not counted, and exits.
+    """
+
+    def __enter__(self) -> _StopSignal:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._stop)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        raise WorkerStopping("the worker was told to stop")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def handed_back_outcome(attempt: int) -> dict[str, Any]:
+    """The row fields of a job whose worker stopped mid-attempt: pending again, the attempt
+    not counted (it did not fail), its rank kept."""
+    return {
+        "status": JobStatus.PENDING,
+        "attempts": attempt - 1,
+        "started_at": None,
+        "progress": 0,
+        "progress_message": "",
+        "dispatched_at": timezone.now(),
+        "worker_pid": None,
+    }
+
+
 class _Alarm:
     """The job's timeout as SIGALRM, saving and restoring django-q2's own alarm."""
 
@@ -276,7 +317,7 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
     try:
         if spec is None:
             raise PermanentJobError(f"no handler '{job.handler}' is registered in this worker")
-        with _Alarm(job.timeout_seconds):
+        with _StopSignal(), _Alarm(job.timeout_seconds):
             value = spec.func(_context(conn, job), **job.args)
         try:
             json.dumps(value)
@@ -290,6 +331,14 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
             "traceback": "",
             "finished_at": timezone.now(),
         }
+    except WorkerStopping:
+        try:
+            if _finish(conn, job, **handed_back_outcome(job.attempt)):
+                tokens_send([job.id])  # the broker keeps it for the next cluster to start
+        finally:
+            _unlock(conn, job.id)
+        logger.info("job %s (%s) handed back: the worker is stopping", job.id, job.handler)
+        raise SystemExit(0) from None
     except JobCancelled as exc:
         outcome = {"status": JobStatus.CANCELLED, "error": str(exc), "finished_at": timezone.now()}
     except PermanentJobError as exc:
