@@ -19,6 +19,7 @@ a clock may die at any moment: the state is all in PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
-from jobs.selectors import live_workers, tokens_waiting
+from jobs.selectors import live_workers, queue_stall, tokens_waiting
 from jobs.services import hard_kill_grace_seconds, job_gave_up, tokens_send
 from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, cancelled_outcome, failure_outcome
 
@@ -163,6 +164,43 @@ def jobs_redispatch_lost() -> int:
     return len(ids)
 
 
+def clusters_restart_wedged() -> int:
+    """Kill this host's django-q2 clusters when the queue has been stalled for a long time.
+
+    The last resort: django-q2's queues no longer wedge when a process dies (jobs.queues),
+    but if due jobs still wait ``JOBS_CLUSTER_RESTART_SECONDS`` (default 120) while live
+    workers take none (an unknown wedge, workers stopped), every cluster on this host is
+    SIGKILLed with its processes, and its supervisor (``make run``, systemd) starts it
+    again. Nothing is lost: jobs, locks and attempts are in PostgreSQL. Returns how many
+    clusters were killed."""
+    from django_q.status import Stat
+
+    window = _setting("JOBS_CLUSTER_RESTART_SECONDS", 120)
+    if not queue_stall(seconds=window):
+        return 0
+    killed = 0
+    for stat in Stat.get_all():
+        if stat.host != HOST or not stat.pid or stat.pid == os.getpid():
+            continue
+        try:
+            main = psutil.Process(stat.pid)
+            processes = [*main.children(recursive=True), main]
+        except psutil.Error:
+            continue
+        logger.error(
+            "the job queue has been stalled for over %s s with live workers; "
+            "killing cluster %s (pid %s) so that it is restarted",
+            window,
+            stat.cluster_id,
+            stat.pid,
+        )
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        killed += 1
+    return killed
+
+
 class Clock:
     """The loop; ``tick()`` is what a test calls directly."""
 
@@ -176,6 +214,7 @@ class Clock:
         # Reconciling reads the cluster stats: every ~5 s is plenty.
         if self.ticks % max(1, round(5 / self.interval)) == 0:
             summary["redispatched"] = jobs_redispatch_lost()
+            summary["clusters_restarted"] = clusters_restart_wedged()
         self.ticks += 1
         return summary
 

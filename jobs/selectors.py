@@ -63,11 +63,12 @@ def stall_seconds() -> float:
     return float(getattr(settings, "JOBS_STALL_SECONDS", 60))
 
 
-def queue_stall() -> str | None:
-    """Why the queue is stalled, or None: due jobs have waited longer than JOBS_STALL_SECONDS
-    while no job started, ran or finished in that time (no worker, or workers that cannot
-    take work). A busy queue, or an idle one with nothing due, is not stalled."""
-    stale = timezone.now() - timedelta(seconds=stall_seconds())
+def queue_stall(*, seconds: float | None = None) -> str | None:
+    """Why the queue is stalled, or None: due jobs have waited longer than ``seconds``
+    (JOBS_STALL_SECONDS) while no job started, ran or finished in that time (no worker, or
+    workers that cannot take work). A busy queue, or an idle one with nothing due, is not."""
+    seconds = stall_seconds() if seconds is None else seconds
+    stale = timezone.now() - timedelta(seconds=seconds)
     waiting = Job.objects.filter(status=JobStatus.PENDING, available_at__lt=stale).count()
     if not waiting:
         return None
@@ -79,7 +80,7 @@ def queue_stall() -> str | None:
     if moving:
         return None
     return (
-        f"{waiting} due job(s) have waited over {stall_seconds():.0f} s and no job has started "
+        f"{waiting} due job(s) have waited over {seconds:.0f} s and no job has started "
         f"since (live workers: {live_workers()})"
     )
 

@@ -151,3 +151,26 @@ def test_stopping_hands_a_running_job_back_and_leaves_no_process(supervisor):
     handed_back = Job.objects.get(pk=job.pk)
     assert handed_back.status == JobStatus.PENDING and handed_back.attempts == 0
     assert OrmQ.objects.exists()  # its token waits in the broker for the next start
+
+
+def test_a_cluster_that_takes_no_work_for_long_is_killed_and_restarted(supervisor, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.clock import clusters_restart_wedged
+    from jobs.selectors import queue_stall
+
+    stat = cluster_stat(2)
+    for pid in stat.workers:
+        os.kill(pid, signal.SIGSTOP)  # alive, heartbeating, and taking nothing: wedged
+    job = enqueue("test.record")
+    long_ago = timezone.now() - timedelta(seconds=300)
+    Job.objects.filter(pk=job.pk).update(available_at=long_ago, dispatched_at=long_ago)
+    settings.JOBS_CLUSTER_RESTART_SECONDS = 5
+    assert queue_stall() and "1 due job(s)" in queue_stall()
+
+    assert clusters_restart_wedged() == 1
+
+    wait_for(job_in(job.pk, JobStatus.SUCCEEDED), timeout=120, what="the restarted cluster runs it")
+    assert queue_stall() is None
