@@ -298,3 +298,38 @@ def test_a_handler_cannot_swallow_its_timeout_with_except_exception():
     # JobTimeout passes through the handler's `except Exception`: the attempt fails.
     assert worker.run_next_job() == JobStatus.SCHEDULED
     assert Job.objects.get(pk=job.pk).error.startswith("JobTimeout: exceeded its timeout")
+
+
+def test_no_token_is_re_sent_while_tokens_still_wait_in_the_broker(settings, monkeypatch):
+    # A wedged cluster took none of its tokens: re-sending every 30 s only piled them up.
+    settings.JOBS_REDISPATCH_SECONDS = 30
+    jobs = [enqueue("test.record") for _ in range(3)]
+    monkeypatch.setattr("jobs.clock.live_workers", lambda: 2)
+    old = timezone.now() - timedelta(minutes=5)
+    Job.objects.filter(pk__in=[job.pk for job in jobs]).update(dispatched_at=old)
+
+    for _ in range(3):
+        assert jobs_redispatch_lost() == 0
+    assert OrmQ.objects.count() == 3
+
+
+def test_stats_and_ready_report_a_queue_where_due_jobs_wait_and_none_starts(
+    settings, staff_client, anon_client
+):
+    settings.JOBS_STALL_SECONDS = 60
+    job = enqueue("test.record")
+    assert staff_client.get("/api/v1/jobs/stats/").json()["stalled"] is None
+    assert anon_client.get("/api/v1/ready/").status_code == 200
+
+    Job.objects.filter(pk=job.pk).update(available_at=timezone.now() - timedelta(seconds=90))
+
+    stats = staff_client.get("/api/v1/jobs/stats/").json()
+    assert stats["stalled"].startswith("1 due job(s) have waited over 60 s")
+    assert stats["tokens_waiting"] == 1
+    ready = anon_client.get("/api/v1/ready/")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["details"]["checks"]["jobs"]["ok"] is False
+
+    worker.run_next_job()  # a worker takes it: flowing again
+    assert staff_client.get("/api/v1/jobs/stats/").json()["stalled"] is None
+    assert anon_client.get("/api/v1/ready/").status_code == 200
