@@ -62,11 +62,11 @@ def _queue() -> None:
 
 
 def _jobs_flowing() -> None:
-    from jobs.selectors import queue_stall
+    from jobs.selectors import queue_wedged
 
-    stall = queue_stall()
-    if stall:
-        raise RuntimeError(stall)
+    wedged = queue_wedged()
+    if wedged:
+        raise RuntimeError(wedged)
 
 
 def _checks() -> dict[str, dict[str, Any]]:

@@ -216,12 +216,12 @@ class Supervisor:
         self.out.write("Stopping Chatter...\n")
         self.out.flush()
         for name, child in self.children.items():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
             if name in self.GROUP_STOP:
-                # Every process of the group, including a dead qcluster's orphans.
+                # Every process of the group (once each), including a dead qcluster's orphans.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, signal.SIGTERM)
+            elif child.poll() is None:
+                child.send_signal(signal.SIGTERM)
         started = time.monotonic()
         for name, child in self.children.items():
             if name in self.GROUP_STOP:

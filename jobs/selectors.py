@@ -85,6 +85,16 @@ def queue_stall(*, seconds: float | None = None) -> str | None:
     )
 
 
+def queue_wedged() -> str | None:
+    """A stall (``queue_stall``) while django-q2 reports live workers: they are there and take
+    nothing, so the queue is broken; what ``ready/`` fails on. With no live worker at all
+    the stall is reported by the stats only: workers may be starting, or run elsewhere."""
+    stall = queue_stall()
+    if stall and live_workers() > 0:
+        return stall
+    return None
+
+
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 

@@ -9,11 +9,13 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.status import Stat
 
@@ -129,8 +131,8 @@ def test_killing_the_jobs_clock_restarts_it(supervisor):
 
     wait_for(lambda: supervisor.children["jobs-clock"].pid != clock.pid, what="a new clock")
     # Only the clock promotes scheduled jobs: the new one does.
-    job = enqueue("test.record", run_at=None)
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.SCHEDULED)
+    job = enqueue("test.record", run_at=timezone.now() + timedelta(hours=1))
+    Job.objects.filter(pk=job.pk).update(available_at=timezone.now())
     wait_for(job_in(job.pk, JobStatus.SUCCEEDED), timeout=120, what="the new clock promotes it")
 
 
@@ -154,10 +156,6 @@ def test_stopping_hands_a_running_job_back_and_leaves_no_process(supervisor):
 
 
 def test_a_cluster_that_takes_no_work_for_long_is_killed_and_restarted(supervisor, settings):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from jobs.clock import clusters_restart_wedged
     from jobs.selectors import queue_stall
 

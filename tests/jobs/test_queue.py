@@ -314,9 +314,10 @@ def test_no_token_is_re_sent_while_tokens_still_wait_in_the_broker(settings, mon
 
 
 def test_stats_and_ready_report_a_queue_where_due_jobs_wait_and_none_starts(
-    settings, staff_client, anon_client
+    settings, staff_client, anon_client, monkeypatch
 ):
     settings.JOBS_STALL_SECONDS = 60
+    monkeypatch.setattr("jobs.selectors.live_workers", lambda: 2)  # there, and taking nothing
     job = enqueue("test.record")
     assert staff_client.get("/api/v1/jobs/stats/").json()["stalled"] is None
     assert anon_client.get("/api/v1/ready/").status_code == 200
@@ -330,6 +331,9 @@ def test_stats_and_ready_report_a_queue_where_due_jobs_wait_and_none_starts(
     assert ready.status_code == 503
     assert ready.json()["error"]["details"]["checks"]["jobs"]["ok"] is False
 
+    monkeypatch.setattr("jobs.selectors.live_workers", lambda: 0)
+    assert anon_client.get("/api/v1/ready/").status_code == 200  # no cluster: the stats say it
+    assert "live workers: 0" in staff_client.get("/api/v1/jobs/stats/").json()["stalled"]
+
     worker.run_next_job()  # a worker takes it: flowing again
     assert staff_client.get("/api/v1/jobs/stats/").json()["stalled"] is None
-    assert anon_client.get("/api/v1/ready/").status_code == 200
