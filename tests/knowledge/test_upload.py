@@ -141,6 +141,10 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(api_client, 
         ("broken.json", b'{"a": 1,,}', 422, "malformed_file"),
         ("program.exe", b"some text", 415, "unsupported_type"),
         ("archive.docx", b"PK\x03\x04" + b"\0" * 100, 422, "malformed_file"),
+        ("deep.json", b"[" * 10_000 + b"]" * 10_000, 422, "json_too_deep"),
+        ("deep", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 422, "json_too_deep"),
+        # UTF-8 with a stray byte: guessing another encoding would index mojibake.
+        ("broken.txt", "Café crème, déjà vu. ".encode() * 20 + b"\xff", 422, "invalid_utf8"),
     ],
 )
 def test_it_refuses_bad_files_up_front(api_client, upload, name, data, status, code):
@@ -150,6 +154,24 @@ def test_it_refuses_bad_files_up_front(api_client, upload, name, data, status, c
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
     assert not Document.objects.exists()
+
+
+# Russian in two legacy encodings and French in cp1252: the text a reader sees, not mojibake.
+RUSSIAN = (
+    "Пчёлы зимой собираются в клуб и согревают матку, дрожа летательными мышцами. "
+    "Сильной семье нужно около двадцати килограммов мёда, чтобы дожить до весны."
+)
+FRENCH = "Les abeilles se regroupent en hiver et réchauffent la reine. Un été très chaud."
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"), [(RUSSIAN, "cp1251"), (RUSSIAN, "koi8_r"), (FRENCH, "cp1252")]
+)
+def test_text_in_a_legacy_encoding_is_decoded_correctly(api_client, upload, text, encoding):
+    doc = upload(api_client, f"{encoding}.txt", text.encode(encoding)).json()
+
+    assert doc["status"] == "processed", doc
+    assert Chunk.objects.get(document_id=doc["id"]).content == text
 
 
 def test_it_refuses_an_encrypted_pdf(api_client, upload):
