@@ -19,6 +19,7 @@ from chatter_project.errors import ApplicationError
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
 from knowledge.selectors import (
+    CONTENT_TYPE_NAMES,
     MAX_K,
     SEARCH_MODES,
     chunk_list,
@@ -204,15 +205,28 @@ def _int_param(request: Request, name: str, *, default: int, maximum: int) -> in
 
 
 class DateOrDateTimeField(serializers.DateTimeField):
-    """An ISO datetime, or a bare date (as a date: date_to then covers that whole day)."""
+    """An ISO datetime, or a bare date (as a date: date_to then covers that whole day).
+    Dates up to 9999-12-30: the end of 9999-12-31 is past what Python can represent."""
+
+    default_error_messages = {"out_of_range": "Use a date from 0001-01-02 to 9999-12-30."}
 
     def to_internal_value(self, value: Any) -> dt.date | dt.datetime:
         if isinstance(value, str) and len(value) == 10:
             try:
-                return dt.date.fromisoformat(value)
+                day = dt.date.fromisoformat(value)
             except ValueError:
                 self.fail("invalid", format="YYYY-MM-DD or an ISO 8601 datetime")
-        return super().to_internal_value(value)
+            if not dt.date.min < day < dt.date.max:
+                self.fail("out_of_range")
+            return day
+        try:
+            moment = super().to_internal_value(value)
+            # Converting to UTC (in SQL, too) must stay within the representable range.
+            moment.astimezone(dt.UTC) + dt.timedelta(days=1)
+            moment.astimezone(dt.UTC) - dt.timedelta(days=1)
+        except OverflowError:
+            self.fail("out_of_range")
+        return moment
 
 
 class FilterSerializer(serializers.Serializer):
@@ -220,7 +234,10 @@ class FilterSerializer(serializers.Serializer):
     date_from = DateOrDateTimeField(required=False, allow_null=True)
     date_to = DateOrDateTimeField(required=False, allow_null=True)
     content_types = serializers.ListField(
-        child=serializers.CharField(), required=False, allow_empty=True
+        child=serializers.ChoiceField(choices=CONTENT_TYPE_NAMES),
+        required=False,
+        allow_empty=True,
+        help_text="Short names (txt, md, html, pdf, docx, csv, json) or MIME types.",
     )
 
 

@@ -95,10 +95,21 @@ def chunk_list(*, document: Document) -> QuerySet[Chunk]:
     )
 
 
+_CONTENT_TYPE_SHORTHAND = {
+    "txt": ContentType.TEXT,
+    "md": ContentType.MARKDOWN,
+    "html": ContentType.HTML,
+    "pdf": ContentType.PDF,
+    "docx": ContentType.DOCX,
+    "csv": ContentType.CSV,
+    "json": ContentType.JSON,
+}
+# What ``content_types`` accepts: the short names and the MIME types (the API's enum).
+CONTENT_TYPE_NAMES = [*_CONTENT_TYPE_SHORTHAND, *ContentType.values]
+
+
 def _content_types(values: Sequence[str] | None) -> list[str]:
-    shorthand = {"txt": ContentType.TEXT, "md": ContentType.MARKDOWN, "docx": ContentType.DOCX}
-    shorthand |= {"html": ContentType.HTML, "pdf": ContentType.PDF}
-    shorthand |= {"csv": ContentType.CSV, "json": ContentType.JSON}
+    shorthand = _CONTENT_TYPE_SHORTHAND
     resolved = []
     for value in values or []:
         kind = shorthand.get(value, value)
@@ -116,7 +127,14 @@ def _day_end(value: dt.date | dt.datetime) -> dt.datetime | dt.date:
     # A bare date_to means "through the end of that day".
     if isinstance(value, dt.datetime):
         return value
-    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    try:
+        return dt.datetime.combine(value + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    except OverflowError as exc:
+        raise ApplicationError(
+            "date_to is past the last representable day.",
+            code="invalid_search",
+            details={"date_to": ["Use a date up to 9999-12-30."]},
+        ) from exc
 
 
 def _document_conditions(
