@@ -328,6 +328,13 @@ CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 50 * 102
 CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
 CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
+# The first handler keeps each file name as the client sent it (Django keeps only its last
+# path segment), so a path in an upload name can be refused rather than silently cut.
+FILE_UPLOAD_HANDLERS = [
+    "knowledge.uploads.ClientFileNameHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # CORS: an allowlist of browser origins (comma-separated), API paths only.
 CORS_ALLOWED_ORIGINS = env_list("CHATTER_CORS_ORIGINS")
