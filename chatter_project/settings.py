@@ -449,6 +449,10 @@ CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "6
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
 # New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".
 CHATTER_DEFAULT_WORKFLOW = os.environ.get("CHATTER_DEFAULT_WORKFLOW", "rag")
+# Passages less similar than this (cosine) to the question are not given to the model; a
+# conversation's relevance_floor overrides it. 0.25 keeps every answer and drops ~97% of
+# unrelated passages (bench/measure_relevance_floor.py, bench/RESULTS.md).
+CHATTER_RAG_RELEVANCE_FLOOR = float(os.environ.get("CHATTER_RAG_RELEVANCE_FLOOR", "0.25"))
 CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "32000"))
 # Modules imported before the first model is built, so they can register_provider().
 CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")

@@ -58,6 +58,12 @@ class Conversation(models.Model):
     memory_window = models.PositiveIntegerField(
         null=True, blank=True, help_text="Messages kept verbatim in the model's context."
     )
+    relevance_floor = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="rag: passages less similar (cosine, 0-1) to the question are not given to "
+        "the model. Empty means CHATTER_RAG_RELEVANCE_FLOOR.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     # Lineage: a branch continues a parent from one of its messages; a fork copies it whole.
     parent = models.ForeignKey(

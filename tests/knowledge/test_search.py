@@ -375,3 +375,22 @@ def test_content_types_accepts_exactly_what_the_schema_declares(api_client, corp
     refused = search(api_client, query="x", content_types=["00"])
     assert refused.status_code == 400
     assert "content_types" in refused.json()["error"]["details"]
+
+
+def test_every_mode_reports_the_cosine_similarity_of_each_hit(api_client, corpus):
+    def by_chunk(mode: str) -> dict[int, dict]:
+        response = search(api_client, query="vacuum dead tuples", k=4, mode=mode)
+        assert response.status_code == 200
+        return {hit["chunk_id"]: hit for hit in response.json()["results"]}
+
+    vector, keyword, hybrid = by_chunk("vector"), by_chunk("keyword"), by_chunk("hybrid")
+
+    assert keyword and hybrid
+    for hits in (keyword, hybrid):
+        for chunk_id, hit in hits.items():
+            assert hit["similarity"] is not None and -1 <= hit["similarity"] <= 1
+            if chunk_id in vector:  # the same cosine whatever ranked the chunk
+                assert hit["similarity"] == pytest.approx(vector[chunk_id]["similarity"], abs=1e-5)
+    top = next(iter(keyword.values()))
+    assert top["document"]["title"] == "postgres" and top["similarity"] > 0.3
+    assert top["score"] != top["similarity"]  # keyword's score is ts_rank_cd
