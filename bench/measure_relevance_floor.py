@@ -92,7 +92,7 @@ def main() -> None:
     question_vectors = embedder.embed_documents([q for q, _ in QUESTIONS])
 
     answers, same_subject, unrelated, missing = [], [], [], []
-    for (question, phrase), vector in zip(QUESTIONS, question_vectors, strict=True):
+    for (_question, phrase), vector in zip(QUESTIONS, question_vectors, strict=True):
         similarities = readme_vectors @ vector  # normalized: the dot product is the cosine
         holding = [i for i, chunk in enumerate(readme) if phrase in chunk]
         if not holding:
