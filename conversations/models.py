@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 SEARCH_CONFIG = "english"
@@ -61,6 +62,7 @@ class Conversation(models.Model):
     relevance_floor = models.FloatField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="rag: passages less similar (cosine, 0-1) to the question are not given to "
         "the model. Empty means CHATTER_RAG_RELEVANCE_FLOOR.",
     )
