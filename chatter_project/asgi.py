@@ -55,7 +55,11 @@ def get_application() -> ChatterASGIHandler:
     import django
 
     django.setup(set_prefix=False)
-    return ChatterASGIHandler()
+    handler = ChatterASGIHandler()
+    from knowledge.embeddings import embeddings_warm
+
+    embeddings_warm()  # in a background thread: requests are served meanwhile
+    return handler
 
 
 application = get_application()

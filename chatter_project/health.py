@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from chatter_project.errors import error_response
+from knowledge.embeddings import embedding_status
 
 router = Router(tags=["meta"])
 
@@ -25,9 +26,18 @@ class Check(Schema):
     error: str | None = None
 
 
+class Embeddings(Schema):
+    space: str
+    loaded: bool
+    state: str
+    load_seconds: float | None = None
+    error: str | None = None
+
+
 class Ready(Schema):
     status: str
     checks: dict[str, Check]
+    embeddings: Embeddings  # reported, not required: requests that need no search go on
 
 
 @router.get("/health/", auth=None, response=Health, summary="Liveness: the process answers")
@@ -90,5 +100,5 @@ def _checks() -> dict[str, dict[str, Any]]:
 async def ready(request: HttpRequest) -> Any:
     checks = await sync_to_async(_checks)()
     if all(check["ok"] for check in checks.values()):
-        return {"status": "ok", "checks": checks}
+        return {"status": "ok", "checks": checks, "embeddings": embedding_status()}
     return error_response(503, "not_ready", "A dependency is unreachable.", {"checks": checks})

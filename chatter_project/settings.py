@@ -330,6 +330,13 @@ CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 20 * 102
 CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
 CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
+# The first handler keeps each file name as the client sent it (Django keeps only its last
+# path segment), so a path in an upload name can be refused rather than silently cut.
+FILE_UPLOAD_HANDLERS = [
+    "knowledge.uploads.ClientFileNameHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # CORS: an allowlist of browser origins (comma-separated), API paths only.
 CORS_ALLOWED_ORIGINS = env_list("CHATTER_CORS_ORIGINS")
@@ -444,6 +451,10 @@ CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "6
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
 # New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".
 CHATTER_DEFAULT_WORKFLOW = os.environ.get("CHATTER_DEFAULT_WORKFLOW", "rag")
+# Passages less similar than this (cosine) to the question are not given to the model; a
+# conversation's relevance_floor overrides it. 0.25 keeps every answer and drops ~97% of
+# unrelated passages (bench/measure_relevance_floor.py, bench/RESULTS.md).
+CHATTER_RAG_RELEVANCE_FLOOR = float(os.environ.get("CHATTER_RAG_RELEVANCE_FLOOR", "0.25"))
 CHATTER_MAX_MESSAGE_CHARS = int(os.environ.get("CHATTER_MAX_MESSAGE_CHARS", "32000"))
 # Modules imported before the first model is built, so they can register_provider().
 CHATTER_PROVIDER_MODULES = env_list("CHATTER_PROVIDER_MODULES")

@@ -59,6 +59,14 @@ class ConversationSerializer(serializers.ModelSerializer):
     memory_window = serializers.IntegerField(
         required=False, allow_null=True, min_value=2, max_value=1000
     )
+    relevance_floor = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=1,
+        help_text="rag: the least cosine similarity a passage needs to reach the model "
+        "(null: the deployment's CHATTER_RAG_RELEVANCE_FLOOR).",
+    )
     metadata = MetadataField(required=False)
     title = SafeTextField(required=False, allow_blank=True, max_length=300)
     model = SafeCharField(required=False, allow_blank=True, max_length=200)
@@ -75,6 +83,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "max_tokens",
             "system_prompt",
             "memory_window",
+            "relevance_floor",
             "metadata",
             "parent",
             "branch_point",

@@ -54,6 +54,7 @@ class TurnSettings:
     reply_id: str
     user_id: int | None = None
     retrieval_k: int = 4
+    relevance_floor: float | None = None
 
     @classmethod
     def of(cls, config: RunnableConfig) -> TurnSettings:
@@ -67,6 +68,7 @@ class TurnSettings:
             reply_id=c["reply_id"],
             user_id=c.get("user_id"),
             retrieval_k=c.get("retrieval_k", 4),
+            relevance_floor=c.get("relevance_floor"),
         )
 
     def chat_model(self) -> BaseChatModel:
@@ -139,15 +141,26 @@ SOURCES_INSTRUCTIONS = (
 )
 
 
-def retrieve_sources(user_id: int | None, query: str, k: int) -> dict[str, Any]:
-    """The owner's passages that best match the question, numbered for citation."""
+def retrieve_sources(
+    user_id: int | None, query: str, k: int, floor: float | None = None
+) -> dict[str, Any]:
+    """The owner's passages that best match the question, numbered for citation: at most
+    k, and only those whose cosine similarity to it reaches the relevance floor (the
+    conversation's, else CHATTER_RAG_RELEVANCE_FLOOR), so a reference list or a postscript
+    that merely ranks among the k best is not handed to the model."""
+    if floor is None:
+        floor = django_settings.CHATTER_RAG_RELEVANCE_FLOOR
     if not user_id or not query.strip():
         return {"sources": []}
     if not Document.objects.filter(owner_id=user_id).searchable().exists():
         return {"sources": []}  # no documents: don't load the embedding model for nothing
     try:
         hits = knowledge_search(
-            user=User.objects.get(pk=user_id), query=query[:2000], k=k, own_only=True
+            user=User.objects.get(pk=user_id),
+            query=query[:2000],
+            k=k,
+            own_only=True,
+            similarity_threshold=floor,
         )
     except ApplicationError as exc:
         # The reply goes on without sources; the reason is kept on the message.
@@ -163,6 +176,7 @@ def retrieve_sources(user_id: int | None, query: str, k: int) -> dict[str, Any]:
                 "page": hit.page,
                 "section": hit.section,
                 "score": round(hit.score, 4),
+                "similarity": None if hit.similarity is None else round(hit.similarity, 4),
                 "content": hit.content,
             }
             for index, hit in enumerate(hits, start=1)
@@ -180,12 +194,20 @@ def _question(state: ChatState) -> str:
 
 def retrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    return retrieve_sources(settings.user_id, _question(state), settings.retrieval_k)
+    return retrieve_sources(
+        settings.user_id, _question(state), settings.retrieval_k, settings.relevance_floor
+    )
 
 
 async def aretrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    return await db_call(retrieve_sources, settings.user_id, _question(state), settings.retrieval_k)
+    return await db_call(
+        retrieve_sources,
+        settings.user_id,
+        _question(state),
+        settings.retrieval_k,
+        settings.relevance_floor,
+    )
 
 
 def format_sources(sources: list[dict[str, Any]]) -> str:

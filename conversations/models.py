@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 SEARCH_CONFIG = "english"
@@ -57,6 +58,13 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     memory_window = models.PositiveIntegerField(
         null=True, blank=True, help_text="Messages kept verbatim in the model's context."
+    )
+    relevance_floor = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="rag: passages less similar (cosine, 0-1) to the question are not given to "
+        "the model. Empty means CHATTER_RAG_RELEVANCE_FLOOR.",
     )
     metadata = models.JSONField(default=dict, blank=True)
     # Lineage: a branch continues a parent from one of its messages; a fork copies it whole.

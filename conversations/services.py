@@ -41,6 +41,7 @@ EDITABLE_FIELDS = (
     "max_tokens",
     "system_prompt",
     "memory_window",
+    "relevance_floor",
     "metadata",
 )
 
@@ -150,12 +151,18 @@ def run_config(conversation: Conversation, model: str, *, reply_id: str = "") ->
             "memory_window": memory_window(conversation),
             "reply_id": reply_id,
             "user_id": conversation.owner_id,
+            "relevance_floor": relevance_floor(conversation),
         }
     }
 
 
 def memory_window(conversation: Conversation) -> int:
     return conversation.memory_window or settings.CHATTER_MEMORY_WINDOW
+
+
+def relevance_floor(conversation: Conversation) -> float:
+    floor = conversation.relevance_floor
+    return settings.CHATTER_RAG_RELEVANCE_FLOOR if floor is None else floor
 
 
 @dataclass
@@ -392,7 +399,10 @@ def turn_finish(
     if "sources" in state:
         # The citation map: [n] in the reply -> the document and chunk it came from.
         extra["sources"] = [
-            {key: source[key] for key in ("n", "document_id", "title", "chunk_id", "page", "score")}
+            {
+                key: source.get(key)
+                for key in ("n", "document_id", "title", "chunk_id", "page", "score", "similarity")
+            }
             for source in state.get("sources") or []
         ]
     if state.get("retrieval_error"):

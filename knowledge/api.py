@@ -15,10 +15,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
+from chatter_project.threats import scan as threat_scan
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
 from knowledge.selectors import (
+    CONTENT_TYPE_NAMES,
     MAX_K,
     SEARCH_MODES,
     chunk_list,
@@ -29,6 +32,7 @@ from knowledge.selectors import (
     knowledge_search,
 )
 from knowledge.services import document_delete, document_reprocess, document_upload
+from knowledge.uploads import client_file_name
 
 
 class DocumentSerializer(serializers.ModelSerializer):
@@ -119,7 +123,10 @@ class DocumentViewSet(
         description=(
             "Upload and process a document (txt, md, html, pdf, docx, csv, json). 202 with "
             "its status (processed, or failed with a reason); 200 with the existing document "
-            "when the caller already uploaded the same bytes."
+            "when the caller already uploaded the same bytes, its `title` and `metadata` "
+            "replaced by those sent (every field is validated first). A file name with a "
+            "path is refused (400 `threat_detected` when it looks like traversal, else "
+            "`invalid_filename`)."
         ),
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -134,6 +141,9 @@ class DocumentViewSet(
         serializer = UploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
+        filename = client_file_name(upload)
+        metadata_keys = _metadata_keys(serializer.validated_data.get("metadata") or {}, "metadata")
+        _refuse_threats(request, [("file.filename", filename), *metadata_keys])
         if upload.size > limit:
             raise FileTooLarge(
                 f"The file is {upload.size} bytes; the limit is {limit}.",
@@ -142,7 +152,7 @@ class DocumentViewSet(
         document, created = document_upload(
             owner=request.user,
             data=upload.read(),
-            filename=upload.name or "upload",
+            filename=filename,
             metadata=serializer.validated_data.get("metadata"),
             title=serializer.validated_data.get("title"),
         )
@@ -190,6 +200,49 @@ class DocumentViewSet(
         )
 
 
+def _metadata_keys(value: Any, name: str) -> list[tuple[str, str]]:
+    """(field, key) for every object key in the metadata, at any depth: keys are
+    identifiers, scanned like the keys of a JSON body (the middleware sees only the string)."""
+    keys: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            keys.append((f"{name}.{key}", str(key)))
+            keys.extend(_metadata_keys(item, f"{name}.{key}"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            keys.extend(_metadata_keys(item, f"{name}[{index}]"))
+    return keys
+
+
+def _refuse_threats(request: Request, values: list[tuple[str, str]]) -> None:
+    """Refuse structured values (the upload's name as sent, metadata keys) that look like an
+    attack, as the threat middleware does for JSON bodies: 400 ``threat_detected``."""
+    findings = threat_scan([(name, text, True) for name, text in values])
+    if not findings:
+        return
+    security_event_record(
+        event="security.threat_refused",
+        request=request._request,
+        actor=request.user if request.user.is_authenticated else None,
+        details={
+            "method": request.method,
+            "path": request.path[:200],
+            "findings": [
+                {"field": f.field[:100], "score": f.assessment.score, "kinds": f.assessment.kinds}
+                for f in findings[:20]
+            ],
+        },
+    )
+    raise ApplicationError(
+        "The request contains values that look like an attack.",
+        code="threat_detected",
+        details={
+            f.field: [f"Refused: looks like {f.assessment.label} (risk {f.assessment.score})."]
+            for f in findings
+        },
+    )
+
+
 def _int_param(request: Request, name: str, *, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -204,15 +257,28 @@ def _int_param(request: Request, name: str, *, default: int, maximum: int) -> in
 
 
 class DateOrDateTimeField(serializers.DateTimeField):
-    """An ISO datetime, or a bare date (as a date: date_to then covers that whole day)."""
+    """An ISO datetime, or a bare date (as a date: date_to then covers that whole day).
+    Dates up to 9999-12-30: the end of 9999-12-31 is past what Python can represent."""
+
+    default_error_messages = {"out_of_range": "Use a date from 0001-01-02 to 9999-12-30."}
 
     def to_internal_value(self, value: Any) -> dt.date | dt.datetime:
         if isinstance(value, str) and len(value) == 10:
             try:
-                return dt.date.fromisoformat(value)
+                day = dt.date.fromisoformat(value)
             except ValueError:
                 self.fail("invalid", format="YYYY-MM-DD or an ISO 8601 datetime")
-        return super().to_internal_value(value)
+            if not dt.date.min < day < dt.date.max:
+                self.fail("out_of_range")
+            return day
+        try:
+            moment = super().to_internal_value(value)
+            # Converting to UTC (in SQL, too) must stay within the representable range.
+            moment.astimezone(dt.UTC) + dt.timedelta(days=1)
+            moment.astimezone(dt.UTC) - dt.timedelta(days=1)
+        except OverflowError:
+            self.fail("out_of_range")
+        return moment
 
 
 class FilterSerializer(serializers.Serializer):
@@ -220,7 +286,10 @@ class FilterSerializer(serializers.Serializer):
     date_from = DateOrDateTimeField(required=False, allow_null=True)
     date_to = DateOrDateTimeField(required=False, allow_null=True)
     content_types = serializers.ListField(
-        child=serializers.CharField(), required=False, allow_empty=True
+        child=serializers.ChoiceField(choices=CONTENT_TYPE_NAMES),
+        required=False,
+        allow_empty=True,
+        help_text="Short names (txt, md, html, pdf, docx, csv, json) or MIME types.",
     )
 
 

@@ -2,7 +2,11 @@
 
 Keys are paths (dotted, or nested objects without ``$`` keys). Operators: equality (a value),
 ``$in`` (a list), ``$gte``/``$lte``/``$gt``/``$lt`` on numbers or ISO dates. Equality uses
-``@>`` so the GIN index on ``metadata`` serves it. Comparisons only look at values of the
+``@>`` so the GIN index on ``metadata`` serves it. On an array field, equality (and each
+``$in`` item) matches when the array contains the value: jsonb containment only looks
+inside arrays at the top level, so ``{"tags": "a"}`` also tries ``{"tags": ["a"]}``. A list
+value matches an array holding all its items, or holding that list as one item (nested
+lists). Values compare with their JSON type: ``3`` never matches ``"3"``. Comparisons only look at values of the
 right JSON type (a CASE guards the cast), so a document whose "year" is a string is simply
 not matched instead of failing the whole query.
 """
@@ -50,17 +54,29 @@ def _conditions(node: dict[str, Any], prefix: list[str], column: str) -> tuple[l
             sql.extend(nested_sql)
             params.extend(nested_params)
         else:
-            sql.append(f"{column} @> %s::jsonb")
-            params.append(_nest(path, value))
+            clause, clause_params = _contains(path, value, column)
+            sql.append(clause)
+            params.extend(clause_params)
     return sql, params
+
+
+def _contains(path: list[str], value: Any, column: str) -> tuple[str, list]:
+    """The value at ``path`` is ``value``, or an array that contains it (each form an
+    ``@>`` the GIN index serves; PostgreSQL ORs their bitmap scans)."""
+    forms = [_nest(path, value), _nest(path, [value])]
+    return f"({column} @> %s::jsonb OR {column} @> %s::jsonb)", forms
 
 
 def _operator(operator: str, operand: Any, path: list[str], column: str) -> tuple[str, list]:
     if operator == "$in":
         if not isinstance(operand, list) or not operand:
             raise _invalid("$in takes a non-empty list.", path)
-        clause = " OR ".join(f"{column} @> %s::jsonb" for _ in operand)
-        return f"({clause})", [_nest(path, item) for item in operand]
+        clauses, params = [], []
+        for item in operand:
+            clause, clause_params = _contains(path, item, column)
+            clauses.append(clause)
+            params.extend(clause_params)
+        return f"({' OR '.join(clauses)})", params
     if operator in _COMPARISONS:
         symbol = _COMPARISONS[operator]
         if isinstance(operand, bool) or not isinstance(operand, int | float | str):

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,58 @@ class TextBlock:
     page: int | None = None
 
 
+# A UTF-8 multibyte sequence: a lead byte and its continuation bytes.
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+# The mess ratio (charset-normalizer's "chaos", 0-1) above which a guessed decoding is
+# taken for mojibake and refused: correct legacy texts measure 0.0 here.
+_MAX_CHAOS = 0.1
+
+
+def _decode_legacy(data: bytes, error: UnicodeDecodeError) -> str:
+    """Text that is not UTF-8: broken UTF-8 is refused (guessing would index mojibake), a
+    legacy encoding (cp1252, cp1251, KOI8-R, Shift-JIS, ...) is detected by charset-normalizer
+    and refused when it cannot be told with confidence."""
+    head = data[:262_144]
+    valid = len(_UTF8_SEQUENCE.findall(head))
+    invalid = head.decode("utf-8", errors="replace").count("\ufffd")
+    if valid >= invalid:
+        raise UnreadableFile(
+            f"The text is not valid UTF-8 (byte {error.start} is not part of a character); "
+            "save it as UTF-8 and upload it again.",
+            code="invalid_utf8",
+            details={"byte_offset": error.start},
+        )
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(head)
+    best = matches.best()
+    # Short texts leave ties (cp1250 and cp1252 read most French alike): prefer cp1252,
+    # the commonest legacy encoding, when it reads the bytes as well as the winner.
+    for match in matches:
+        if (
+            best is not None
+            and match.encoding == "cp1252"
+            and (match.chaos, -match.coherence) <= (best.chaos, -best.coherence)
+        ):
+            best = match
+    if best is None or best.chaos > _MAX_CHAOS:
+        raise UnreadableFile(
+            "The text is not UTF-8 and its encoding cannot be told reliably; save it as "
+            "UTF-8 and upload it again.",
+            code="unknown_encoding",
+        )
+    try:
+        return data.decode(best.encoding)
+    except (UnicodeDecodeError, LookupError) as exc:  # past the sampled head
+        raise UnreadableFile(
+            f"The text is not UTF-8 and does not decode as {best.encoding} either; save it "
+            "as UTF-8 and upload it again.",
+            code="unknown_encoding",
+        ) from exc
+
+
 def _decode_text(data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
@@ -70,8 +123,8 @@ def _decode_text(data: bytes) -> str:
         raise UnsupportedFile("The file is binary, not text.", code="binary_file")
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")
+    except UnicodeDecodeError as exc:
+        text = _decode_legacy(data, exc)
     controls = sum(1 for char in text[:65536] if ord(char) < 32 and char not in "\t\n\r\f")
     if controls > len(text[:65536]) * 0.01:
         raise UnsupportedFile("The file is binary, not text.", code="binary_file")
@@ -226,11 +279,19 @@ def inspect_upload(data: bytes, filename: str) -> str:
             )
         claimed = _sniff_text(text)
     if claimed == ContentType.JSON:
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise UnreadableFile(f"The JSON is malformed: {exc}", code="malformed_file") from exc
+        _check_json(text)
     return claimed
+
+
+def _check_json(text: str) -> None:
+    try:
+        json.loads(text)
+    except RecursionError as exc:
+        raise UnreadableFile(
+            "The JSON is nested too deeply to read.", code="json_too_deep"
+        ) from exc
+    except ValueError as exc:
+        raise UnreadableFile(f"The JSON is malformed: {exc}", code="malformed_file") from exc
 
 
 def _sniff_text(text: str) -> str:
@@ -239,6 +300,8 @@ def _sniff_text(text: str) -> str:
         try:
             json.loads(text)
             return ContentType.JSON
+        except RecursionError:
+            return ContentType.JSON  # JSON, too deep to read: _check_json refuses it
         except ValueError:
             pass
     if head.startswith(("<!doctype html", "<html")):

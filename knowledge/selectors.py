@@ -22,6 +22,7 @@ from accounts.models import User
 from accounts.selectors import visible_to
 from chatter_project.errors import ApplicationError, NotFound
 from knowledge.embeddings import active_embedder, vector_literal
+from knowledge.exceptions import EmbeddingError
 from knowledge.filters import metadata_filter_sql
 from knowledge.models import TEXT_SEARCH_CONFIG, Chunk, ContentType, Document, DocumentStatus
 
@@ -39,9 +40,11 @@ _HEADLINE_OPTIONS = (
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One retrieved chunk. ``score`` depends on the mode (cosine similarity for vector,
-    ts_rank_cd for keyword, the RRF sum for hybrid); ``similarity`` is always the cosine
-    similarity to the query (None for a document not yet in the active embedding space)."""
+    """One retrieved chunk. ``score`` ranks within the mode (cosine similarity for vector,
+    ts_rank_cd for keyword, the RRF sum for hybrid); ``similarity`` is, in every mode, the
+    cosine similarity of the chunk to the query, -1..1 (with the bundled model unrelated
+    text scores about 0-0.2 and an answer about 0.3-0.6); None for a document not yet in the
+    active embedding space."""
 
     chunk_id: int
     document_id: UUID
@@ -95,10 +98,21 @@ def chunk_list(*, document: Document) -> QuerySet[Chunk]:
     )
 
 
+_CONTENT_TYPE_SHORTHAND = {
+    "txt": ContentType.TEXT,
+    "md": ContentType.MARKDOWN,
+    "html": ContentType.HTML,
+    "pdf": ContentType.PDF,
+    "docx": ContentType.DOCX,
+    "csv": ContentType.CSV,
+    "json": ContentType.JSON,
+}
+# What ``content_types`` accepts: the short names and the MIME types (the API's enum).
+CONTENT_TYPE_NAMES = [*_CONTENT_TYPE_SHORTHAND, *ContentType.values]
+
+
 def _content_types(values: Sequence[str] | None) -> list[str]:
-    shorthand = {"txt": ContentType.TEXT, "md": ContentType.MARKDOWN, "docx": ContentType.DOCX}
-    shorthand |= {"html": ContentType.HTML, "pdf": ContentType.PDF}
-    shorthand |= {"csv": ContentType.CSV, "json": ContentType.JSON}
+    shorthand = _CONTENT_TYPE_SHORTHAND
     resolved = []
     for value in values or []:
         kind = shorthand.get(value, value)
@@ -116,7 +130,14 @@ def _day_end(value: dt.date | dt.datetime) -> dt.datetime | dt.date:
     # A bare date_to means "through the end of that day".
     if isinstance(value, dt.datetime):
         return value
-    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    try:
+        return dt.datetime.combine(value + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    except OverflowError as exc:
+        raise ApplicationError(
+            "date_to is past the last representable day.",
+            code="invalid_search",
+            details={"date_to": ["Use a date up to 9999-12-30."]},
+        ) from exc
 
 
 def _document_conditions(
@@ -380,8 +401,14 @@ def knowledge_search(
         own_only=own_only,
     )
     embedder = active_embedder()
-    needs_vector = mode != "keyword" or similarity_threshold is not None
-    query_vector = vector_literal(embedder.embed_query(query)) if needs_vector else None
+    # Every mode embeds the query: each hit reports its cosine similarity to it. A keyword
+    # search without a threshold still answers (similarity None) if the embedder is down.
+    try:
+        query_vector: str | None = vector_literal(embedder.embed_query(query))
+    except EmbeddingError:
+        if mode != "keyword" or similarity_threshold is not None:
+            raise
+        query_vector = None
     vector_where = [*where, "d.embedding_space = %s"]
     vector_params = [*params, embedder.space]
     pool = k if mode != "hybrid" else max(4 * k, 40)
@@ -392,14 +419,16 @@ def knowledge_search(
         nearest = _vector_candidates(
             query_vector, vector_where, vector_params, pool, filtered=filtered
         )
+    # A threshold drops hits after ranking: keyword and hybrid rankings (unlike vector's)
+    # do not follow similarity, so they offer more candidates than k to keep k above it.
+    offered = k if similarity_threshold is None else 4 * k
     if mode == "vector":
         ranked = [(chunk_id, 1.0 - distance) for chunk_id, distance in nearest]
     elif mode == "keyword":
-        ranked = _keyword_candidates(query, where, params, pool)
+        ranked = _keyword_candidates(query, where, params, offered)
     else:
-        ranked = _reciprocal_rank_fusion(nearest, _keyword_candidates(query, where, params, pool))[
-            :k
-        ]
+        keyword = _keyword_candidates(query, where, params, pool)
+        ranked = _reciprocal_rank_fusion(nearest, keyword)[:offered]
     hits = _hits(ranked, query, query_vector, embedder.space)
     if similarity_threshold is not None:
         hits = [
@@ -407,7 +436,7 @@ def knowledge_search(
             for hit in hits
             if hit.similarity is not None and hit.similarity >= similarity_threshold
         ]
-    return hits
+    return hits[:k]
 
 
 def document_similar(*, user: User, document: Document, k: int = 5) -> list[tuple[Document, float]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import PurePath
+from pathlib import PurePath, PureWindowsPath
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from pgvector.psycopg import register_vector
 from accounts.models import User
 from accounts.services import log_action
 from chatter_project.errors import ApplicationError, Conflict
+from chatter_project.validation import InvalidInput, validate_metadata
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority
 from jobs.registry import JobCancelled
 from jobs.services import enqueue, jobs_cancel, max_timeout_seconds
@@ -42,16 +44,57 @@ _COPY_COLUMNS = [
 ]
 
 
-def _validate_metadata(metadata: Any) -> dict[str, Any]:
+def _validate_metadata(metadata: Any) -> dict[str, Any] | None:
+    """The platform's metadata rule (``chatter_project.validation``): safe keys, bounded
+    depth and size. None stays None (not sent)."""
     if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
+        return None
+    try:
+        return validate_metadata(metadata)
+    except InvalidInput as exc:
         raise ApplicationError(
-            "metadata must be a JSON object.",
-            code="invalid_metadata",
-            details={"metadata": ["Must be a JSON object."]},
+            f"Invalid metadata: {exc}", code="invalid_metadata", details={"metadata": [str(exc)]}
+        ) from exc
+
+
+def _validate_filename(filename: str) -> str:
+    """A bare file name, as the client sent it: a path in it is refused, never cut off.
+    (Unlike ``validate_filename``, Windows device names such as ``aux.md`` are fine: the
+    name is a label here, never a file on disk.)"""
+    name = unicodedata.normalize("NFC", filename or "").strip() or "upload"
+    problem = None
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        problem = "File names must not contain control characters."
+    elif "/" in name or "\\" in name or name in (".", "..") or PureWindowsPath(name).drive:
+        problem = "File names must not contain paths; send the bare name."
+    elif len(name) > 255:
+        problem = "File names are at most 255 characters."
+    if problem:
+        raise ApplicationError(
+            f"Invalid file name: {problem}", code="invalid_filename", details={"file": [problem]}
         )
-    return metadata
+    return name
+
+
+def _update_duplicate(
+    document: Document, *, owner: User, metadata: dict[str, Any] | None, title: str | None
+) -> Document:
+    """A re-upload of the same bytes replaces the title and metadata it sends (the others
+    stay as they are); the chunks are the same, so nothing is processed again."""
+    changes: dict[str, Any] = {}
+    if metadata is not None and metadata != document.metadata:
+        changes["metadata"] = metadata
+    if title and title[:255] != document.title:
+        changes["title"] = title[:255]
+    if changes:
+        Document.objects.filter(pk=document.pk).update(**changes, updated_at=timezone.now())
+        log_action(
+            actor=owner,
+            action="document.updated",
+            target=document,
+            details={"fields": sorted(changes), "via": "duplicate upload"},
+        )
+    return Document.objects.defer("source").get(pk=document.pk)
 
 
 def document_upload(
@@ -62,9 +105,11 @@ def document_upload(
     metadata: dict[str, Any] | None = None,
     title: str | None = None,
 ) -> tuple[Document, bool]:
-    """Store an upload and process it; returns (document, created).
+    """Validate an upload, then store and process it; returns (document, created).
 
-    A file this owner already uploaded (same SHA-256) returns the existing document.
+    Every field is checked first (size, file name, metadata, the bytes' type). A file this
+    owner already uploaded (same SHA-256) returns the existing document, its title and
+    metadata replaced by those given (``created`` False).
     """
     limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
     if len(data) > limit:
@@ -72,13 +117,13 @@ def document_upload(
             f"The file is {len(data)} bytes; the limit is {limit}.",
             details={"size": len(data), "limit": limit},
         )
+    name = _validate_filename(filename)
     metadata = _validate_metadata(metadata)
+    content_type = inspect_upload(data, name)
     sha256 = hashlib.sha256(data).hexdigest()
     existing = Document.objects.defer("source").filter(owner=owner, sha256=sha256).first()
     if existing is not None:
-        return existing, False
-    content_type = inspect_upload(data, filename)
-    name = PurePath(filename).name[:255] or "upload"
+        return _update_duplicate(existing, owner=owner, metadata=metadata, title=title), False
     try:
         with transaction.atomic():
             document = Document.objects.create(
@@ -88,13 +133,14 @@ def document_upload(
                 content_type=content_type,
                 size=len(data),
                 sha256=sha256,
-                metadata=metadata,
+                metadata=metadata or {},
                 source=data,
             )
             log_action(actor=owner, action="document.uploaded", target=document)
     except IntegrityError:
         # The same file uploaded twice at once: the other request created it.
-        return Document.objects.defer("source").get(owner=owner, sha256=sha256), False
+        existing = Document.objects.defer("source").get(owner=owner, sha256=sha256)
+        return _update_duplicate(existing, owner=owner, metadata=metadata, title=title), False
     _schedule_processing(document)
     return Document.objects.defer("source").get(pk=document.pk), True
 

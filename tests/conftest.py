@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -7,6 +8,10 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.services import api_key_create
+
+# Web and job workers load the embedding model as they start (knowledge.embeddings_warm);
+# the suite's servers and workers (which inherit this) start cold unless a test asks.
+os.environ["CHATTER_EMBEDDINGS_WARM"] = "0"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conversations.models import Conversation, Message
 from conversations.providers import NO_MODEL_TEXT, PASSAGES_INTRO
+from knowledge.models import Chunk
 
 pytestmark = pytest.mark.django_db
 
@@ -95,3 +96,62 @@ def test_the_basic_workflow_does_not_retrieve(api_client, user, send):
     reply = send(conversation, "How do bees stay warm in winter?").json()["assistant_message"]
 
     assert reply["content"] == NO_MODEL_TEXT and "sources" not in reply["metadata"]
+
+
+# A document whose last sections rank among the k best for any question about it, but
+# answer none: the model should not be handed them.
+BEES_WITH_BACK_MATTER = (
+    "# Beekeeping\n\n## Winter\n\nIn winter, honey bees cluster in the hive and shiver their "
+    "flight muscles to keep the queen warm. The cluster tightens as the air gets colder.\n\n"
+    "## References\n\nSmith, J. (2019). Small-scale farming. Green Press, pp. 12-40. Doe, A. "
+    "(2021). Notes on rural life. Field Books. Retrieved 3 March 2022.\n\n"
+    "## Postscript\n\nP.S. Many thanks to my neighbour Tom for lending me his ladder last "
+    "summer, and to everyone who came to the open day. See you all next year!"
+)
+
+
+def test_passages_below_the_relevance_floor_are_not_given_to_the_model(
+    api_client, user, send, openai_server, settings
+):
+    upload(api_client, "bees.md", BEES_WITH_BACK_MATTER)
+    conversation = Conversation.objects.create(
+        owner=user, model="openai:test-model", workflow="rag"
+    )
+
+    send(conversation, "How do bees stay warm in winter?")
+
+    system = openai_server.requests[-1]["messages"][0]["content"]
+    assert "shiver their flight muscles" in system
+    assert "Smith, J." not in system and "P.S." not in system
+    sources = Message.objects.get(conversation=conversation, role="assistant").metadata["sources"]
+    assert len(sources) == 1
+    assert "shiver" in Chunk.objects.get(pk=sources[0]["chunk_id"]).content
+    assert all(s["similarity"] >= settings.CHATTER_RAG_RELEVANCE_FLOOR for s in sources)
+
+
+def test_a_conversation_sets_its_own_relevance_floor(api_client, user, send):
+    upload(api_client, "bees.md", BEES_WITH_BACK_MATTER)
+    created = api_client.post(
+        "/api/v1/conversations/",
+        {"title": "bees", "model": "local", "relevance_floor": 0},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    assert created.json()["relevance_floor"] == 0
+    conversation = Conversation.objects.get(pk=created.json()["id"])
+
+    everything = send(conversation, "How do bees stay warm in winter?").json()
+    assert len(everything["assistant_message"]["metadata"]["sources"]) == 3
+
+    strict = api_client.patch(
+        f"/api/v1/conversations/{conversation.pk}/", {"relevance_floor": 0.95}, format="json"
+    )
+    assert strict.status_code == 200 and strict.json()["relevance_floor"] == 0.95
+    nothing = send(conversation, "How do bees stay warm in winter?").json()
+    assert nothing["assistant_message"]["metadata"]["sources"] == []
+
+    refused = api_client.patch(
+        f"/api/v1/conversations/{conversation.pk}/", {"relevance_floor": 1.5}, format="json"
+    )
+    assert refused.status_code == 400
+    assert "relevance_floor" in refused.json()["error"]["details"]

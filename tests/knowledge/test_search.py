@@ -333,3 +333,64 @@ def test_a_document_processed_for_the_first_time_is_not_searchable_yet(
     )
 
     assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"date_to": "9999-12-31"}, "date_to"),
+        ({"date_from": "0001-01-01"}, "date_from"),
+        ({"date_to": "9999-12-31T23:59:59-05:00"}, "date_to"),
+        ({"date_from": "0001-01-01T00:00:00+05:00"}, "date_from"),
+    ],
+)
+def test_dates_at_the_edge_of_the_calendar_are_a_400_not_a_500(api_client, payload, field):
+    for url in ("/api/v1/knowledge/search/", "/api/v1/knowledge/metadata-query/"):
+        response = api_client.post(url, {"query": "x", **payload}, format="json")
+
+        assert response.status_code == 400, (url, response.content)
+        assert field in response.json()["error"]["details"]
+
+
+def test_the_latest_accepted_date_works(api_client, corpus):
+    response = search(api_client, query="pets", k=10, mode="vector", date_to="9999-12-30")
+
+    assert len(titles(response)) == 4
+
+
+def test_content_types_accepts_exactly_what_the_schema_declares(api_client, corpus):
+    schema = api_client.get("/api/schema/?format=json").json()
+    operation = schema["paths"]["/api/v1/knowledge/search/"]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    component = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    declared = component["properties"]["content_types"]
+    items = declared["items"]
+    if "$ref" in items:
+        items = schema["components"]["schemas"][items["$ref"].rsplit("/", 1)[-1]]
+    allowed = set(items["enum"])
+
+    assert {"pdf", "md", "text/plain", "application/pdf"} <= allowed
+    for value in sorted(allowed):
+        assert search(api_client, query="x", content_types=[value]).status_code == 200, value
+    refused = search(api_client, query="x", content_types=["00"])
+    assert refused.status_code == 400
+    assert "content_types" in refused.json()["error"]["details"]
+
+
+def test_every_mode_reports_the_cosine_similarity_of_each_hit(api_client, corpus):
+    def by_chunk(mode: str) -> dict[int, dict]:
+        response = search(api_client, query="vacuum dead tuples", k=4, mode=mode)
+        assert response.status_code == 200
+        return {hit["chunk_id"]: hit for hit in response.json()["results"]}
+
+    vector, keyword, hybrid = by_chunk("vector"), by_chunk("keyword"), by_chunk("hybrid")
+
+    assert keyword and hybrid
+    for hits in (keyword, hybrid):
+        for chunk_id, hit in hits.items():
+            assert hit["similarity"] is not None and -1 <= hit["similarity"] <= 1
+            if chunk_id in vector:  # the same cosine whatever ranked the chunk
+                assert hit["similarity"] == pytest.approx(vector[chunk_id]["similarity"], abs=1e-5)
+    top = next(iter(keyword.values()))
+    assert top["document"]["title"] == "postgres" and top["similarity"] > 0.3
+    assert top["score"] != top["similarity"]  # keyword's score is ts_rank_cd

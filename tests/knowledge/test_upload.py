@@ -141,6 +141,10 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(api_client, 
         ("broken.json", b'{"a": 1,,}', 422, "malformed_file"),
         ("program.exe", b"some text", 415, "unsupported_type"),
         ("archive.docx", b"PK\x03\x04" + b"\0" * 100, 422, "malformed_file"),
+        ("deep.json", b"[" * 10_000 + b"]" * 10_000, 422, "json_too_deep"),
+        ("deep", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 422, "json_too_deep"),
+        # UTF-8 with a stray byte: guessing another encoding would index mojibake.
+        ("broken.txt", "Café crème, déjà vu. ".encode() * 20 + b"\xff", 422, "invalid_utf8"),
     ],
 )
 def test_it_refuses_bad_files_up_front(api_client, upload, name, data, status, code):
@@ -150,6 +154,24 @@ def test_it_refuses_bad_files_up_front(api_client, upload, name, data, status, c
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
     assert not Document.objects.exists()
+
+
+# Russian in two legacy encodings and French in cp1252: the text a reader sees, not mojibake.
+RUSSIAN = (
+    "Пчёлы зимой собираются в клуб и согревают матку, дрожа летательными мышцами. "
+    "Сильной семье нужно около двадцати килограммов мёда, чтобы дожить до весны."
+)
+FRENCH = "Les abeilles se regroupent en hiver et réchauffent la reine. Un été très chaud."
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"), [(RUSSIAN, "cp1251"), (RUSSIAN, "koi8_r"), (FRENCH, "cp1252")]
+)
+def test_text_in_a_legacy_encoding_is_decoded_correctly(api_client, upload, text, encoding):
+    doc = upload(api_client, f"{encoding}.txt", text.encode(encoding)).json()
+
+    assert doc["status"] == "processed", doc
+    assert Chunk.objects.get(document_id=doc["id"]).content == text
 
 
 def test_it_refuses_an_encrypted_pdf(api_client, upload):
@@ -430,3 +452,97 @@ def test_reprocess_needs_write_scope_and_ownership(
     reader = client_for(user, scopes=["read"])
     assert reader.post(f"/api/v1/documents/{doc['id']}/reprocess/").status_code == 403
     assert other_client.post(f"/api/v1/documents/{doc['id']}/reprocess/").status_code == 404
+
+
+def raw_upload(client, filename: str, data: bytes, **fields: str):
+    """A multipart body written by hand: Django's test client would strip the name's path."""
+    parts = [
+        f'--b\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        for key, value in fields.items()
+    ]
+    parts.append(
+        f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/plain\r\n\r\n".encode()
+        + data
+        + b"\r\n--b--\r\n"
+    )
+    return client.post(
+        "/api/v1/documents/", data=b"".join(parts), content_type="multipart/form-data; boundary=b"
+    )
+
+
+@pytest.mark.parametrize(
+    ("filename", "code"),
+    [
+        ("../../etc/passwd.txt", "threat_detected"),
+        ("..\\..\\windows\\win.ini", "threat_detected"),
+        ("notes/../../secret.txt", "threat_detected"),
+        ("docs/report.txt", "invalid_filename"),
+        ("C:\\Users\\ann\\report.txt", "invalid_filename"),
+        ("C:report.txt", "invalid_filename"),
+    ],
+)
+def test_an_upload_name_with_a_path_is_refused(api_client, filename, code):
+    response = raw_upload(api_client, filename, b"Some harmless text.")
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] == code
+    assert not Document.objects.exists()
+
+
+def test_a_plain_upload_name_is_kept_as_sent(api_client):
+    response = raw_upload(api_client, "Quarterly report (final).txt", b"Some harmless text.")
+
+    assert response.status_code == 202, response.json()
+    assert response.json()["filename"] == "Quarterly report (final).txt"
+
+
+def test_the_keys_of_an_uploads_metadata_are_scanned(api_client, upload):
+    for metadata in ('{"<script>x</script>": 1}', '{"ok": {"<script>alert(1)</script>": 2}}'):
+        response = upload(api_client, "a.txt", "Some text.", metadata=metadata)
+
+        assert response.status_code == 400, response.json()
+        assert response.json()["error"]["code"] == "threat_detected"
+    assert not Document.objects.exists()
+    assert AuditLog.objects.filter(action="security.threat_refused").count() == 2
+
+
+def test_upload_metadata_follows_the_platforms_metadata_rules(api_client, upload):
+    response = upload(api_client, "a.txt", "Some text.", metadata='{"a b": 1}')
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] == "invalid_metadata"
+
+
+def test_a_duplicate_is_validated_before_it_is_returned(api_client, upload):
+    first = upload(api_client, "notes.txt", "The same bytes twice.")
+    assert first.status_code == 202
+
+    refused_key = upload(
+        api_client, "notes.txt", "The same bytes twice.", metadata='{"<script>x</script>": 1}'
+    )
+    bad_key = upload(api_client, "notes.txt", "The same bytes twice.", metadata='{"a b": 1}')
+    bad_name = raw_upload(api_client, "../../notes.txt", b"The same bytes twice.")
+
+    assert refused_key.status_code == 400
+    assert refused_key.json()["error"]["code"] == "threat_detected"
+    assert bad_key.status_code == 400
+    assert bad_name.status_code == 400
+    assert Document.objects.get().metadata == {}
+
+
+def test_a_duplicate_with_a_new_title_and_metadata_updates_them(api_client, upload):
+    first = upload(api_client, "notes.txt", "The same bytes twice.", metadata='{"v": 1}').json()
+
+    again = upload(
+        api_client, "renamed.txt", "The same bytes twice.", metadata='{"v": 2}', title="Notes"
+    )
+    untouched = upload(api_client, "notes.txt", "The same bytes twice.")
+
+    assert again.status_code == 200
+    body = again.json()
+    assert body["id"] == first["id"]
+    assert (body["title"], body["metadata"], body["filename"]) == ("Notes", {"v": 2}, "notes.txt")
+    assert untouched.json()["metadata"] == {"v": 2}  # fields not sent are kept
+    assert api_client.get(f"/api/v1/documents/{first['id']}/").json()["title"] == "Notes"
+    assert AuditLog.objects.filter(action="document.updated").count() == 1
