@@ -26,7 +26,13 @@ from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.providers import chat_model, default_model_spec, split_spec, validate_spec
+from conversations.providers import (
+    LOCAL_MODEL_NAME,
+    chat_model,
+    default_model_spec,
+    split_spec,
+    validate_spec,
+)
 from conversations.selectors import conversation_get
 from jobs.models import Job, JobPriority
 from jobs.services import enqueue
@@ -445,6 +451,16 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
     return failure
 
 
+def _partial_reply(turn: Turn, partial: str) -> AIMessage:
+    # A `local` reply cut short is still not a model's words (see written_without_model).
+    local = split_spec(turn.model)[0] == LOCAL_MODEL_NAME
+    return AIMessage(
+        partial,
+        id=str(turn.assistant_message.pk),
+        response_metadata={"model_name": LOCAL_MODEL_NAME} if local else {},
+    )
+
+
 def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
     in the checkpointed state (so the next turn's context matches the record)."""
@@ -453,7 +469,7 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     if partial:
         seeded = graph.update_state(
             turn.config(),
-            {"messages": [AIMessage(partial, id=str(turn.assistant_message.pk))]},
+            {"messages": [_partial_reply(turn, partial)]},
             as_node=MODEL_NODE,
         )
         reply_checkpoint = seeded["configurable"]["checkpoint_id"]
