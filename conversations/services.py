@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -56,6 +57,22 @@ class ProviderError(ApplicationError):
 
     status = 502
     code = "provider_error"
+
+
+class ConversationDeleted(NotFound):
+    """The conversation was deleted while one of its turns ran."""
+
+    code = "conversation_deleted"
+
+
+def _conversation_gone(turn: Turn) -> ConversationDeleted:
+    # The graph may have written checkpoints after the delete removed the thread's: remove
+    # them again now that the turn has stopped writing.
+    get_checkpointer().delete_thread(str(turn.conversation.pk))
+    return ConversationDeleted(
+        "The conversation was deleted while its reply was being produced.",
+        details={"conversation_id": str(turn.conversation.pk)},
+    )
 
 
 def provider_failure(exc: Exception) -> ProviderError | None:
@@ -432,12 +449,16 @@ def turn_finish(
                 "conversation_id": turn.conversation.pk,
             },
         )
-        (assistant.cost,) = cursor.fetchone()
+        row = cursor.fetchone()
+    if row is None:  # deleted meanwhile: its rows are gone, nothing was updated
+        raise _conversation_gone(turn)
+    (assistant.cost,) = row
     return assistant
 
 
 def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
-    """Keep the user's message, mark the reply as an error, release the conversation."""
+    """Keep the user's message, mark the reply as an error, release the conversation.
+    A conversation deleted meanwhile answers ConversationDeleted (404)."""
     failure = provider_failure(exc)
     text = failure.message if failure else f"Internal error: {type(exc).__name__}"
     with transaction.atomic():
@@ -446,7 +467,11 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
             error=text,
             latency_ms=int((time.monotonic() - turn.started) * 1000),
         )
-        Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+        released = Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+    if not released:
+        return _conversation_gone(turn)
+    if isinstance(exc, ConversationDeleted):
+        return exc
     turn.assistant_message.refresh_from_db()
     return failure
 
@@ -473,13 +498,14 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
             as_node=MODEL_NODE,
         )
         reply_checkpoint = seeded["configurable"]["checkpoint_id"]
-    turn_finish(
-        turn=turn,
-        reply=AIMessage(partial),
-        state=graph.get_state(turn.config()).values,
-        checkpoints=(tracker.user_checkpoint, reply_checkpoint),
-        status=Message.Status.INCOMPLETE,
-    )
+    with contextlib.suppress(ConversationDeleted):  # nobody is left to tell
+        turn_finish(
+            turn=turn,
+            reply=AIMessage(partial),
+            state=graph.get_state(turn.config()).values,
+            checkpoints=(tracker.user_checkpoint, reply_checkpoint),
+            status=Message.Status.INCOMPLETE,
+        )
 
 
 SUMMARIZATION_HANDLER = "conversation_summarization"
