@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -322,8 +323,11 @@ async def stream_message(request: HttpRequest, conversation_id: UUID, payload: S
     )
 
     async def body() -> AsyncIterator[str]:
-        async for event in events:
-            yield _sse(event)
+        # aclosing: the turn learns at once that its reader has gone (it then stops and
+        # keeps the partial reply).
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                yield _sse(event)
 
     response = StreamingHttpResponse(body(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -13,6 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -22,11 +23,12 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
-from chatter_project.asyncdb import db_call
+from chatter_project.asyncdb import db_call, release_connections
 from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
+from conversations.pricing import format_cost
 from conversations.providers import (
     LOCAL_MODEL_NAME,
     chat_model,
@@ -581,93 +583,129 @@ def message_send(*, user: User, conversation_id: Any, content: str) -> tuple[Mes
 
 
 # --- streaming ---------------------------------------------------------------------------------
+# Each streamed turn runs in a task of its own that feeds a queue the response reads, so the
+# turn ends (finished, failed or abandoned) whatever happens to the request: a client that
+# vanishes before the response starts would otherwise leave the turn claimed, its body
+# never iterated, until the claim went stale. References keep running turns from being
+# garbage collected (asyncio holds tasks weakly); the turn's state is in PostgreSQL.
+_running_turns: set[asyncio.Task[None]] = set()
+
+
+async def _db_call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """db_call on any worker thread. The turn's task outlives the request whose sync thread
+    db_call uses (under a sync middleware that thread's executor ends with the view); each
+    call releases its connections, so it needs no particular thread."""
+
+    def call() -> Any:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+async def _produce(turn: Turn, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    """Run the turn, putting its events on `queue` and None when it has ended. Cancelled
+    (the reader left mid-stream), it keeps the partial reply as incomplete."""
+    ids = {
+        "user_message_id": str(turn.user_message.pk),
+        "assistant_message_id": str(turn.assistant_message.pk),
+    }
+    queue.put_nowait({"event": "start", "data": ids})
+    parts: list[str] = []
+    tracker = RunTracker(turn)
+    finishing: asyncio.Future[Message] | None = None
+    try:
+        async for mode, payload in get_graph(turn.conversation.workflow).astream(
+            turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
+        ):
+            if mode != "messages":
+                tracker.see(mode, payload)
+                continue
+            chunk, meta = payload
+            if (
+                meta.get("langgraph_node") == MODEL_NODE
+                and isinstance(chunk, AIMessageChunk)
+                and chunk.content
+            ):
+                parts.append(str(chunk.content))
+                queue.put_nowait({"event": "delta", "data": {"content": parts[-1]}})
+        # The reply is complete: store it even if the reader leaves now (not as abandoned).
+        finishing = asyncio.ensure_future(_db_call(_finish_turn, turn, tracker))
+        assistant = await asyncio.shield(finishing)
+        usage = {
+            "tokens_in": assistant.tokens_in,
+            "tokens_out": assistant.tokens_out,
+            "cost": format_cost(assistant.cost),
+        }
+        done = {"status": assistant.status, "usage": usage, "latency_ms": assistant.latency_ms}
+        queue.put_nowait({"event": "done", "data": {**ids, **done}})
+    except asyncio.CancelledError:
+        if finishing is None:
+            await asyncio.shield(
+                _db_call(turn_abandon, turn=turn, partial="".join(parts), tracker=tracker)
+            )
+        raise
+    except Exception as exc:
+        failure = await _db_call(turn_fail, turn=turn, exc=exc)
+        if failure is None:
+            logger.exception("stream failed in conversation %s", turn.conversation.pk)
+            failure = ApplicationError("Internal server error.", code="internal_error", status=500)
+        envelope = {"code": failure.code, "message": failure.message, "details": failure.details}
+        queue.put_nowait({"event": "error", "data": {"error": envelope, "status": failure.status}})
+    finally:
+        queue.put_nowait(None)
+
+
+def _finish_turn(turn: Turn, tracker: RunTracker) -> Message:
+    assistant = turn_finish(
+        turn=turn,
+        reply=tracker.reply,
+        state=tracker.state,
+        checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+    )
+    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
+    return assistant
+
+
+def _start(turn: Turn) -> tuple[asyncio.Task[None], asyncio.Queue[dict[str, Any] | None]]:
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(_produce(turn, queue))
+    _running_turns.add(task)
+    task.add_done_callback(_running_turns.discard)
+    return task, queue
+
+
+def _start_unattended(begun: asyncio.Future[Turn]) -> None:
+    # The client left while its turn was being claimed: the turn runs to its end anyway.
+    if not begun.cancelled() and begun.exception() is None:
+        _start(begun.result())
+
+
 async def message_stream(
     *, user: User, conversation_id: Any, content: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """One streamed turn as events: `delta` token text, then `done` (ids and usage) or
-    `error`. If the consumer goes away mid-stream, the partial reply is stored as incomplete.
-    The turn is claimed before the first event, so a 409 can still be a plain response."""
-    turn: Turn = await db_call(
-        turn_begin, user=user, conversation_id=conversation_id, content=content
+    """One streamed turn as events: `start`, `delta` token text, then `done` (ids and
+    usage) or `error`. The turn is claimed before the first event, so a 409 can still be a
+    plain response. A reader that leaves mid-stream stops the turn, which keeps the partial
+    reply as incomplete; a turn whose client left before reading runs to its end."""
+    begun = asyncio.ensure_future(
+        db_call(turn_begin, user=user, conversation_id=conversation_id, content=content)
     )
+    try:
+        turn = await asyncio.shield(begun)
+    except asyncio.CancelledError:
+        begun.add_done_callback(_start_unattended)
+        raise
+    task, queue = _start(turn)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "event": "start",
-            "data": {
-                "user_message_id": str(turn.user_message.pk),
-                "assistant_message_id": str(turn.assistant_message.pk),
-            },
-        }
-        parts: list[str] = []
-        tracker = RunTracker(turn)
-        finished = False
         try:
-            async for mode, payload in get_graph(turn.conversation.workflow).astream(
-                turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
-            ):
-                if mode != "messages":
-                    tracker.see(mode, payload)
-                    continue
-                chunk, meta = payload
-                if (
-                    meta.get("langgraph_node") == MODEL_NODE
-                    and isinstance(chunk, AIMessageChunk)
-                    and chunk.content
-                ):
-                    text = str(chunk.content)
-                    parts.append(text)
-                    yield {"event": "delta", "data": {"content": text}}
-            assistant = await db_call(
-                turn_finish,
-                turn=turn,
-                reply=tracker.reply,
-                state=tracker.state,
-                checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
-            )
-            await db_call(
-                summary_schedule_if_due, conversation=turn.conversation, state=tracker.state
-            )
-            finished = True
-            yield {
-                "event": "done",
-                "data": {
-                    "user_message_id": str(turn.user_message.pk),
-                    "assistant_message_id": str(assistant.pk),
-                    "status": assistant.status,
-                    "usage": {
-                        "tokens_in": assistant.tokens_in,
-                        "tokens_out": assistant.tokens_out,
-                        "cost": str(assistant.cost),
-                    },
-                    "latency_ms": assistant.latency_ms,
-                },
-            }
-        except (asyncio.CancelledError, GeneratorExit):
-            if not finished:
-                await asyncio.shield(
-                    db_call(turn_abandon, turn=turn, partial="".join(parts), tracker=tracker)
-                )
-            raise
-        except Exception as exc:
-            failure = await db_call(turn_fail, turn=turn, exc=exc)
-            if failure is None:
-                logger.exception("stream failed in conversation %s", turn.conversation.pk)
-                failure = ApplicationError(
-                    "Internal server error.", code="internal_error", status=500
-                )
-            finished = True
-            yield {
-                "event": "error",
-                "data": {
-                    "error": {
-                        "code": failure.code,
-                        "message": failure.message,
-                        "details": failure.details,
-                    },
-                    "status": failure.status,
-                },
-            }
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            task.cancel()  # a no-op once the turn has ended
 
     return events()
 
