@@ -51,6 +51,11 @@ from conversations.services import (
     message_stream,
 )
 
+COST_HELP = (
+    "In the price's currency, six decimals; null when a price is unknown (the model is "
+    "neither in the admin's price table nor in the price database)."
+)
+
 
 class ConversationSerializer(serializers.ModelSerializer):
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
@@ -261,8 +266,24 @@ class UsageView(APIView):
                 "conversations": serializers.IntegerField(),
                 "tokens_in": serializers.IntegerField(),
                 "tokens_out": serializers.IntegerField(),
-                "cost": serializers.DecimalField(max_digits=14, decimal_places=6),
-                "by_model": serializers.ListField(child=serializers.DictField()),
+                "cost": serializers.DecimalField(
+                    max_digits=14, decimal_places=6, allow_null=True, help_text=COST_HELP
+                ),
+                "unpriced_replies": serializers.IntegerField(),
+                "by_model": inline_serializer(
+                    "UsageByModel",
+                    {
+                        "model": serializers.CharField(),
+                        "replies": serializers.IntegerField(),
+                        "unpriced_replies": serializers.IntegerField(),
+                        "tokens_in": serializers.IntegerField(),
+                        "tokens_out": serializers.IntegerField(),
+                        "cost": serializers.DecimalField(
+                            max_digits=14, decimal_places=6, allow_null=True
+                        ),
+                    },
+                    many=True,
+                ),
             },
         )
     )

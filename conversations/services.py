@@ -28,7 +28,7 @@ from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.pricing import format_cost
+from conversations.pricing import catalog_cost, format_cost
 from conversations.providers import (
     LOCAL_MODEL_NAME,
     chat_model,
@@ -336,8 +336,10 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
 
 
 # One statement for the end of every turn (the hot path): the reply's content, usage and
-# cost (priced in SQL from the price table, the exact spec first, then the bare model
-# name), the user message's checkpoint, and the conversation's totals and release.
+# cost (priced in SQL from the admin's price table, the exact spec first, then the bare
+# model name; else the price database's cost, NULL when unknown, which makes the
+# conversation's total unknown too), the user message's checkpoint, and the conversation's
+# totals and release.
 _FINISH_SQL = """
 WITH price AS (
     SELECT input_per_million, output_per_million FROM {price}
@@ -352,7 +354,7 @@ WITH price AS (
         checkpoint_id = %(reply_checkpoint)s, metadata = metadata || %(metadata)s,
         cost = COALESCE((SELECT round((%(tokens_in)s * input_per_million
                                        + %(tokens_out)s * output_per_million) / 1000000, 6)
-                         FROM price), 0)
+                         FROM price), %(catalog_cost)s)
     WHERE id = %(reply_id)s
     RETURNING cost
 )
@@ -445,6 +447,9 @@ def turn_finish(
                 "tokens_out": assistant.tokens_out,
                 "latency_ms": assistant.latency_ms,
                 "tool_calls": Jsonb(assistant.tool_calls),
+                "catalog_cost": catalog_cost(
+                    spec=turn.model, tokens_in=assistant.tokens_in, tokens_out=assistant.tokens_out
+                ),
                 "metadata": Jsonb(extra),
                 "summary": state.get("summary", ""),
                 "summarized": state.get("summarized", 0),
@@ -743,6 +748,11 @@ _COPIED_MESSAGE_FIELDS = (
 )
 
 
+def _total_cost(rows: list[Message]) -> Decimal | None:
+    costs = [m.cost for m in rows]
+    return None if None in costs else sum(costs, Decimal(0))  # type: ignore[arg-type]
+
+
 def _copy_into(
     *, source: Conversation, owner: User, up_to: Message | None, lineage: dict[str, Any]
 ) -> Conversation:
@@ -774,7 +784,7 @@ def _copy_into(
             message_count=len(rows),
             tokens_in=sum(m.tokens_in for m in rows),
             tokens_out=sum(m.tokens_out for m in rows),
-            cost=sum((m.cost for m in rows), Decimal(0)),
+            cost=_total_cost(rows),
             **lineage,
         )
         new_ids: dict[str, str] = {}
