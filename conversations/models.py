@@ -126,7 +126,15 @@ class Message(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # The LangGraph checkpoint whose state ends with this message: branching starts there.
     checkpoint_id = models.CharField(max_length=64, blank=True)
+
+    class FeedbackScale(models.TextChoices):
+        THUMBS = "thumbs", "Thumbs (-1, 0, 1)"
+        STARS = "stars", "Stars (1 to 5)"
+
     feedback_rating = models.SmallIntegerField(null=True, blank=True)
+    # What the rating is on (1 is a thumbs-up or one star). Blank for ratings stored before
+    # the scale was named whose value fits both (1).
+    feedback_scale = models.CharField(max_length=10, choices=FeedbackScale.choices, blank=True)
     feedback_comment = models.TextField(blank=True)
     feedback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -754,22 +754,16 @@ def _total_cost(rows: list[Message]) -> Decimal | None:
 
 
 def _copy_into(
-    *, source: Conversation, owner: User, up_to: Message | None, lineage: dict[str, Any]
+    *,
+    source: Conversation,
+    owner: User,
+    rows: list[Message],
+    values: dict[str, Any],
+    lineage: dict[str, Any],
 ) -> Conversation:
-    """A new conversation with `source`'s settings, its messages (up to `up_to`) copied as
-    new rows, and a LangGraph thread seeded from the matching checkpoint, without calling
-    the model again."""
-    anchor = _checkpoint_source(up_to) if up_to is not None else None
+    """A new conversation with `source`'s settings, copies of `rows` as new rows, and a
+    LangGraph thread seeded with the checkpointed `values`, without calling the model."""
     graph = get_graph(source.workflow)
-    if anchor is not None:
-        snapshot = graph.get_state(thread_config(str(anchor.conversation_id), anchor.checkpoint_id))
-    else:
-        snapshot = graph.get_state(thread_config(str(source.pk)))
-    rows = list(
-        source.messages.all()
-        if up_to is None
-        else source.messages.filter(position__lte=up_to.position)
-    )
     with transaction.atomic():
         copy = Conversation.objects.create(
             owner=owner,
@@ -779,8 +773,8 @@ def _copy_into(
                 "title": lineage.pop("title"),
                 "metadata": dict(source.metadata),
             },
-            summary=snapshot.values.get("summary", ""),
-            summarized_messages=snapshot.values.get("summarized", 0),
+            summary=values.get("summary", ""),
+            summarized_messages=values.get("summarized", 0),
             message_count=len(rows),
             tokens_in=sum(m.tokens_in for m in rows),
             tokens_out=sum(m.tokens_out for m in rows),
@@ -805,65 +799,117 @@ def _copy_into(
                 new_ids[origin] = str(clone.pk)
             copies.append(clone)
         Message.objects.bulk_create(copies)
-        values = dict(snapshot.values)
+        values = dict(values)
         values["messages"] = [
             m.model_copy(update={"id": new_ids.get(str(m.id), m.id)})
             for m in values.get("messages", [])
         ]
         if values["messages"] or values.get("summary"):
             seeded = graph.update_state(thread_config(str(copy.pk)), values, as_node=MODEL_NODE)
-            last = copies[-1] if copies else None
-            if last is not None:
-                Message.objects.filter(pk=last.pk).update(
-                    checkpoint_id=seeded["configurable"]["checkpoint_id"]
-                )
+            # The seeded state ends with this message: a branch from it starts there. (Not
+            # always the last row: a failed reply is in the record but not in the state.)
+            last = values["messages"][-1].id if values["messages"] else None
+            Message.objects.filter(conversation=copy, pk=last).update(
+                checkpoint_id=seeded["configurable"]["checkpoint_id"]
+            )
     return copy
 
 
+def _history_through(message: Message) -> tuple[list[Message], dict[str, Any]]:
+    """The rows up to and including `message` and the state checkpointed at it."""
+    anchor = _checkpoint_source(message)
+    snapshot = get_graph(message.conversation.workflow).get_state(
+        thread_config(str(anchor.conversation_id), anchor.checkpoint_id)
+    )
+    rows = list(message.conversation.messages.filter(position__lte=message.position))
+    return rows, dict(snapshot.values)
+
+
 def conversation_branch(
-    *, conversation: Conversation, message: Message, user: User
+    *, conversation: Conversation, message: Message, user: User, content: str | None = None
 ) -> Conversation:
-    """A new conversation continuing `conversation` from `message` (included)."""
+    """A new conversation continuing `conversation` from `message`.
+
+    At a reply: the history up to and including it. At a user message: edit and resend,
+    i.e. the history before it, then that message (or `content`, its edited text) sent as
+    the branch's next turn, so the branch ends answered rather than with a question twice."""
     if message.conversation_id != conversation.pk:
         raise ApplicationError(
             "The message is not part of this conversation.",
             code="validation_error",
             details={"message_id": ["Not a message of this conversation."]},
         )
-    return _copy_into(
-        source=conversation,
-        owner=user,
-        up_to=message,
-        lineage={
-            "parent": conversation,
-            "branch_point": message,
-            "title": f"{conversation} (branch)"[:300],
-        },
-    )
+    resend = message.role == Message.Role.USER
+    if content is not None and not resend:
+        raise ApplicationError(
+            "`content` edits a user message: branch at one to resend it changed.",
+            code="validation_error",
+            details={"content": ["Only when message_id is a user message."]},
+        )
+    lineage = {
+        "parent": conversation,
+        "branch_point": message,
+        "title": f"{conversation} (branch)"[:300],
+    }
+    if not resend:
+        rows, values = _history_through(message)
+        return _copy_into(
+            source=conversation, owner=user, rows=rows, values=values, lineage=lineage
+        )
+    text = _validate_content(message.content if content is None else content)
+    before = conversation.messages.filter(position__lt=message.position).order_by("-position")
+    previous = before.first()
+    rows, values = _history_through(previous) if previous is not None else ([], {})
+    branch = _copy_into(source=conversation, owner=user, rows=rows, values=values, lineage=lineage)
+    try:
+        message_send(user=user, conversation_id=branch.pk, content=text)
+    except ApplicationError as exc:
+        # The branch exists, with the message and the failed reply: say where.
+        exc.details = {**exc.details, "conversation_id": str(branch.pk)}  # type: ignore[dict-item]
+        raise
+    branch.refresh_from_db()
+    return branch
 
 
 def conversation_fork(*, conversation: Conversation, user: User) -> Conversation:
-    """An independent full copy of `conversation`."""
-    last = conversation.messages.order_by("-position").first()
+    """An independent full copy of `conversation`: every message, and the thread's latest
+    state (a failed last turn included: its question, unanswered; and any later summary)."""
+    state = get_graph(conversation.workflow).get_state(thread_config(str(conversation.pk)))
     return _copy_into(
         source=conversation,
         owner=user,
-        up_to=last,
+        rows=list(conversation.messages.all()),
+        values=dict(state.values),
         lineage={"forked_from": conversation, "title": f"{conversation} (fork)"[:300]},
     )
 
 
 # --- feedback ----------------------------------------------------------------------------------
-def message_feedback(*, message: Message, rating: int, comment: str, user: User) -> Message:
-    """Rate a reply: -1..1 (thumbs) or 1..5 (stars)."""
+FEEDBACK_RANGES = {Message.FeedbackScale.THUMBS: (-1, 1), Message.FeedbackScale.STARS: (1, 5)}
+
+
+def message_feedback(
+    *, message: Message, scale: str, rating: int, comment: str, user: User
+) -> Message:
+    """Rate a reply on a named scale: thumbs (-1, 0, 1) or stars (1 to 5)."""
     if message.role != Message.Role.ASSISTANT:
-        raise ApplicationError(
-            "Only assistant replies take feedback.",
-            code="validation_error",
-            details={"message": ["Not an assistant reply."]},
+        raise NotFound(
+            "Only assistant replies take feedback; this message is not one.",
+            code="not_a_reply",
+            details={"message_id": ["Not an assistant reply."]},
         )
+    low, high = FEEDBACK_RANGES[scale]  # type: ignore[index]
+    if not low <= rating <= high:
+        raise ApplicationError(
+            f"On the {scale} scale, a rating is from {low} to {high}.",
+            code="validation_error",
+            details={"rating": [f"From {low} to {high}."]},
+        )
+    message.feedback_scale = scale
     message.feedback_rating = rating
     message.feedback_comment = comment
     message.feedback_at = timezone.now()
-    message.save(update_fields=["feedback_rating", "feedback_comment", "feedback_at"])
+    message.save(
+        update_fields=["feedback_scale", "feedback_rating", "feedback_comment", "feedback_at"]
+    )
     return message
