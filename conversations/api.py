@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,20 +18,26 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from ninja import Router, Schema
+from pydantic import AfterValidator, Field, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatter_project.asyncdb import release_connections
-from chatter_project.errors import NotFound
+from chatter_project.errors import ApplicationError, NotFound
+from chatter_project.exception_handlers import _ninja_field_errors
 from chatter_project.validation import (
-    MessageContent,
-    MessageContentField,
+    InvalidInput,
     MetadataField,
     SafeCharField,
     SafeTextField,
+    validate_message_content,
 )
 from conversations.models import Conversation, Message
 from conversations.selectors import (
@@ -50,16 +58,82 @@ from conversations.services import (
     message_stream,
 )
 
+COST_HELP = (
+    "In the price's currency, six decimals; null when a price is unknown (the model is "
+    "neither in the admin's price table nor in the price database)."
+)
+
+
+# --- input rules: JSON types as declared (DRF's fields would turn 123 into "123", "5" into 5)
+class _StrictString:
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class _StrictNumber:
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictTextField(_StrictString, SafeTextField):
+    pass
+
+
+class StrictCharField(_StrictString, SafeCharField):
+    pass
+
+
+class StrictIntegerField(_StrictNumber, serializers.IntegerField):
+    pass
+
+
+class StrictFloatField(_StrictNumber, serializers.FloatField):
+    pass
+
+
+def _content_rule(value: str) -> str:
+    try:
+        return validate_message_content(value)
+    except InvalidInput as exc:  # the rule's own words, without pydantic's "Value error, "
+        raise PydanticCustomError("invalid_content", str(exc)) from exc
+
+
+class MessageIn(Schema):
+    """A message to send: the one rule both send endpoints (JSON and stream) validate with."""
+
+    content: Annotated[
+        StrictStr,
+        AfterValidator(_content_rule),
+        Field(
+            description="The message, stored exactly as sent: not blank, no NUL characters.",
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": settings.CHATTER_MAX_MESSAGE_CHARS,
+                "pattern": r"\S",
+            },
+        ),
+    ]
+
+
+def message_input(data: Any) -> MessageIn:
+    """Validate a send request's body, worded as Ninja words the stream's errors."""
+    try:
+        return MessageIn.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ApplicationError(
+            "Invalid input.", code="validation_error", details=_ninja_field_errors(exc.errors())
+        ) from exc
+
 
 class ConversationSerializer(serializers.ModelSerializer):
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=200_000
-    )
-    memory_window = serializers.IntegerField(
-        required=False, allow_null=True, min_value=2, max_value=1000
-    )
-    relevance_floor = serializers.FloatField(
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
+    memory_window = StrictIntegerField(required=False, allow_null=True, min_value=2, max_value=1000)
+    relevance_floor = StrictFloatField(
         required=False,
         allow_null=True,
         min_value=0,
@@ -68,9 +142,9 @@ class ConversationSerializer(serializers.ModelSerializer):
         "(null: the deployment's CHATTER_RAG_RELEVANCE_FLOOR).",
     )
     metadata = MetadataField(required=False)
-    title = SafeTextField(required=False, allow_blank=True, max_length=300)
-    model = SafeCharField(required=False, allow_blank=True, max_length=200)
-    system_prompt = SafeTextField(required=False, allow_blank=True, max_length=20_000)
+    title = StrictTextField(required=False, allow_blank=True, max_length=300)
+    model = StrictCharField(required=False, allow_blank=True, max_length=200)
+    system_prompt = StrictTextField(required=False, allow_blank=True, max_length=20_000)
 
     class Meta:
         model = Conversation
@@ -102,6 +176,7 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 
 class FeedbackField(serializers.Serializer):
+    scale = serializers.ChoiceField(choices=Message.FeedbackScale.choices, allow_null=True)
     rating = serializers.IntegerField(allow_null=True)
     comment = serializers.CharField(allow_blank=True)
     at = serializers.DateTimeField(allow_null=True)
@@ -136,14 +211,11 @@ class MessageSerializer(serializers.ModelSerializer):
         if message.feedback_rating is None:
             return None
         return {
+            "scale": message.feedback_scale or None,  # None: rated before scales were named
             "rating": message.feedback_rating,
             "comment": message.feedback_comment,
             "at": message.feedback_at,
         }
-
-
-class SendSerializer(serializers.Serializer):
-    content = MessageContentField()
 
 
 class TurnSerializer(serializers.Serializer):
@@ -153,19 +225,45 @@ class TurnSerializer(serializers.Serializer):
 
 class BranchSerializer(serializers.Serializer):
     message_id = serializers.UUIDField()
+    content = StrictTextField(
+        required=False,
+        max_length=settings.CHATTER_MAX_MESSAGE_CHARS,
+        trim_whitespace=False,
+        help_text="At a user message only: its edited text, sent as the branch's next turn "
+        "(default: the message as it was).",
+    )
 
 
 class FeedbackSerializer(serializers.Serializer):
-    rating = serializers.IntegerField(min_value=-1, max_value=5)
-    comment = SafeTextField(required=False, allow_blank=True, max_length=4000, default="")
+    scale = serializers.ChoiceField(
+        choices=Message.FeedbackScale.choices,
+        help_text="`thumbs`: rating -1 (down), 0 (neutral) or 1 (up); `stars`: rating 1 to 5.",
+    )
+    rating = StrictIntegerField(min_value=-1, max_value=5)
+    comment = StrictTextField(required=False, allow_blank=True, max_length=4000, default="")
+
+
+def require_json_body(request: Request) -> None:
+    """415 for a body that is not JSON. (parser_classes alone is not enough: a multipart
+    body already read by a middleware reaches DRF as no data at all, and would pass.)"""
+    media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(media_type or "none")
 
 
 class ConversationViewSet(viewsets.ModelViewSet):
     """Your conversations (staff: everyone's). `?q=` searches titles and messages."""
 
     serializer_class = ConversationSerializer
+    # JSON only, as documented: form encodings can't tell a number from a string.
+    parser_classes = [JSONParser]
     lookup_value_converter = "uuid"
     http_method_names = ["get", "post", "patch", "put", "delete"]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method in ("POST", "PUT", "PATCH") and self.action != "fork":
+            require_json_body(request)  # fork takes no body
 
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):
@@ -194,7 +292,7 @@ class ConversationViewSet(viewsets.ModelViewSet):
     )
     @extend_schema(
         methods=["POST"],
-        request=SendSerializer,
+        request=MessageIn,
         responses={201: TurnSerializer},
         summary="Send a message; returns it and the assistant's reply",
         description="409 while another reply in this conversation is running; 502/503 when "
@@ -205,11 +303,10 @@ class ConversationViewSet(viewsets.ModelViewSet):
         if request.method == "GET":
             page = self.paginate_queryset(message_list(conversation=self.get_object()))
             return self.get_paginated_response(MessageSerializer(page, many=True).data)
-        payload = SendSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
+        payload = message_input(request.data)
         # The turn's first statement checks the conversation is the caller's (404 if not).
         user_message, assistant_message = message_send(
-            user=request.user, conversation_id=pk, content=payload.validated_data["content"]
+            user=request.user, conversation_id=pk, content=payload.content
         )
         return Response(
             {
@@ -219,10 +316,17 @@ class ConversationViewSet(viewsets.ModelViewSet):
             status=status.HTTP_201_CREATED,
         )
 
-    @extend_schema(request=BranchSerializer, responses={201: ConversationSerializer})
+    @extend_schema(
+        request=BranchSerializer,
+        responses={201: ConversationSerializer},
+        description="At an assistant reply: a new conversation with the history up to and "
+        "including it. At a user message: edit and resend, i.e. the history before it, then "
+        "the message (or `content`) sent as the branch's next turn and answered; a provider "
+        "failure then answers 502/503 naming the branch in `details.conversation_id`.",
+    )
     @action(detail=True, methods=["post"])
     def branch(self, request: Request, pk: str | None = None) -> Response:
-        """A new conversation with this one's history up to and including `message_id`."""
+        """Branch this conversation at a message."""
         conversation = self.get_object()
         payload = BranchSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -231,7 +335,12 @@ class ConversationViewSet(viewsets.ModelViewSet):
             raise NotFound(
                 "No such message in this conversation.", details={"message_id": ["Not found."]}
             )
-        branch = conversation_branch(conversation=conversation, message=message, user=request.user)
+        branch = conversation_branch(
+            conversation=conversation,
+            message=message,
+            user=request.user,
+            content=payload.validated_data.get("content"),
+        )
         return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={201: ConversationSerializer})
@@ -243,9 +352,17 @@ class ConversationViewSet(viewsets.ModelViewSet):
 
 
 class MessageFeedbackView(APIView):
-    @extend_schema(request=FeedbackSerializer, responses={200: MessageSerializer})
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=FeedbackSerializer,
+        responses={200: MessageSerializer},
+        description="Only assistant replies take feedback: a user's message answers 404 "
+        "(`not_a_reply`), like a message that does not exist or is not yours.",
+    )
     def post(self, request: Request, message_id: UUID) -> Response:
-        """Rate an assistant reply: -1..1 (thumbs) or 1..5 (stars)."""
+        """Rate an assistant reply on a named scale: thumbs (-1, 0, 1) or stars (1 to 5)."""
+        require_json_body(request)
         message = message_visible(user=request.user, message_id=message_id)
         if message is None:
             raise NotFound("Not found.")
@@ -253,6 +370,7 @@ class MessageFeedbackView(APIView):
         payload.is_valid(raise_exception=True)
         message = message_feedback(
             message=message,
+            scale=payload.validated_data["scale"],
             rating=payload.validated_data["rating"],
             comment=payload.validated_data["comment"],
             user=request.user,
@@ -269,8 +387,24 @@ class UsageView(APIView):
                 "conversations": serializers.IntegerField(),
                 "tokens_in": serializers.IntegerField(),
                 "tokens_out": serializers.IntegerField(),
-                "cost": serializers.DecimalField(max_digits=14, decimal_places=6),
-                "by_model": serializers.ListField(child=serializers.DictField()),
+                "cost": serializers.DecimalField(
+                    max_digits=14, decimal_places=6, allow_null=True, help_text=COST_HELP
+                ),
+                "unpriced_replies": serializers.IntegerField(),
+                "by_model": inline_serializer(
+                    "UsageByModel",
+                    {
+                        "model": serializers.CharField(),
+                        "replies": serializers.IntegerField(),
+                        "unpriced_replies": serializers.IntegerField(),
+                        "tokens_in": serializers.IntegerField(),
+                        "tokens_out": serializers.IntegerField(),
+                        "cost": serializers.DecimalField(
+                            max_digits=14, decimal_places=6, allow_null=True
+                        ),
+                    },
+                    many=True,
+                ),
             },
         )
     )
@@ -281,10 +415,6 @@ class UsageView(APIView):
 
 # --- streaming (Ninja, async) --------------------------------------------------------------------
 router = Router(tags=["conversations"])
-
-
-class StreamIn(Schema):
-    content: MessageContent
 
 
 def _sse(event: dict[str, Any]) -> str:
@@ -321,7 +451,7 @@ def _sse(event: dict[str, Any]) -> str:
         }
     },
 )
-async def stream_message(request: HttpRequest, conversation_id: UUID, payload: StreamIn) -> Any:
+async def stream_message(request: HttpRequest, conversation_id: UUID, payload: MessageIn) -> Any:
     user = request.auth.user  # type: ignore[attr-defined]
     # Authentication ran in this request's sync thread; give its connection back now.
     await sync_to_async(release_connections)()
@@ -331,8 +461,11 @@ async def stream_message(request: HttpRequest, conversation_id: UUID, payload: S
     )
 
     async def body() -> AsyncIterator[str]:
-        async for event in events:
-            yield _sse(event)
+        # aclosing: the turn learns at once that its reader has gone (it then stops and
+        # keeps the partial reply).
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                yield _sse(event)
 
     response = StreamingHttpResponse(body(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import connections
 from langchain_core.runnables import RunnableConfig
@@ -105,14 +106,36 @@ _lock = threading.Lock()
 _saver: PooledPostgresSaver | None = None
 
 
-def _conninfo() -> str:
-    params = connections["default"].get_connection_params()
+APPLICATION_NAME = "chatter-checkpoints"
+
+
+def _conninfo(using: str = "default") -> str:
+    params = connections[using].get_connection_params()
     keys = ("host", "port", "dbname", "user", "password")
     return " ".join(f"{k}={params[k]}" for k in keys if params.get(k) not in (None, ""))
 
 
+def checkpointer_setup(*, using: str = "default") -> None:
+    """Create (or bring up to date) LangGraph's checkpoint tables, at migrate time.
+
+    Without this they appeared only on the first chat turn, and anything reading them
+    before (the maintenance job's orphan pruning) failed on a fresh install. PostgresSaver's
+    own migrations include CREATE INDEX CONCURRENTLY, so they run on an autocommit
+    connection of their own, outside the migration's transaction."""
+    with psycopg.connect(
+        _conninfo(using),
+        autocommit=True,
+        row_factory=dict_row,
+        prepare_threshold=0,
+        application_name=APPLICATION_NAME,
+    ) as conn:
+        PostgresSaver(conn).setup()
+
+
 def get_checkpointer() -> PooledPostgresSaver:
-    """The process's checkpointer; creates its tables on first use (idempotent)."""
+    """The process's checkpointer. Its tables are made by the migrations
+    (checkpointer_setup); setup() here is idempotent and only catches up a newer
+    langgraph-checkpoint-postgres whose own migrations were not applied yet."""
     global _saver
     if _saver is None:
         with _lock:
@@ -121,8 +144,13 @@ def get_checkpointer() -> PooledPostgresSaver:
                     _conninfo(),
                     min_size=1,
                     max_size=settings.CHATTER_CHECKPOINT_POOL_SIZE,
+                    # A connection PostgreSQL ended (a restart, a failover, an idle
+                    # timeout) is noticed and replaced when it is taken from the pool,
+                    # instead of failing the turn that gets it.
+                    check=ConnectionPool.check_connection,
                     kwargs={
                         "autocommit": True,
+                        "application_name": APPLICATION_NAME,
                         "row_factory": dict_row,
                         "prepare_threshold": 0,
                         # See "Durability" in the module docstring.
@@ -153,4 +181,4 @@ def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableC
     return {"configurable": configurable}
 
 
-__all__ = ["close_checkpointer", "get_checkpointer", "thread_config"]
+__all__ = ["checkpointer_setup", "close_checkpointer", "get_checkpointer", "thread_config"]

@@ -27,7 +27,12 @@ from chatter_project.asyncdb import db_call
 from chatter_project.errors import ApplicationError
 from conversations.checkpointer import get_checkpointer
 from conversations.memory import extractive_summary, split_for_summary, summary_request
-from conversations.providers import LocalChatModel, ModelOptions, chat_model
+from conversations.providers import (
+    LocalChatModel,
+    ModelOptions,
+    chat_model,
+    written_without_model,
+)
 from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 
@@ -223,7 +228,10 @@ def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
         sources = format_sources(state["sources"])
         system = f"{system}\n\n{SOURCES_INSTRUCTIONS}\n\nSources:\n{sources}".strip()
     head: list[BaseMessage] = [SystemMessage(system)] if system else []
-    return head + list(state["messages"])
+    # Replies the `local` provider composed stay in the record but not in the model's
+    # context: a model must not be shown them as turns it wrote. Their questions stay, so
+    # the model sees them as what they were: unanswered.
+    return head + [m for m in state["messages"] if not written_without_model(m)]
 
 
 def _with_reply(

@@ -12,6 +12,8 @@ from collections import Counter
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from conversations.providers import written_without_model
+
 SUMMARY_INSTRUCTIONS = (
     "You maintain the memory of a conversation. Write a concise summary of the conversation "
     "below, keeping facts, names, numbers, decisions and open questions the assistant will "
@@ -52,7 +54,12 @@ def _role(message: BaseMessage) -> str:
 
 
 def transcript(messages: list[BaseMessage]) -> str:
-    return "\n".join(f"{_role(m)}: {m.content}" for m in messages if str(m.content).strip())
+    # Replies no model wrote (the `local` provider's) are not the assistant's words.
+    return "\n".join(
+        f"{_role(m)}: {m.content}"
+        for m in messages
+        if str(m.content).strip() and not written_without_model(m)
+    )
 
 
 def summary_request(previous: str, messages: list[BaseMessage]) -> list[BaseMessage]:
@@ -79,6 +86,8 @@ def extractive_summary(previous: str, messages: list[BaseMessage], max_chars: in
             if sentence.strip():
                 add(sentence.strip(), sentence.strip().split(": ", 1)[-1])
     for message in messages:
+        if written_without_model(message):
+            continue  # not the assistant's words: kept out of the memory a model reads
         for sentence in _SENTENCE.findall(str(message.content)):
             if sentence.strip():
                 add(f"{_role(message)}: {sentence.strip()}", sentence.strip())

@@ -84,7 +84,8 @@ class Conversation(models.Model):
     message_count = models.PositiveIntegerField(default=0)
     tokens_in = models.PositiveBigIntegerField(default=0)
     tokens_out = models.PositiveBigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    # Null once any reply's price is unknown: a total with an unknown part is unknown.
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0), null=True)
     # Set while a reply is being produced: a second turn on the same conversation is refused
     # (409) rather than interleaved. A crashed turn is taken over once this is stale.
     turn_started_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -127,12 +128,21 @@ class Message(models.Model):
     model = models.CharField(max_length=200, blank=True)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    # Null when the model's price is unknown (no admin row, not in the price database).
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0), null=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # The LangGraph checkpoint whose state ends with this message: branching starts there.
     checkpoint_id = models.CharField(max_length=64, blank=True)
+
+    class FeedbackScale(models.TextChoices):
+        THUMBS = "thumbs", "Thumbs (-1, 0, 1)"
+        STARS = "stars", "Stars (1 to 5)"
+
     feedback_rating = models.SmallIntegerField(null=True, blank=True)
+    # What the rating is on (1 is a thumbs-up or one star). Blank for ratings stored before
+    # the scale was named whose value fits both (1).
+    feedback_scale = models.CharField(max_length=10, choices=FeedbackScale.choices, blank=True)
     feedback_comment = models.TextField(blank=True)
     feedback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

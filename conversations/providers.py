@@ -151,6 +151,16 @@ PASSAGES_INTRO = (
 )
 
 
+LOCAL_MODEL_NAME = "local"
+
+
+def written_without_model(message: BaseMessage) -> bool:
+    """A reply the `local` provider composed (no language model wrote it). A real model
+    later given the history must not see it as one of its own turns."""
+    metadata = getattr(message, "response_metadata", None) or {}
+    return message.type == "ai" and metadata.get("model_name") == LOCAL_MODEL_NAME
+
+
 class LocalChatModel(BaseChatModel):
     """A real LangChain chat model that composes its reply without a language model: the
     retrieved passages, cited, when the knowledge base has any; else it says plainly that
@@ -185,7 +195,7 @@ class LocalChatModel(BaseChatModel):
                 "output_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
-            response_metadata={"model_name": "local"},
+            response_metadata={"model_name": LOCAL_MODEL_NAME},
         )
 
     def _generate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
@@ -10,6 +11,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from accounts.models import User
 from accounts.selectors import visible_to
 from conversations.models import SEARCH_CONFIG, Conversation, Message
+from conversations.pricing import format_cost
 
 
 def conversation_list(*, user: User, query: str | None = None) -> QuerySet[Conversation]:
@@ -48,31 +50,36 @@ def message_visible(*, user: User, message_id: Any) -> Message | None:
 
 
 def usage_for(*, user: User) -> dict[str, Any]:
-    """Token and cost totals for one user, by model."""
-    rows = (
+    """Token and cost totals for one user, by model. A cost with any unpriced reply in it
+    is unknown (None), and `unpriced_replies` says how many."""
+    rows = list(
         Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
         .values("model")
         .annotate(
             replies=Count("id"),
+            unpriced_replies=Count("id", filter=Q(cost__isnull=True)),
             tokens_in=Sum("tokens_in"),
             tokens_out=Sum("tokens_out"),
             cost=Sum("cost"),
         )
         .order_by("model")
     )
-    by_model = [{**row, "cost": str(row["cost"] or 0)} for row in rows]
+    by_model = [
+        {**row, "cost": None if row["unpriced_replies"] else format_cost(row["cost"] or 0)}
+        for row in rows
+    ]
     totals = Conversation.objects.filter(owner=user).aggregate(
-        conversations=Count("id"),
-        tokens_in=Sum("tokens_in"),
-        tokens_out=Sum("tokens_out"),
-        cost=Sum("cost"),
+        conversations=Count("id"), tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out")
     )
+    unpriced = sum(row["unpriced_replies"] for row in by_model)
+    known = sum((row["cost"] or Decimal(0) for row in rows), Decimal(0))
     return {
         "user": user.username,
         "conversations": totals["conversations"],
         "tokens_in": totals["tokens_in"] or 0,
         "tokens_out": totals["tokens_out"] or 0,
-        "cost": str(totals["cost"] or 0),
+        "cost": None if unpriced else format_cost(known),
+        "unpriced_replies": unpriced,
         "by_model": by_model,
     }
 

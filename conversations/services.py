@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -12,6 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -21,12 +23,19 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
-from chatter_project.asyncdb import db_call
+from chatter_project.asyncdb import db_call, release_connections
 from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.providers import chat_model, default_model_spec, split_spec, validate_spec
+from conversations.pricing import catalog_cost, format_cost
+from conversations.providers import (
+    LOCAL_MODEL_NAME,
+    chat_model,
+    default_model_spec,
+    split_spec,
+    validate_spec,
+)
 from conversations.selectors import conversation_get
 from jobs.models import Job, JobPriority
 from jobs.services import enqueue
@@ -51,6 +60,22 @@ class ProviderError(ApplicationError):
 
     status = 502
     code = "provider_error"
+
+
+class ConversationDeleted(NotFound):
+    """The conversation was deleted while one of its turns ran."""
+
+    code = "conversation_deleted"
+
+
+def _conversation_gone(turn: Turn) -> ConversationDeleted:
+    # The graph may have written checkpoints after the delete removed the thread's: remove
+    # them again now that the turn has stopped writing.
+    get_checkpointer().delete_thread(str(turn.conversation.pk))
+    return ConversationDeleted(
+        "The conversation was deleted while its reply was being produced.",
+        details={"conversation_id": str(turn.conversation.pk)},
+    )
 
 
 def provider_failure(exc: Exception) -> ProviderError | None:
@@ -318,8 +343,10 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
 
 
 # One statement for the end of every turn (the hot path): the reply's content, usage and
-# cost (priced in SQL from the price table, the exact spec first, then the bare model
-# name), the user message's checkpoint, and the conversation's totals and release.
+# cost (priced in SQL from the admin's price table, the exact spec first, then the bare
+# model name; else the price database's cost, NULL when unknown, which makes the
+# conversation's total unknown too), the user message's checkpoint, and the conversation's
+# totals and release.
 _FINISH_SQL = """
 WITH price AS (
     SELECT input_per_million, output_per_million FROM {price}
@@ -334,7 +361,7 @@ WITH price AS (
         checkpoint_id = %(reply_checkpoint)s, metadata = metadata || %(metadata)s,
         cost = COALESCE((SELECT round((%(tokens_in)s * input_per_million
                                        + %(tokens_out)s * output_per_million) / 1000000, 6)
-                         FROM price), 0)
+                         FROM price), %(catalog_cost)s)
     WHERE id = %(reply_id)s
     RETURNING cost
 )
@@ -430,18 +457,25 @@ def turn_finish(
                 "tokens_out": assistant.tokens_out,
                 "latency_ms": assistant.latency_ms,
                 "tool_calls": Jsonb(assistant.tool_calls),
+                "catalog_cost": catalog_cost(
+                    spec=turn.model, tokens_in=assistant.tokens_in, tokens_out=assistant.tokens_out
+                ),
                 "metadata": Jsonb(extra),
                 "summary": state.get("summary", ""),
                 "summarized": state.get("summarized", 0),
                 "conversation_id": turn.conversation.pk,
             },
         )
-        (assistant.cost,) = cursor.fetchone()
+        row = cursor.fetchone()
+    if row is None:  # deleted meanwhile: its rows are gone, nothing was updated
+        raise _conversation_gone(turn)
+    (assistant.cost,) = row
     return assistant
 
 
 def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
-    """Keep the user's message, mark the reply as an error, release the conversation."""
+    """Keep the user's message, mark the reply as an error, release the conversation.
+    A conversation deleted meanwhile answers ConversationDeleted (404)."""
     failure = provider_failure(exc)
     text = failure.message if failure else f"Internal error: {type(exc).__name__}"
     with transaction.atomic():
@@ -450,9 +484,23 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
             error=text,
             latency_ms=int((time.monotonic() - turn.started) * 1000),
         )
-        Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+        released = Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+    if not released:
+        return _conversation_gone(turn)
+    if isinstance(exc, ConversationDeleted):
+        return exc
     turn.assistant_message.refresh_from_db()
     return failure
+
+
+def _partial_reply(turn: Turn, partial: str) -> AIMessage:
+    # A `local` reply cut short is still not a model's words (see written_without_model).
+    local = split_spec(turn.model)[0] == LOCAL_MODEL_NAME
+    return AIMessage(
+        partial,
+        id=str(turn.assistant_message.pk),
+        response_metadata={"model_name": LOCAL_MODEL_NAME} if local else {},
+    )
 
 
 def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
@@ -463,17 +511,18 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     if partial:
         seeded = graph.update_state(
             turn.config(),
-            {"messages": [AIMessage(partial, id=str(turn.assistant_message.pk))]},
+            {"messages": [_partial_reply(turn, partial)]},
             as_node=MODEL_NODE,
         )
         reply_checkpoint = seeded["configurable"]["checkpoint_id"]
-    turn_finish(
-        turn=turn,
-        reply=AIMessage(partial),
-        state=graph.get_state(turn.config()).values,
-        checkpoints=(tracker.user_checkpoint, reply_checkpoint),
-        status=Message.Status.INCOMPLETE,
-    )
+    with contextlib.suppress(ConversationDeleted):  # nobody is left to tell
+        turn_finish(
+            turn=turn,
+            reply=AIMessage(partial),
+            state=graph.get_state(turn.config()).values,
+            checkpoints=(tracker.user_checkpoint, reply_checkpoint),
+            status=Message.Status.INCOMPLETE,
+        )
 
 
 SUMMARIZATION_HANDLER = "conversation_summarization"
@@ -549,93 +598,129 @@ def message_send(*, user: User, conversation_id: Any, content: str) -> tuple[Mes
 
 
 # --- streaming ---------------------------------------------------------------------------------
+# Each streamed turn runs in a task of its own that feeds a queue the response reads, so the
+# turn ends (finished, failed or abandoned) whatever happens to the request: a client that
+# vanishes before the response starts would otherwise leave the turn claimed, its body
+# never iterated, until the claim went stale. References keep running turns from being
+# garbage collected (asyncio holds tasks weakly); the turn's state is in PostgreSQL.
+_running_turns: set[asyncio.Task[None]] = set()
+
+
+async def _db_call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """db_call on any worker thread. The turn's task outlives the request whose sync thread
+    db_call uses (under a sync middleware that thread's executor ends with the view); each
+    call releases its connections, so it needs no particular thread."""
+
+    def call() -> Any:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+async def _produce(turn: Turn, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    """Run the turn, putting its events on `queue` and None when it has ended. Cancelled
+    (the reader left mid-stream), it keeps the partial reply as incomplete."""
+    ids = {
+        "user_message_id": str(turn.user_message.pk),
+        "assistant_message_id": str(turn.assistant_message.pk),
+    }
+    queue.put_nowait({"event": "start", "data": ids})
+    parts: list[str] = []
+    tracker = RunTracker(turn)
+    finishing: asyncio.Future[Message] | None = None
+    try:
+        async for mode, payload in get_graph(turn.conversation.workflow).astream(
+            turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
+        ):
+            if mode != "messages":
+                tracker.see(mode, payload)
+                continue
+            chunk, meta = payload
+            if (
+                meta.get("langgraph_node") == MODEL_NODE
+                and isinstance(chunk, AIMessageChunk)
+                and chunk.content
+            ):
+                parts.append(str(chunk.content))
+                queue.put_nowait({"event": "delta", "data": {"content": parts[-1]}})
+        # The reply is complete: store it even if the reader leaves now (not as abandoned).
+        finishing = asyncio.ensure_future(_db_call(_finish_turn, turn, tracker))
+        assistant = await asyncio.shield(finishing)
+        usage = {
+            "tokens_in": assistant.tokens_in,
+            "tokens_out": assistant.tokens_out,
+            "cost": format_cost(assistant.cost),
+        }
+        done = {"status": assistant.status, "usage": usage, "latency_ms": assistant.latency_ms}
+        queue.put_nowait({"event": "done", "data": {**ids, **done}})
+    except asyncio.CancelledError:
+        if finishing is None:
+            await asyncio.shield(
+                _db_call(turn_abandon, turn=turn, partial="".join(parts), tracker=tracker)
+            )
+        raise
+    except Exception as exc:
+        failure = await _db_call(turn_fail, turn=turn, exc=exc)
+        if failure is None:
+            logger.exception("stream failed in conversation %s", turn.conversation.pk)
+            failure = ApplicationError("Internal server error.", code="internal_error", status=500)
+        envelope = {"code": failure.code, "message": failure.message, "details": failure.details}
+        queue.put_nowait({"event": "error", "data": {"error": envelope, "status": failure.status}})
+    finally:
+        queue.put_nowait(None)
+
+
+def _finish_turn(turn: Turn, tracker: RunTracker) -> Message:
+    assistant = turn_finish(
+        turn=turn,
+        reply=tracker.reply,
+        state=tracker.state,
+        checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+    )
+    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
+    return assistant
+
+
+def _start(turn: Turn) -> tuple[asyncio.Task[None], asyncio.Queue[dict[str, Any] | None]]:
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(_produce(turn, queue))
+    _running_turns.add(task)
+    task.add_done_callback(_running_turns.discard)
+    return task, queue
+
+
+def _start_unattended(begun: asyncio.Future[Turn]) -> None:
+    # The client left while its turn was being claimed: the turn runs to its end anyway.
+    if not begun.cancelled() and begun.exception() is None:
+        _start(begun.result())
+
+
 async def message_stream(
     *, user: User, conversation_id: Any, content: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """One streamed turn as events: `delta` token text, then `done` (ids and usage) or
-    `error`. If the consumer goes away mid-stream, the partial reply is stored as incomplete.
-    The turn is claimed before the first event, so a 409 can still be a plain response."""
-    turn: Turn = await db_call(
-        turn_begin, user=user, conversation_id=conversation_id, content=content
+    """One streamed turn as events: `start`, `delta` token text, then `done` (ids and
+    usage) or `error`. The turn is claimed before the first event, so a 409 can still be a
+    plain response. A reader that leaves mid-stream stops the turn, which keeps the partial
+    reply as incomplete; a turn whose client left before reading runs to its end."""
+    begun = asyncio.ensure_future(
+        db_call(turn_begin, user=user, conversation_id=conversation_id, content=content)
     )
+    try:
+        turn = await asyncio.shield(begun)
+    except asyncio.CancelledError:
+        begun.add_done_callback(_start_unattended)
+        raise
+    task, queue = _start(turn)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "event": "start",
-            "data": {
-                "user_message_id": str(turn.user_message.pk),
-                "assistant_message_id": str(turn.assistant_message.pk),
-            },
-        }
-        parts: list[str] = []
-        tracker = RunTracker(turn)
-        finished = False
         try:
-            async for mode, payload in get_graph(turn.conversation.workflow).astream(
-                turn.graph_input(), turn.config(), stream_mode=["messages", *tracker.MODES]
-            ):
-                if mode != "messages":
-                    tracker.see(mode, payload)
-                    continue
-                chunk, meta = payload
-                if (
-                    meta.get("langgraph_node") == MODEL_NODE
-                    and isinstance(chunk, AIMessageChunk)
-                    and chunk.content
-                ):
-                    text = str(chunk.content)
-                    parts.append(text)
-                    yield {"event": "delta", "data": {"content": text}}
-            assistant = await db_call(
-                turn_finish,
-                turn=turn,
-                reply=tracker.reply,
-                state=tracker.state,
-                checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
-            )
-            await db_call(
-                summary_schedule_if_due, conversation=turn.conversation, state=tracker.state
-            )
-            finished = True
-            yield {
-                "event": "done",
-                "data": {
-                    "user_message_id": str(turn.user_message.pk),
-                    "assistant_message_id": str(assistant.pk),
-                    "status": assistant.status,
-                    "usage": {
-                        "tokens_in": assistant.tokens_in,
-                        "tokens_out": assistant.tokens_out,
-                        "cost": str(assistant.cost),
-                    },
-                    "latency_ms": assistant.latency_ms,
-                },
-            }
-        except (asyncio.CancelledError, GeneratorExit):
-            if not finished:
-                await asyncio.shield(
-                    db_call(turn_abandon, turn=turn, partial="".join(parts), tracker=tracker)
-                )
-            raise
-        except Exception as exc:
-            failure = await db_call(turn_fail, turn=turn, exc=exc)
-            if failure is None:
-                logger.exception("stream failed in conversation %s", turn.conversation.pk)
-                failure = ApplicationError(
-                    "Internal server error.", code="internal_error", status=500
-                )
-            finished = True
-            yield {
-                "event": "error",
-                "data": {
-                    "error": {
-                        "code": failure.code,
-                        "message": failure.message,
-                        "details": failure.details,
-                    },
-                    "status": failure.status,
-                },
-            }
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            task.cancel()  # a no-op once the turn has ended
 
     return events()
 
@@ -673,23 +758,22 @@ _COPIED_MESSAGE_FIELDS = (
 )
 
 
+def _total_cost(rows: list[Message]) -> Decimal | None:
+    costs = [m.cost for m in rows]
+    return None if None in costs else sum(costs, Decimal(0))  # type: ignore[arg-type]
+
+
 def _copy_into(
-    *, source: Conversation, owner: User, up_to: Message | None, lineage: dict[str, Any]
+    *,
+    source: Conversation,
+    owner: User,
+    rows: list[Message],
+    values: dict[str, Any],
+    lineage: dict[str, Any],
 ) -> Conversation:
-    """A new conversation with `source`'s settings, its messages (up to `up_to`) copied as
-    new rows, and a LangGraph thread seeded from the matching checkpoint, without calling
-    the model again."""
-    anchor = _checkpoint_source(up_to) if up_to is not None else None
+    """A new conversation with `source`'s settings, copies of `rows` as new rows, and a
+    LangGraph thread seeded with the checkpointed `values`, without calling the model."""
     graph = get_graph(source.workflow)
-    if anchor is not None:
-        snapshot = graph.get_state(thread_config(str(anchor.conversation_id), anchor.checkpoint_id))
-    else:
-        snapshot = graph.get_state(thread_config(str(source.pk)))
-    rows = list(
-        source.messages.all()
-        if up_to is None
-        else source.messages.filter(position__lte=up_to.position)
-    )
     with transaction.atomic():
         copy = Conversation.objects.create(
             owner=owner,
@@ -699,12 +783,12 @@ def _copy_into(
                 "title": lineage.pop("title"),
                 "metadata": dict(source.metadata),
             },
-            summary=snapshot.values.get("summary", ""),
-            summarized_messages=snapshot.values.get("summarized", 0),
+            summary=values.get("summary", ""),
+            summarized_messages=values.get("summarized", 0),
             message_count=len(rows),
             tokens_in=sum(m.tokens_in for m in rows),
             tokens_out=sum(m.tokens_out for m in rows),
-            cost=sum((m.cost for m in rows), Decimal(0)),
+            cost=_total_cost(rows),
             **lineage,
         )
         new_ids: dict[str, str] = {}
@@ -725,65 +809,117 @@ def _copy_into(
                 new_ids[origin] = str(clone.pk)
             copies.append(clone)
         Message.objects.bulk_create(copies)
-        values = dict(snapshot.values)
+        values = dict(values)
         values["messages"] = [
             m.model_copy(update={"id": new_ids.get(str(m.id), m.id)})
             for m in values.get("messages", [])
         ]
         if values["messages"] or values.get("summary"):
             seeded = graph.update_state(thread_config(str(copy.pk)), values, as_node=MODEL_NODE)
-            last = copies[-1] if copies else None
-            if last is not None:
-                Message.objects.filter(pk=last.pk).update(
-                    checkpoint_id=seeded["configurable"]["checkpoint_id"]
-                )
+            # The seeded state ends with this message: a branch from it starts there. (Not
+            # always the last row: a failed reply is in the record but not in the state.)
+            last = values["messages"][-1].id if values["messages"] else None
+            Message.objects.filter(conversation=copy, pk=last).update(
+                checkpoint_id=seeded["configurable"]["checkpoint_id"]
+            )
     return copy
 
 
+def _history_through(message: Message) -> tuple[list[Message], dict[str, Any]]:
+    """The rows up to and including `message` and the state checkpointed at it."""
+    anchor = _checkpoint_source(message)
+    snapshot = get_graph(message.conversation.workflow).get_state(
+        thread_config(str(anchor.conversation_id), anchor.checkpoint_id)
+    )
+    rows = list(message.conversation.messages.filter(position__lte=message.position))
+    return rows, dict(snapshot.values)
+
+
 def conversation_branch(
-    *, conversation: Conversation, message: Message, user: User
+    *, conversation: Conversation, message: Message, user: User, content: str | None = None
 ) -> Conversation:
-    """A new conversation continuing `conversation` from `message` (included)."""
+    """A new conversation continuing `conversation` from `message`.
+
+    At a reply: the history up to and including it. At a user message: edit and resend,
+    i.e. the history before it, then that message (or `content`, its edited text) sent as
+    the branch's next turn, so the branch ends answered rather than with a question twice."""
     if message.conversation_id != conversation.pk:
         raise ApplicationError(
             "The message is not part of this conversation.",
             code="validation_error",
             details={"message_id": ["Not a message of this conversation."]},
         )
-    return _copy_into(
-        source=conversation,
-        owner=user,
-        up_to=message,
-        lineage={
-            "parent": conversation,
-            "branch_point": message,
-            "title": f"{conversation} (branch)"[:300],
-        },
-    )
+    resend = message.role == Message.Role.USER
+    if content is not None and not resend:
+        raise ApplicationError(
+            "`content` edits a user message: branch at one to resend it changed.",
+            code="validation_error",
+            details={"content": ["Only when message_id is a user message."]},
+        )
+    lineage = {
+        "parent": conversation,
+        "branch_point": message,
+        "title": f"{conversation} (branch)"[:300],
+    }
+    if not resend:
+        rows, values = _history_through(message)
+        return _copy_into(
+            source=conversation, owner=user, rows=rows, values=values, lineage=lineage
+        )
+    text = _validate_content(message.content if content is None else content)
+    before = conversation.messages.filter(position__lt=message.position).order_by("-position")
+    previous = before.first()
+    rows, values = _history_through(previous) if previous is not None else ([], {})
+    branch = _copy_into(source=conversation, owner=user, rows=rows, values=values, lineage=lineage)
+    try:
+        message_send(user=user, conversation_id=branch.pk, content=text)
+    except ApplicationError as exc:
+        # The branch exists, with the message and the failed reply: say where.
+        exc.details = {**exc.details, "conversation_id": str(branch.pk)}  # type: ignore[dict-item]
+        raise
+    branch.refresh_from_db()
+    return branch
 
 
 def conversation_fork(*, conversation: Conversation, user: User) -> Conversation:
-    """An independent full copy of `conversation`."""
-    last = conversation.messages.order_by("-position").first()
+    """An independent full copy of `conversation`: every message, and the thread's latest
+    state (a failed last turn included: its question, unanswered; and any later summary)."""
+    state = get_graph(conversation.workflow).get_state(thread_config(str(conversation.pk)))
     return _copy_into(
         source=conversation,
         owner=user,
-        up_to=last,
+        rows=list(conversation.messages.all()),
+        values=dict(state.values),
         lineage={"forked_from": conversation, "title": f"{conversation} (fork)"[:300]},
     )
 
 
 # --- feedback ----------------------------------------------------------------------------------
-def message_feedback(*, message: Message, rating: int, comment: str, user: User) -> Message:
-    """Rate a reply: -1..1 (thumbs) or 1..5 (stars)."""
+FEEDBACK_RANGES = {Message.FeedbackScale.THUMBS: (-1, 1), Message.FeedbackScale.STARS: (1, 5)}
+
+
+def message_feedback(
+    *, message: Message, scale: str, rating: int, comment: str, user: User
+) -> Message:
+    """Rate a reply on a named scale: thumbs (-1, 0, 1) or stars (1 to 5)."""
     if message.role != Message.Role.ASSISTANT:
-        raise ApplicationError(
-            "Only assistant replies take feedback.",
-            code="validation_error",
-            details={"message": ["Not an assistant reply."]},
+        raise NotFound(
+            "Only assistant replies take feedback; this message is not one.",
+            code="not_a_reply",
+            details={"message_id": ["Not an assistant reply."]},
         )
+    low, high = FEEDBACK_RANGES[scale]  # type: ignore[index]
+    if not low <= rating <= high:
+        raise ApplicationError(
+            f"On the {scale} scale, a rating is from {low} to {high}.",
+            code="validation_error",
+            details={"rating": [f"From {low} to {high}."]},
+        )
+    message.feedback_scale = scale
     message.feedback_rating = rating
     message.feedback_comment = comment
     message.feedback_at = timezone.now()
-    message.save(update_fields=["feedback_rating", "feedback_comment", "feedback_at"])
+    message.save(
+        update_fields=["feedback_scale", "feedback_rating", "feedback_comment", "feedback_at"]
+    )
     return message

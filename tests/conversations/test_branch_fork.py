@@ -7,6 +7,7 @@ import pytest
 from conversations.checkpointer import thread_config
 from conversations.graph import get_graph
 from conversations.models import Conversation
+from conversations.providers import register_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -35,9 +36,13 @@ def branch(api_client, conversation, message_id):
     )
 
 
-def test_a_branch_has_the_history_up_to_and_including_the_message(api_client, chat, openai_server):
-    point = chat.messages.get(position=2)  # the user's "two"
-    requests_before = len(openai_server.requests)
+def test_a_branch_at_a_reply_has_the_history_up_to_and_including_it(user, send, api_client):
+    chat = Conversation.objects.create(owner=user, model="instant:Noted.")
+    for text in ["one", "two"]:
+        send(chat, text)
+    # The shared prefix must not call the model again.
+    Conversation.objects.filter(pk=chat.pk).update(model="broken-if-called:x")
+    point = chat.messages.get(position=1)  # the reply to "one"
 
     response = branch(api_client, chat, point.pk)
 
@@ -48,13 +53,92 @@ def test_a_branch_has_the_history_up_to_and_including_the_message(api_client, ch
     assert [(m.role, m.content.strip()) for m in copy.messages.order_by("position")] == [
         ("user", "one"),
         ("assistant", "Noted."),
-        ("user", "two"),
     ]
-    assert contents(state_of(copy)["messages"]) == ["one", "Noted.", "two"]
+    assert contents(state_of(copy)["messages"]) == ["one", "Noted."]
     assert [m.id for m in state_of(copy)["messages"]] == [
         str(m.pk) for m in copy.messages.order_by("position")
     ]
-    assert len(openai_server.requests) == requests_before  # no model call for the shared prefix
+
+
+@pytest.mark.parametrize("edited", [None, "two, edited"])
+def test_a_branch_at_a_user_message_resends_it_and_gets_it_answered(api_client, chat, edited):
+    point = chat.messages.get(position=2)  # the user's "two"
+    body = {"message_id": str(point.pk)}
+    if edited is not None:
+        body["content"] = edited
+
+    response = api_client.post(f"/api/v1/conversations/{chat.pk}/branch/", body, format="json")
+
+    assert response.status_code == 201
+    copy = Conversation.objects.get(pk=response.json()["id"])
+    sent = edited or "two"
+    assert [(m.role, m.content.strip(), m.status) for m in copy.messages.order_by("position")] == [
+        ("user", "one", "complete"),
+        ("assistant", "Noted.", "complete"),
+        ("user", sent, "complete"),
+        ("assistant", "Noted.", "complete"),
+    ]
+    assert contents(state_of(copy)["messages"]) == ["one", "Noted.", sent, "Noted."]
+    assert response.json()["message_count"] == 4
+    assert copy.branch_point_id == point.pk
+
+
+def test_a_branch_at_the_first_message_starts_empty_and_resends_it(api_client, chat):
+    first = chat.messages.get(position=0)
+
+    response = branch(api_client, chat, first.pk)
+
+    copy = Conversation.objects.get(pk=response.json()["id"])
+    assert contents(state_of(copy)["messages"]) == ["one", "Noted."]
+    assert [m.role for m in copy.messages.order_by("position")] == ["user", "assistant"]
+
+
+def test_content_is_refused_when_branching_at_a_reply(api_client, chat):
+    response = api_client.post(
+        f"/api/v1/conversations/{chat.pk}/branch/",
+        {"message_id": str(chat.messages.get(position=1).pk), "content": "edited"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "content" in response.json()["error"]["details"]
+    assert Conversation.objects.count() == 1
+
+
+def test_a_fork_copies_a_conversation_whose_last_turn_failed(api_client, user, send):
+    class Boom(Exception):
+        status_code = 500
+
+    def broken(model, options):
+        from bench.providers import ScriptedChatModel
+
+        class Failing(ScriptedChatModel):
+            def _generate(self, *args, **kwargs):
+                raise Boom("upstream exploded")
+
+        return Failing(tokens=["x"])
+
+    register_provider("broken", broken)
+    chat = Conversation.objects.create(owner=user, model="instant:Noted.")
+    send(chat, "one")
+    Conversation.objects.filter(pk=chat.pk).update(model="broken:x")
+    assert send(chat, "two").status_code == 502
+
+    response = api_client.post(f"/api/v1/conversations/{chat.pk}/fork/")
+
+    assert response.status_code == 201, response.json()
+    fork = Conversation.objects.get(pk=response.json()["id"])
+    assert [(m.role, m.status) for m in fork.messages.order_by("position")] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "error"),
+    ]
+    # The context has the unanswered question; the next turn in the fork goes on from it.
+    assert contents(state_of(fork)["messages"]) == ["one", "Noted.", "two"]
+    Conversation.objects.filter(pk=fork.pk).update(model="instant:Noted.")
+    assert send(fork, "three").status_code == 201
+    assert contents(state_of(fork)["messages"])[-2:] == ["three", "Noted."]
 
 
 def test_branch_and_parent_continue_independently(api_client, send, chat):

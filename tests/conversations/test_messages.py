@@ -155,19 +155,73 @@ def test_feedback_on_a_reply_is_stored_and_others_cannot_rate_it(
     reply_id = send(conversation).json()["assistant_message"]["id"]
 
     foreign = other_client.post(
-        f"/api/v1/messages/{reply_id}/feedback/", {"rating": -1}, format="json"
+        f"/api/v1/messages/{reply_id}/feedback/",
+        {"scale": "thumbs", "rating": -1},
+        format="json",
     )
     rated = api_client.post(
-        f"/api/v1/messages/{reply_id}/feedback/", {"rating": 5, "comment": "great"}, format="json"
+        f"/api/v1/messages/{reply_id}/feedback/",
+        {"scale": "stars", "rating": 5, "comment": "great"},
+        format="json",
     )
     out_of_range = api_client.post(
-        f"/api/v1/messages/{reply_id}/feedback/", {"rating": 9}, format="json"
+        f"/api/v1/messages/{reply_id}/feedback/", {"scale": "stars", "rating": 9}, format="json"
     )
 
     assert foreign.status_code == 404
-    assert rated.status_code == 200 and rated.json()["feedback"]["rating"] == 5
+    assert rated.status_code == 200
+    assert rated.json()["feedback"]["scale"] == "stars"
+    assert rated.json()["feedback"]["rating"] == 5
     assert out_of_range.status_code == 400
     assert Message.objects.get(pk=reply_id).feedback_comment == "great"
+
+
+@pytest.mark.parametrize(("scale", "meaning"), [("thumbs", "thumbs"), ("stars", "stars")])
+def test_a_rating_of_1_says_which_scale_it_is_on(api_client, send, conversation, scale, meaning):
+    reply_id = send(conversation).json()["assistant_message"]["id"]
+
+    rated = api_client.post(
+        f"/api/v1/messages/{reply_id}/feedback/", {"scale": scale, "rating": 1}, format="json"
+    )
+
+    assert rated.json()["feedback"]["scale"] == meaning
+    assert Message.objects.get(pk=reply_id).feedback_scale == meaning
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rating": 1}, "scale"),  # ambiguous: a thumbs-up or one star
+        ({"scale": "thumbs", "rating": 5}, "rating"),
+        ({"scale": "stars", "rating": -1}, "rating"),
+        ({"scale": "stars", "rating": "5"}, "rating"),
+        ({"scale": "stars", "rating": True}, "rating"),
+        ({"scale": "stars", "rating": 4, "comment": 0}, "comment"),
+    ],
+)
+def test_ambiguous_or_mistyped_feedback_is_a_400_naming_the_field(
+    api_client, send, conversation, body, field
+):
+    reply_id = send(conversation).json()["assistant_message"]["id"]
+
+    response = api_client.post(f"/api/v1/messages/{reply_id}/feedback/", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]
+    assert Message.objects.get(pk=reply_id).feedback_rating is None
+
+
+def test_feedback_on_a_users_message_is_a_404_saying_why(api_client, send, conversation):
+    user_message_id = send(conversation).json()["user_message"]["id"]
+
+    response = api_client.post(
+        f"/api/v1/messages/{user_message_id}/feedback/",
+        {"scale": "thumbs", "rating": 1},
+        format="json",
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_a_reply"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -170,3 +170,40 @@ def test_streaming_into_another_users_conversation_is_a_404(other_client, user):
 
     assert status == 404
     assert not Message.objects.filter(conversation=theirs).exists()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.django_db(transaction=True)
+def test_replies_of_the_local_provider_are_not_shown_to_a_real_model_as_its_own(
+    api_client, user, openai_server, streamed
+):
+    conversation = Conversation.objects.create(owner=user, model="local")
+    assert (
+        api_client.post(
+            f"/api/v1/conversations/{conversation.pk}/messages/",
+            {"content": "first"},
+            format="json",
+        ).status_code
+        == 201
+    )
+    api_client.patch(
+        f"/api/v1/conversations/{conversation.pk}/", {"model": "openai:test-model"}, format="json"
+    )
+
+    if streamed:
+        status, events = stream(conversation, api_client.raw_key, "second")
+        assert (status, events[-1][0]) == (200, "done")
+    else:
+        assert (
+            api_client.post(
+                f"/api/v1/conversations/{conversation.pk}/messages/",
+                {"content": "second"},
+                format="json",
+            ).status_code
+            == 201
+        )
+
+    # The record keeps the local reply; the model's context does not claim it was the model's.
+    assert conversation.messages.filter(role="assistant", model="local").exists()
+    sent = [(m["role"], m["content"]) for m in openai_server.requests[-1]["messages"]]
+    assert sent == [("user", "first"), ("user", "second")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ def server() -> Iterator[str]:
         **os.environ,
         "CHATTER_DATA_DIR": str(settings.DATA_DIR),
         "CHATTER_DB_NAME": connection.settings_dict["NAME"],
-        "CHATTER_PROVIDER_MODULES": "bench.providers",
+        "CHATTER_PROVIDER_MODULES": "bench.providers,tests.conversations.gated_provider",
     }
     process = subprocess.Popen(
         [
@@ -109,26 +110,73 @@ def test_a_disconnect_mid_stream_keeps_the_message_and_the_partial_reply(server,
     assert state["messages"][-1].content == reply.content  # the context matches the record
 
 
-def test_a_full_stream_over_uvicorn_arrives_incrementally(server, user, api_client):
-    conversation = Conversation.objects.create(owner=user, model="paced:10:100")  # 1 s in all
-    arrivals: list[float] = []
-    started = time.monotonic()
+def test_a_full_stream_over_uvicorn_arrives_incrementally(server, user, api_client, tmp_path):
+    gate = tmp_path / "open"  # the model sends its first token, then waits for this file
+    conversation = Conversation.objects.create(owner=user, model=f"gated:{gate}")
+    events: list[str] = []
+    first_delta_before_the_gate = False
     with httpx.stream(
         "POST",
         f"{server}/api/v1/conversations/{conversation.pk}/messages/stream/",
         json={"content": "count"},
         headers={"Authorization": f"Bearer {api_client.raw_key}"},
-        timeout=30,
+        timeout=120,
     ) as response:
-        events = []
         for line in response.iter_lines():
             if line.startswith("event: "):
                 events.append(line[7:])
-                arrivals.append(time.monotonic() - started)
+                if events[-1] == "delta" and not gate.exists():
+                    # Streamed, not buffered: this token arrived while the rest of the
+                    # reply could not exist yet.
+                    first_delta_before_the_gate = True
+                    gate.touch()
             if line.startswith("data: ") and events[-1] == "done":
                 done = json.loads(line[6:])
 
-    assert events.count("delta") == 10 and events[-1] == "done"
-    # Streamed, not buffered: the first token came long before the last.
-    assert arrivals[-1] - arrivals[1] > 0.5
+    assert first_delta_before_the_gate
+    assert events.count("delta") == 5 and events[-1] == "done", events
     assert Message.objects.get(pk=done["assistant_message_id"]).status == "complete"
+
+
+def _send_then_reset(base: str, conversation: Conversation, raw_key: str) -> None:
+    """POST a stream request and reset the connection (RST, no FIN) as soon as the turn
+    has stored the user's message: the moment the server starts answering."""
+    host, port = base.removeprefix("http://").split(":")
+    body = json.dumps({"content": "are you there?"}).encode()
+    request = (
+        f"POST /api/v1/conversations/{conversation.pk}/messages/stream/ HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {raw_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    before = Message.objects.filter(conversation=conversation).count()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        deadline = time.monotonic() + 30
+        while Message.objects.filter(conversation=conversation).count() == before:
+            if time.monotonic() > deadline:
+                break  # not stored at all: the reset below tests that case instead
+            time.sleep(0.001)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_client_that_resets_right_after_sending_frees_its_conversation(server, user, api_client):
+    conversation = Conversation.objects.create(owner=user, model="local", workflow="basic")
+    url = f"{server}/api/v1/conversations/{conversation.pk}/messages/"
+    headers = {"Authorization": f"Bearer {api_client.raw_key}"}
+
+    for attempt in range(8):
+        _send_then_reset(server, conversation, api_client.raw_key)
+
+        # The vanished turn ends (finished or released) on its own; a claim left behind
+        # would hold the conversation until it went stale, 600 s later.
+        wait_for(
+            lambda: Conversation.objects.filter(
+                pk=conversation.pk, turn_started_at__isnull=True
+            ).exists(),
+            timeout=90,
+        )
+        response = httpx.post(url, json={"content": f"next {attempt}"}, headers=headers, timeout=60)
+        assert response.status_code == 201, response.text
+
+    conversation.refresh_from_db()
+    assert conversation.turn_started_at is None
