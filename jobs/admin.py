@@ -164,7 +164,8 @@ class JobAdmin(admin.ModelAdmin):
         job = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
-            # Every field is read-only: nothing to save.
+            # Every field is read-only: nothing to save, nothing to "change".
+            "title": "View job",
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,

@@ -103,6 +103,7 @@ def test_the_job_page_is_read_only_with_a_cancel_button_that_cancels(admin_clien
 
     page = admin_client.get(f"{URL}{job.pk}/change/").content.decode()
 
+    assert "<h1>View job</h1>" in page
     assert 'name="_save"' not in page and 'name="_continue"' not in page
     assert 'name="_addanother"' not in page
     cancel_url = f"{URL}{job.pk}/cancel/"
