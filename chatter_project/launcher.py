@@ -28,6 +28,7 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import api_key_authenticate, api_key_create, log_action
+from chatter_project.errors import ApplicationError
 
 DEMO_USERNAME = "admin"
 STOP_TIMEOUT_SECONDS = 10
@@ -82,9 +83,26 @@ def demo_credentials_ensure() -> DemoCredentials | None:
     return DemoCredentials(DEMO_USERNAME, password, raw, fresh=True)
 
 
+def active_models() -> tuple[str, str]:
+    """The chat model new conversations use and the active embedding space, as configured:
+    neither model is loaded (the local embedder loads its weights on first use)."""
+    from conversations.providers import default_model_spec
+    from knowledge.embeddings import active_embedder
+
+    chat = default_model_spec()
+    if chat == "local":
+        chat = "local (no model key configured: replies quote the knowledge base)"
+    try:
+        space = active_embedder().space
+    except ApplicationError as exc:
+        space = f"misconfigured: {exc.message}"
+    return chat, space
+
+
 def print_banner(out: TextIO, port: int, credentials: DemoCredentials | None) -> None:
     base = f"http://127.0.0.1:{port}"
     database = "embedded PostgreSQL" if settings.EMBEDDED_DATABASE else "DATABASE_URL"
+    chat, space = active_models()
     lines = [
         "",
         "Chatter",
@@ -94,6 +112,8 @@ def print_banner(out: TextIO, port: int, credentials: DemoCredentials | None) ->
         f"  API           {base}/api/v1/",
         f"  Data dir      {settings.DATA_DIR}",
         f"  Database      {database}",
+        f"  Chat model    {chat}",
+        f"  Embeddings    {space}",
     ]
     if credentials is not None:
         origin = "created now" if credentials.fresh else f"saved in {_credentials_file()}"

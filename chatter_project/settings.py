@@ -258,6 +258,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times with seconds in the admin (chatter_project/formats/en/formats.py says why).
+FORMAT_MODULE_PATH = ["chatter_project.formats"]
 
 # --- Logging: structured, a request id on every line of a request ----------------------------
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")

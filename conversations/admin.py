@@ -11,7 +11,7 @@ from django.utils.safestring import SafeString
 
 from chatter_project.admin_base import ReadOnlyModelAdmin
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.selectors import conversation_tree
+from conversations.selectors import conversation_list, conversation_tree
 from conversations.services import conversation_delete, conversation_fork
 
 
@@ -139,6 +139,17 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # conversations start through the API
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
+    ) -> tuple[QuerySet[Conversation], bool]:
+        """The fields above, plus what the API's ``?q=`` finds: the full-text search over
+        titles and message contents (the selector's, on its GIN indexes)."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            found = conversation_list(user=request.user, query=search_term).values("pk")  # type: ignore[arg-type]
+            results = results | queryset.filter(pk__in=found)
+        return results, may_have_duplicates
 
     @admin.display(description="model", ordering="model")
     def model_used(self, obj: Conversation) -> str:

@@ -4,15 +4,38 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+from django_q.models import Failure, OrmQ, Success
 
 from chatter_project.errors import ApplicationError
-from jobs.models import Job, JobPriority
+from jobs.models import Job, JobPriority, JobStatus
 from jobs.registry import handler_get, handler_names
 from jobs.selectors import job_stats
-from jobs.services import enqueue, job_options_validate, jobs_cancel, jobs_retry, jobs_run_now
+from jobs.services import (
+    enqueue,
+    job_cancel,
+    job_options_validate,
+    job_retry,
+    jobs_cancel,
+    jobs_retry,
+    jobs_run_now,
+)
+
+# django-q2's task screens list its tokens ("run the next job"), not Chatter's jobs, beside
+# the Jobs screen; an operator reads jobs there. Its Schedule screen stays (the maintenance
+# schedule lives in it).
+for _model in (Success, Failure, OrmQ):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+ACTIVE = [JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING]
 
 
 class JobAddForm(forms.ModelForm):
@@ -122,6 +145,57 @@ class JobAdmin(admin.ModelAdmin):
         )
         obj.pk = job.pk
         obj._state.adding = False
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("<int:job_id>/cancel/", view(self.cancel_view), name="jobs_job_cancel"),
+            path("<int:job_id>/retry/", view(self.retry_view), name="jobs_job_retry"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: Any = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            # Every field is read-only: nothing to save, nothing to "change".
+            "title": "View job",
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        if job is not None and self.has_change_permission(request, job):
+            extra_context["job_cancellable"] = job.status in ACTIVE and not (
+                job.status == JobStatus.RUNNING and job.cancel_requested_at
+            )
+            extra_context["job_retryable"] = job.status not in ACTIVE
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _job_operation(self, request: HttpRequest, job_id: int, operation: Any, done: str) -> Any:
+        job = get_object_or_404(Job, pk=job_id)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        try:
+            job = operation(job=job)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+        else:
+            self.message_user(request, f"Job {job.pk} {done} ({job.status}).", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.pk]))
+
+    @method_decorator(require_POST)
+    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        return self._job_operation(request, job_id, job_cancel, "cancelled")
+
+    @method_decorator(require_POST)
+    def retry_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        return self._job_operation(request, job_id, job_retry, "re-queued")
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "job_stats": job_stats(user=request.user)}  # type: ignore[arg-type]

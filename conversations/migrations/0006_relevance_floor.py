@@ -1,4 +1,4 @@
-# Added by the knowledge-fix branch (the RAG relevance floor).
+# The RAG relevance floor per conversation.
 
 import django.core.validators
 from django.db import migrations, models
@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0002_workflow_rag"),
+        ("conversations", "0005_feedback_scale"),
     ]
 
     operations = [

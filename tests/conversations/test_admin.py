@@ -89,3 +89,18 @@ def test_the_users_list_shows_each_users_tokens_and_cost(admin_client, user, sen
         f'<td class="field-tokens">{conversation.tokens_in + conversation.tokens_out}</td>' in page
     )
     assert f"{conversation.cost}" in page and conversation.cost > 0
+
+
+def test_the_search_finds_a_conversation_by_a_word_in_its_messages(admin_client, user):
+    found = Conversation.objects.create(owner=user, title="Unrelated title")
+    found.messages.create(position=0, role="user", content="How do pelicans migrate?")
+    other = Conversation.objects.create(owner=user, title="Another one")
+    other.messages.create(position=0, role="user", content="Nothing about birds here")
+
+    page = admin_client.get("/admin/conversations/conversation/", {"q": "pelicans"})
+
+    assert page.status_code == 200
+    assert list(page.context["cl"].result_list) == [found]
+    # The title fields still match as before.
+    titled = admin_client.get("/admin/conversations/conversation/", {"q": "Another"})
+    assert list(titled.context["cl"].result_list) == [other]

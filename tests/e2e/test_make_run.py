@@ -24,6 +24,18 @@ from django.conf import settings
 
 pytestmark = pytest.mark.e2e
 
+# What a new user has not set: the platform's defaults are under test.
+CONFIGURATION = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DEBUG",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "CHATTER_DEFAULT_MODEL",
+    "CHATTER_EMBEDDINGS",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -33,11 +45,8 @@ def free_port() -> int:
 
 class Platform:
     def __init__(self, data_dir: Path, port: int) -> None:
-        env = {
-            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG"}
-        }
+        env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
         env.update(CHATTER_DATA_DIR=str(data_dir), PORT=str(port), WEB_WORKERS="1")
-        self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
             cwd=settings.BASE_DIR,
@@ -57,10 +66,10 @@ class Platform:
             if line.startswith("Chatter is up"):
                 self.up.set()
 
-    def wait_up(self, timeout: float = 180) -> float:
+    def wait_up(self, timeout: float = 300) -> None:
+        # Generous: this waits for the platform to come up, it does not time it.
         if not self.up.wait(timeout):
             raise AssertionError("never came up:\n" + "".join(self.lines[-40:]))
-        return time.monotonic() - self.started
 
     def banner(self, label: str) -> str:
         for line in self.lines:
@@ -98,13 +107,18 @@ def cluster_state(data_dir: Path) -> str:
     return re.search(r"Database cluster state:\s+(.+)", output).group(1).strip()
 
 
-def test_make_run_comes_up_works_and_stops_cleanly_then_restarts_fast(data_dir):
+def test_make_run_comes_up_works_and_stops_cleanly_then_restarts_with_the_same_key(data_dir):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     platform = Platform(data_dir, port)
     try:
         platform.wait_up()
         key = platform.banner("API key")
+        # The banner says what answers: no key configured here, so the local model and the
+        # bundled embedder (named, not loaded).
+        assert platform.banner("Chat model").startswith("local")
+        assert platform.banner("Embeddings") == "local:all-MiniLM-L6-v2"
+        assert "Applying" in "".join(platform.lines)
         username, _, password = platform.banner("Operator").partition(" / ")
         password = password.split()[0]
 
@@ -135,11 +149,13 @@ def test_make_run_comes_up_works_and_stops_cleanly_then_restarts_fast(data_dir):
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
     assert cluster_state(data_dir) == "shut down"
 
-    # Second start: everything reused, up in well under 15 s, same credentials.
+    # Second start: the schema is reused (nothing to migrate), the same credentials come back.
+    # How long it takes is measured by bench/bench_startup.py, not asserted here.
     again = Platform(data_dir, port)
     try:
-        elapsed = again.wait_up(timeout=60)
-        assert elapsed < 15, f"second start took {elapsed:.1f}s"
+        again.wait_up()
+        assert "Database schema up to date" in "".join(again.lines)
+        assert "Applying" not in "".join(again.lines)
         assert again.banner("API key") == key
         assert "saved in" in again.banner("Operator")
     finally:

@@ -96,3 +96,66 @@ def test_arguments_that_do_not_fit_the_handler_are_a_form_error_not_a_crash(admi
     assert response.status_code == 200
     assert "The arguments do not fit handler" in response.content.decode()
     assert not Job.objects.exists()
+
+
+def test_the_job_page_is_read_only_with_a_cancel_button_that_cancels(admin_client):
+    job = enqueue("test.record")
+
+    page = admin_client.get(f"{URL}{job.pk}/change/").content.decode()
+
+    assert "<h1>View job</h1>" in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+    assert 'name="_addanother"' not in page
+    cancel_url = f"{URL}{job.pk}/cancel/"
+    assert f'formaction="{cancel_url}"' in page and "Retry job" not in page
+
+    response = admin_client.post(cancel_url, follow=True)
+
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    assert f"Job {job.pk} cancelled (cancelled)." in response.content.decode()
+    # Finished now: the page offers a retry instead, which re-queues through the service.
+    page = response.content.decode()
+    assert "Cancel job" not in page and f'formaction="{URL}{job.pk}/retry/"' in page
+    admin_client.post(f"{URL}{job.pk}/retry/")
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
+
+
+def test_cancelling_a_finished_job_reports_the_services_refusal(admin_client):
+    job = enqueue("test.record")
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+
+    response = admin_client.post(f"{URL}{job.pk}/cancel/", follow=True)
+
+    assert "A succeeded job cannot be cancelled." in response.content.decode()
+    assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
+
+
+def test_job_operations_need_a_post_and_the_change_permission(admin_client, user):
+    job = enqueue("test.record")
+
+    assert admin_client.get(f"{URL}{job.pk}/cancel/").status_code == 405
+    user.is_staff = True
+    user.save()
+    viewer = Client()
+    viewer.force_login(user)  # staff without the jobs permissions
+    assert viewer.post(f"{URL}{job.pk}/cancel/").status_code == 403
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
+
+
+def test_the_stats_come_after_the_add_button_not_under_it(admin_client):
+    enqueue("test.record")
+
+    page = admin_client.get(URL).content.decode()
+
+    assert page.index('class="object-tools"') < page.index('id="job-stats"')
+    assert 'id="job-stats" style="clear: both' in page
+
+
+def test_job_times_show_seconds(admin_client):
+    job = enqueue("test.record")
+
+    listing = admin_client.get(URL).content.decode()
+    page = admin_client.get(f"{URL}{job.pk}/change/").content.decode()
+
+    assert f"{job.created_at:%Y-%m-%d %H:%M:%S}" in listing
+    assert f"{job.created_at:%Y-%m-%d %H:%M:%S}" in page

@@ -142,7 +142,6 @@ def test_a_handler_that_overruns_its_timeout_is_interrupted():
     assert worker.run_next_job() == JobStatus.DEAD
     job.refresh_from_db()
     assert job.error == "JobTimeout: exceeded its timeout of 1 s"
-    assert (job.finished_at - job.started_at) < timedelta(seconds=10)
 
 
 def test_retry_delay_grows_exponentially_within_the_jitter_and_stops_at_the_cap():

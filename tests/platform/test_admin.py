@@ -106,3 +106,35 @@ def test_the_admin_is_styled_without_debug(client, settings):
 
     assert response.status_code == 200
     assert b"body" in b"".join(response.streaming_content)
+
+
+def test_the_audit_log_footer_counts_entries(admin_client, user):
+    api_key_create(user=user, name="one")
+    api_key_create(user=user, name="two")
+    count = AuditLog.objects.count()
+
+    page = admin_client.get("/admin/accounts/auditlog/").content.decode()
+
+    assert f"{count} entries" in page and f"{count} audit log\n" not in page
+    assert ">Audit log<" in page  # the sidebar keeps the model's plural
+
+
+def test_admin_times_show_seconds(admin_client, user):
+    api_key_create(user=user, name="one")
+    entry = AuditLog.objects.get(action="api_key.created")
+
+    page = admin_client.get("/admin/accounts/auditlog/").content.decode()
+
+    assert f"{entry.created_at:%Y-%m-%d %H:%M:%S}" in page
+
+
+def test_django_q2s_task_screens_are_not_beside_the_jobs(admin_client):
+    from django_q.models import Failure, OrmQ, Schedule, Success
+
+    index = admin_client.get("/admin/").content.decode()
+
+    for model in (Success, Failure, OrmQ):
+        assert not admin.site.is_registered(model)
+        assert admin_client.get(changelist_url(model)).status_code == 404
+    assert admin.site.is_registered(Schedule)  # the maintenance schedule lives there
+    assert "/admin/jobs/job/" in index and "/admin/django_q/success/" not in index
