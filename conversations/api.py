@@ -237,10 +237,26 @@ class BranchSerializer(serializers.Serializer):
 class FeedbackSerializer(serializers.Serializer):
     scale = serializers.ChoiceField(
         choices=Message.FeedbackScale.choices,
-        help_text="`thumbs`: rating -1 (down), 0 (neutral) or 1 (up); `stars`: rating 1 to 5.",
+        required=False,
+        help_text="`thumbs`: rating -1 (down), 0 (neutral) or 1 (up); `stars`: rating 1 to 5. "
+        "May be left out when the rating says it (-1 and 0 are thumbs, 2 to 5 stars); a "
+        "rating of 1 without a scale is refused (a thumbs-up or one star?).",
     )
     rating = StrictIntegerField(min_value=-1, max_value=5)
     comment = StrictTextField(required=False, allow_blank=True, max_length=4000, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # v1 clients sent {rating} alone: keep every rating that can only mean one thing.
+        if "scale" not in attrs:
+            rating = attrs["rating"]
+            if rating == 1:
+                raise serializers.ValidationError(
+                    {"scale": ["Say which scale a rating of 1 is on: thumbs (up) or stars (one)."]}
+                )
+            attrs["scale"] = (
+                Message.FeedbackScale.THUMBS if rating <= 0 else Message.FeedbackScale.STARS
+            )
+        return attrs
 
 
 def require_json_body(request: Request) -> None:

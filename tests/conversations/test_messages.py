@@ -188,6 +188,21 @@ def test_a_rating_of_1_says_which_scale_it_is_on(api_client, send, conversation,
     assert Message.objects.get(pk=reply_id).feedback_scale == meaning
 
 
+@pytest.mark.parametrize(("rating", "scale"), [(-1, "thumbs"), (0, "thumbs"), (4, "stars")])
+def test_a_rating_that_can_mean_one_scale_only_needs_no_scale(
+    api_client, send, conversation, rating, scale
+):
+    reply_id = send(conversation).json()["assistant_message"]["id"]
+
+    rated = api_client.post(
+        f"/api/v1/messages/{reply_id}/feedback/", {"rating": rating}, format="json"
+    )
+
+    assert rated.status_code == 200
+    assert rated.json()["feedback"]["scale"] == scale
+    assert Message.objects.get(pk=reply_id).feedback_rating == rating
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
