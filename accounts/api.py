@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.models import ApiKey, ApiKeyScope, SecurityCounter
+from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
@@ -22,8 +22,14 @@ from chatter_project.validation import SafeCharField
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
     name = SafeCharField(max_length=100)
+    # The default is stated in the schema (and README), so a client (or a form) that
+    # leaves scopes out knows it gets read and write.
     scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, min_length=1
+        child=serializers.ChoiceField(choices=ApiKeyScope.choices),
+        default=DEFAULT_SCOPES,
+        min_length=1,
+        help_text="What the key may do: `read` (safe methods), `write` (everything else). "
+        "Default when left out: both.",
     )
     is_active = serializers.BooleanField(read_only=True)
 
@@ -42,6 +48,12 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "is_active",
         ]
         read_only_fields = ["id", "prefix", "owner", "revoked_at", "last_used_at", "created_at"]
+        extra_kwargs = {
+            "expires_at": {
+                "help_text": "When the key stops working (null: never). A time in the past "
+                "makes a key that is already expired (`is_active` false)."
+            }
+        }
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
