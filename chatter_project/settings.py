@@ -93,6 +93,8 @@ MIDDLEWARE = [
     "chatter_project.versioning.ApiVersionMiddleware",
     "chatter_project.middleware.ApiErrorEnvelopeMiddleware",
     "chatter_project.http_policy.RequestSizeLimitMiddleware",
+    # Before anything parses a body: one place for DRF, Ninja and the threat scanner.
+    "chatter_project.http_policy.JsonDepthLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -328,6 +330,9 @@ CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 50 * 102
 CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
 CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
+# JSON bodies nested deeper than this (arrays and objects) are refused with 400 before any
+# parser sees them; fields with their own rules (metadata) allow far less.
+CHATTER_MAX_JSON_NESTING = int(os.environ.get("CHATTER_MAX_JSON_NESTING", "64"))
 
 # CORS: an allowlist of browser origins (comma-separated), API paths only.
 CORS_ALLOWED_ORIGINS = env_list("CHATTER_CORS_ORIGINS")
