@@ -16,7 +16,7 @@ from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
-from chatter_project.validation import SafeCharField
+from chatter_project.validation import NullableDateTimeField, SafeCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -32,6 +32,10 @@ class ApiKeySerializer(serializers.ModelSerializer):
         "Default when left out: both.",
     )
     is_active = serializers.BooleanField(read_only=True)
+    expires_at = NullableDateTimeField(
+        help_text="When the key stops working (null: never). A time in the past makes a key "
+        "that is already expired (`is_active` false)."
+    )
 
     class Meta:
         model = ApiKey
@@ -48,12 +52,6 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "is_active",
         ]
         read_only_fields = ["id", "prefix", "owner", "revoked_at", "last_used_at", "created_at"]
-        extra_kwargs = {
-            "expires_at": {
-                "help_text": "When the key stops working (null: never). A time in the past "
-                "makes a key that is already expired (`is_active` false)."
-            }
-        }
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from pydantic import AfterValidator
 from rest_framework import serializers
+from rest_framework.utils import html
 
 # C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -280,6 +281,23 @@ class FilenameField(_RuleCharField):
 
 class UsernameField(_RuleCharField):
     rule = staticmethod(validate_username)
+
+
+class NullableDateTimeField(serializers.DateTimeField):
+    """A nullable date-time that means the same in JSON and in forms. DRF reads an empty
+    form value as null and refuses the text `null`; the schema (`string` date-time or
+    `null`) says the opposite, so forms take `null` for null and an empty value is refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def get_value(self, dictionary: Any) -> Any:
+        if not html.is_html_input(dictionary) or self.field_name not in dictionary:
+            return super().get_value(dictionary)
+        raw = dictionary.get(self.field_name)
+        return None if raw == "null" else raw  # "" goes on to be refused as a bad format
 
 
 class MetadataField(serializers.DictField):
