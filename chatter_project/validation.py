@@ -284,9 +284,8 @@ class UsernameField(_RuleCharField):
 
 
 class NullableDateTimeField(serializers.DateTimeField):
-    """A nullable date-time that means the same in JSON and in forms. DRF reads an empty
-    form value as null and refuses the text `null`; the schema (`string` date-time or
-    `null`) says the opposite, so forms take `null` for null and an empty value is refused."""
+    """A nullable date-time that means the same in JSON and in forms: a form has no null,
+    so both an empty value and the text `null` are null there (DRF refuses the latter)."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_null", True)
@@ -294,10 +293,9 @@ class NullableDateTimeField(serializers.DateTimeField):
         super().__init__(**kwargs)
 
     def get_value(self, dictionary: Any) -> Any:
-        if not html.is_html_input(dictionary) or self.field_name not in dictionary:
-            return super().get_value(dictionary)
-        raw = dictionary.get(self.field_name)
-        return None if raw == "null" else raw  # "" goes on to be refused as a bad format
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "null":
+            return None
+        return super().get_value(dictionary)
 
 
 class MetadataField(serializers.DictField):
