@@ -9,6 +9,8 @@ from drf_spectacular.utils import extend_schema
 from ninja import Router, Schema
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -71,6 +73,9 @@ class ApiKeyViewSet(
 
     serializer_class = ApiKeySerializer
     lookup_value_converter = "uuid"
+    # JSON only: a form cannot tell an empty `scopes` list from a missing one, and a key's
+    # scopes must never be guessed (the admin has its own form).
+    parser_classes = [JSONParser]
 
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
@@ -79,6 +84,10 @@ class ApiKeyViewSet(
 
     @extend_schema(responses={201: ApiKeyCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Checked here as well: when middleware has already read a form body, DRF hands the
+        # view empty data instead of refusing the media type.
+        if (request.content_type or "").split(";")[0].strip() != "application/json":
+            raise UnsupportedMediaType(request.content_type)
         serializer = ApiKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         api_key, raw = api_key_create(
