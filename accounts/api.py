@@ -9,23 +9,35 @@ from drf_spectacular.utils import extend_schema
 from ninja import Router, Schema
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.models import ApiKey, ApiKeyScope, SecurityCounter
+from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
-from chatter_project.validation import SafeCharField
+from chatter_project.validation import NullableDateTimeField, SafeCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
     name = SafeCharField(max_length=100)
+    # The default is stated in the schema (and README), so a client (or a form) that
+    # leaves scopes out knows it gets read and write.
     scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, min_length=1
+        child=serializers.ChoiceField(choices=ApiKeyScope.choices),
+        default=DEFAULT_SCOPES,
+        min_length=1,
+        help_text="What the key may do: `read` (safe methods), `write` (everything else). "
+        "Default when left out: both.",
     )
     is_active = serializers.BooleanField(read_only=True)
+    expires_at = NullableDateTimeField(
+        help_text="When the key stops working (null: never). A time in the past makes a key "
+        "that is already expired (`is_active` false)."
+    )
 
     class Meta:
         model = ApiKey
@@ -61,6 +73,9 @@ class ApiKeyViewSet(
 
     serializer_class = ApiKeySerializer
     lookup_value_converter = "uuid"
+    # JSON only: a form cannot tell an empty `scopes` list from a missing one, and a key's
+    # scopes must never be guessed (the admin has its own form).
+    parser_classes = [JSONParser]
 
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
@@ -69,6 +84,10 @@ class ApiKeyViewSet(
 
     @extend_schema(responses={201: ApiKeyCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Checked here as well: when middleware has already read a form body, DRF hands the
+        # view empty data instead of refusing the media type.
+        if (request.content_type or "").split(";")[0].strip() != "application/json":
+            raise UnsupportedMediaType(request.content_type)
         serializer = ApiKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         api_key, raw = api_key_create(

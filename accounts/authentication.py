@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 from rest_framework import authentication, exceptions
 
 from accounts.models import ApiKey
+from accounts.permissions import SCOPE_DENIED_MESSAGE, api_key_allows
 from accounts.services import api_key_authenticate
 
 INVALID_KEY_MESSAGE = "Invalid, revoked or expired API key."
@@ -51,10 +53,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class NinjaApiKeyAuth(HttpBearer):
-    """Ninja's side: a sync callable, which Ninja runs in a thread for async operations."""
+    """Ninja's side: a sync callable, which Ninja runs in a thread for async operations.
+
+    Ninja has no permission layer, so the scope rule DRF applies in ``HasApiScope`` is
+    applied here, where every authenticated Ninja operation passes: a valid key without the
+    method's scope is a 403 (Ninja's exception handler), before the operation runs.
+    """
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
         api_key = api_key_from_request(request)
-        if api_key is not None:
-            request.user = api_key.user
+        if api_key is None:
+            return None
+        if not api_key_allows(api_key, request.method):
+            raise PermissionDenied(SCOPE_DENIED_MESSAGE)
+        request.user = api_key.user
         return api_key

@@ -1,4 +1,9 @@
-"""API permissions: scopes on keys, staff-only operations."""
+"""API permissions: scopes on keys, staff-only operations.
+
+One scope rule (``scope_for_method``/``api_key_allows``) for DRF (``HasApiScope``) and Ninja
+(``NinjaApiKeyAuth``, which refuses with 403 where it authenticates): a route added to
+either framework is covered without naming it anywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,28 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from accounts.models import ApiKey, ApiKeyScope
 
+SCOPE_DENIED_MESSAGE = "This API key lacks the scope this request needs."
+
+
+def scope_for_method(method: str | None) -> str:
+    """`read` for safe methods (GET, HEAD, OPTIONS), `write` for everything else."""
+    return ApiKeyScope.READ if (method or "GET").upper() in SAFE_METHODS else ApiKeyScope.WRITE
+
+
+def api_key_allows(api_key: ApiKey, method: str | None) -> bool:
+    return api_key.has_scope(scope_for_method(method))
+
 
 class HasApiScope(BasePermission):
     """Authenticated, and a key (if one was used) with `read` for safe methods, `write` else."""
 
-    message = "This API key lacks the scope this request needs."
+    message = SCOPE_DENIED_MESSAGE
 
     def has_permission(self, request: Any, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
         if isinstance(request.auth, ApiKey):
-            needed = ApiKeyScope.READ if request.method in SAFE_METHODS else ApiKeyScope.WRITE
-            return request.auth.has_scope(needed)
+            return api_key_allows(request.auth, request.method)
         return True
 
 

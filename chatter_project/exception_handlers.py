@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
@@ -20,6 +21,13 @@ logger = logging.getLogger("chatter.errors")
 
 _RATE_LIMITED = error_payload("rate_limited", "Rate limit exceeded.")
 _TOO_LARGE = error_payload("payload_too_large", "The request body is too large.")
+# PostgreSQL unreachable (down, restarting, the pool's wait for a connection ran out): the
+# client may retry, and nothing it sent is at fault.
+_DATABASE_ERRORS = (OperationalError, InterfaceError)
+_DATABASE_UNAVAILABLE = error_payload(
+    "database_unavailable", "The database is unreachable right now; retry shortly."
+)
+_RETRY_HEADERS = {"Retry-After": "5"}
 
 
 # --- DRF ---------------------------------------------------------------------------------
@@ -47,6 +55,12 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(_RATE_LIMITED, status=429, headers={"Retry-After": "60"})
     if isinstance(exc, RequestDataTooBig):
         return Response(_TOO_LARGE, status=413)
+    if isinstance(exc, _DATABASE_ERRORS):
+        logger.warning(
+            "database unavailable in %s: %s", context.get("view").__class__.__name__, exc
+        )
+        set_rollback()
+        return Response(_DATABASE_UNAVAILABLE, status=503, headers=_RETRY_HEADERS)
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response(error_payload(exc.code, exc.message, exc.details), status=exc.status)
@@ -123,7 +137,13 @@ def install_ninja_handlers(api: Any) -> None:
     def on_too_large(request: HttpRequest, exc: RequestDataTooBig) -> JsonResponse:
         return JsonResponse(_TOO_LARGE, status=413)
 
+    def on_database_error(request: HttpRequest, exc: Exception) -> JsonResponse:
+        logger.warning("database unavailable in %s: %s", request.path, exc)
+        return JsonResponse(_DATABASE_UNAVAILABLE, status=503, headers=_RETRY_HEADERS)
+
     def on_exception(request: HttpRequest, exc: Exception) -> JsonResponse:
+        if isinstance(exc, _DATABASE_ERRORS):
+            return on_database_error(request, exc)
         logger.exception("unhandled error in %s", request.path)
         return error_response(500, "internal_error", "Internal server error.")
 

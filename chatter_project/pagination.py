@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import ForeignKey
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.response import Response
 
@@ -37,11 +39,33 @@ class ChatterCursorPagination(CursorPagination):
         return tuple(ordering)
 
 
+_PAGE_NUMBER = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+class StrictPageNumberPagination(PageNumberPagination):
+    """DRF's page numbers, with what the schema declares enforced: ``page`` is an integer
+    from 1. DRF reads an empty ``page=`` as page 1 and answers 404 to ``page=abc``; both
+    are malformed requests (400), while a page past the end stays a 404."""
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> Any:
+        values = request.query_params.getlist(self.page_query_param)
+        if values and (len(values) > 1 or not _PAGE_NUMBER.match(values[0])):
+            raise ValidationError({self.page_query_param: ["A page number: an integer from 1."]})
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": 999_999_999}
+        return parameters
+
+
 class VersionedPagination(BasePagination):
     """Delegates to page-number pagination (v1) or cursor pagination (v2)."""
 
     def __init__(self) -> None:
-        self.pages = PageNumberPagination()
+        self.pages = StrictPageNumberPagination()
         self.cursors = ChatterCursorPagination()
         self.delegate: BasePagination = self.pages
 

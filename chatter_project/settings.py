@@ -93,6 +93,8 @@ MIDDLEWARE = [
     "chatter_project.versioning.ApiVersionMiddleware",
     "chatter_project.middleware.ApiErrorEnvelopeMiddleware",
     "chatter_project.http_policy.RequestSizeLimitMiddleware",
+    # Before anything parses a body: one place for DRF, Ninja and the threat scanner.
+    "chatter_project.http_policy.JsonDepthLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -141,11 +143,18 @@ else:
 if os.environ.get("CHATTER_DB_NAME"):
     _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
 _default_db.setdefault("OPTIONS", {})
+# With PostgreSQL down, a request waits at most DB_POOL_TIMEOUT for a connection, then
+# answers 503; each connection attempt gives up after DB_CONNECT_TIMEOUT (libpq's
+# connect_timeout, for a server that does not answer at all). The pool keeps retrying in
+# the background, so everything recovers on its own once the database is back.
 _default_db["OPTIONS"]["pool"] = {
     "min_size": int(os.environ.get("DB_POOL_MIN", "1")),
     "max_size": int(os.environ.get("DB_POOL_MAX", "20")),
-    "timeout": int(os.environ.get("DB_POOL_TIMEOUT", "30")),
+    "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
 }
+_default_db["OPTIONS"].setdefault("connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "3")))
+# The readiness probe's own, shorter wait for a database connection (seconds).
+CHATTER_READY_DB_TIMEOUT = float(os.environ.get("CHATTER_READY_DB_TIMEOUT", "1.5"))
 _default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
 # Processes a test starts (job workers) join the test database through this override.
 if os.environ.get("CHATTER_DB_NAME"):
@@ -238,6 +247,8 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chatter_project.api.merge_ninja_schema",
         "chatter_project.versioning.document_versions",
+        # Last: over every version's parameters (v2's cursor is made there).
+        "chatter_project.schema_rules.declare_storable_text",
     ],
 }
 
@@ -339,6 +350,9 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
+# JSON bodies nested deeper than this (arrays and objects) are refused with 400 before any
+# parser sees them; fields with their own rules (metadata) allow far less.
+CHATTER_MAX_JSON_NESTING = int(os.environ.get("CHATTER_MAX_JSON_NESTING", "64"))
 
 # CORS: an allowlist of browser origins (comma-separated), API paths only.
 CORS_ALLOWED_ORIGINS = env_list("CHATTER_CORS_ORIGINS")

@@ -14,13 +14,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 from urllib.parse import unquote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
 
 from chatter_project.errors import error_response
@@ -227,6 +228,18 @@ def _walk(value: Any, name: str, out: list[tuple[str, str, bool]]) -> None:
         out.append((name, value, _structured_name(name)))
 
 
+def _form_data(request: HttpRequest) -> tuple[Any, Any]:
+    """A form body's fields and files. Django parses them for POST only (once; the view
+    reuses them); DRF parses PUT and PATCH forms itself, so those are parsed here from a
+    copy of the body, which stays readable for DRF."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    body = request.body
+    if request.content_type == "application/x-www-form-urlencoded":
+        return QueryDict(body, encoding=request.encoding), {}
+    return request.parse_file_upload(request.META, BytesIO(body))
+
+
 def request_values(request: HttpRequest) -> list[tuple[str, str, bool]]:
     """Everything a client chose in this request: path, query, body fields, file names."""
     values: list[tuple[str, str, bool]] = [("path", request.path, True)]
@@ -244,13 +257,13 @@ def request_values(request: HttpRequest) -> list[tuple[str, str, bool]]:
         _walk(body, "", values)
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
-            request.POST  # noqa: B018 (parses the body once; the view reuses it)
+            form, files = _form_data(request)
         except MultiPartParserError:
             return values  # the view answers a malformed body with its own 4xx
-        for key, items in request.POST.lists():
+        for key, items in form.lists():
             values.append((key, key, True))
             values.extend((key, item, _structured_name(key)) for item in items)
-        for key, upload in request.FILES.items():
+        for key, upload in files.items():
             values.append((f"{key}.filename", upload.name or "", True))
     return values
 

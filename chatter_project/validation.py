@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from pydantic import AfterValidator
 from rest_framework import serializers
+from rest_framework.utils import html
 
 # C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -280,6 +281,21 @@ class FilenameField(_RuleCharField):
 
 class UsernameField(_RuleCharField):
     rule = staticmethod(validate_username)
+
+
+class NullableDateTimeField(serializers.DateTimeField):
+    """A nullable date-time that means the same in JSON and in forms: a form has no null,
+    so both an empty value and the text `null` are null there (DRF refuses the latter)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "null":
+            return None
+        return super().get_value(dictionary)
 
 
 class MetadataField(serializers.DictField):

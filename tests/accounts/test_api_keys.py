@@ -61,15 +61,41 @@ def test_it_rejects_an_unknown_key_on_drf_and_ninja(anon_client):
     assert anon_client.get("/api/v1/whoami/").status_code == 401
 
 
-def test_an_expiry_in_the_past_is_refused(api_client):
+def test_an_expiry_in_the_past_makes_a_key_that_is_already_expired(api_client, anon_client):
+    # The schema can only say "a date-time"; what it declares is accepted, and the answer
+    # says plainly that the key is not active.
     past = (timezone.now() - timedelta(days=1)).isoformat()
 
     response = api_client.post(
         "/api/v1/api-keys/", {"name": "x", "expires_at": past}, format="json"
     )
 
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_expiry"
+    assert response.status_code == 201
+    assert response.json()["is_active"] is False
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['key']}")
+    assert anon_client.get("/api/v1/whoami/").status_code == 401
+
+
+def test_without_scopes_a_key_gets_the_documented_default(api_client, client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    documented = schema["components"]["schemas"]["ApiKeyRequest"]["properties"]["scopes"]
+
+    response = api_client.post("/api/v1/api-keys/", {"name": "defaults"}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["scopes"] == sorted(documented["default"]) == ["read", "write"]
+
+
+def test_keys_are_not_created_from_forms(api_client, client):
+    # A form cannot tell an empty scopes list from a missing one: scopes are never guessed.
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    response = api_client.post("/api/v1/api-keys/", {"name": "from a form"}, format="multipart")
+
+    assert response.status_code == 415, response.content
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert list(schema["paths"]["/api/v1/api-keys/"]["post"]["requestBody"]["content"]) == [
+        "application/json"
+    ]
 
 
 def test_unknown_scopes_are_refused_naming_the_field(api_client):

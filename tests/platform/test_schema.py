@@ -56,3 +56,29 @@ def test_schema_generation_is_free_of_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
 
     assert "/api/v1/whoami/" in out.read_text()
+
+
+def test_every_free_text_input_declares_that_nul_is_refused(schema):
+    cursor = next(
+        p
+        for p in schema["paths"]["/api/v2/api-keys/"]["get"]["parameters"]
+        if p["name"] == "cursor"
+    )
+    search = next(
+        p
+        for p in schema["paths"]["/api/v1/conversations/"]["get"]["parameters"]
+        if p["name"] == "q"
+    )
+    stream_in = schema["components"]["schemas"]["StreamIn"]["properties"]["content"]
+
+    for declared in (cursor["schema"], search["schema"], stream_in):
+        assert declared["pattern"] == "^[^\\x00]*$"
+
+
+def test_page_numbers_are_declared_from_1(schema):
+    page = next(
+        p
+        for p in schema["paths"]["/api/v1/conversations/"]["get"]["parameters"]
+        if p["name"] == "page"
+    )
+    assert page["schema"]["minimum"] == 1

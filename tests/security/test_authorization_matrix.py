@@ -156,3 +156,66 @@ def test_a_non_staff_key_on_a_staff_operation_is_a_403(
         assert refused.status_code == 403, f"{method.upper()} {path}"
         assert refused.json()["error"]["code"] == "permission_denied"
         assert allowed.status_code < 400, f"{method.upper()} {path}: {allowed.status_code}"
+
+
+_UNSAFE = {"post", "put", "patch", "delete"}
+
+
+def _ninja_operations() -> set[tuple[str, str]]:
+    """(method, path) of every Ninja operation, read from Ninja itself (not the merged
+    document), so an operation the merge dropped would be noticed too."""
+    from chatter_project.api import API_PREFIX, ninja_api
+
+    document = ninja_api.get_openapi_schema(path_prefix=API_PREFIX.rstrip("/"))
+    return {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in _UNSAFE | {"get"}
+    }
+
+
+def test_the_matrix_covers_every_ninja_operation(schema):
+    documented = {(method, path) for method, path, _ in _operations(schema)}
+    ninja = _ninja_operations()
+
+    assert ninja, "Ninja serves no operation?"
+    assert ninja <= documented, sorted(ninja - documented)
+    assert any(method in _UNSAFE for method, _ in ninja), "expected a Ninja write (the stream)"
+
+
+def test_a_read_only_key_is_refused_on_every_write_drf_and_ninja(schema, user, object_factories):
+    from conversations.models import Message
+
+    _, read_only = api_key_create(user=user, name="reader", scopes=["read"])
+    writes = [
+        (method, path, operation)
+        for method, path, operation in _operations(schema)
+        if method in _UNSAFE and operation.get("security")
+    ]
+    ninja_writes = {(m, p) for m, p in _ninja_operations() if m in _UNSAFE}
+    assert ninja_writes <= {(m, p) for m, p, _ in writes}
+    for method, path, operation in writes:
+        url = _fill(path, user, object_factories)
+        response = _call(Client(), method, url, _body(schema, operation), read_only)
+        assert response.status_code == 403, f"{method.upper()} {path}: {response.status_code}"
+        assert response.json()["error"]["code"] == "permission_denied", f"{method} {path}"
+    # The factories make assistant messages only: a refused send (or stream) stored nothing.
+    assert not Message.objects.filter(role="user").exists()
+    assert len(writes) >= 10
+
+
+def test_a_read_only_key_still_reads_drf_and_ninja(user, client_for):
+    client = client_for(user, scopes=["read"])
+
+    assert client.get("/api/v1/conversations/").status_code == 200
+    assert client.get("/api/v1/whoami/").json()["scopes"] == ["read"]
+
+
+def test_a_write_only_key_cannot_read_on_ninja_either(user, client_for):
+    client = client_for(user, scopes=["write"])
+
+    assert client.get("/api/v1/conversations/").status_code == 403
+    response = client.get("/api/v1/whoami/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"

@@ -168,3 +168,27 @@ def test_under_asgi_free_text_attacks_are_flagged_and_pass(user, api_client):
     assert response.status_code == 201
     assert SecurityCounter.objects.get(event="security.threat_flagged").count == 1
     assert AuditLog.objects.get(action="security.threat_flagged").actor == user
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
+def test_put_and_patch_forms_are_scanned_like_post_ones(api_client, encoding):
+    # Django parses form bodies for POST only; DRF parses PUT/PATCH forms itself.
+    from urllib.parse import urlencode
+
+    conversation = api_client.post("/api/v1/conversations/", {"title": "t"}, format="json").json()
+    url = f"/api/v1/conversations/{conversation['id']}/"
+
+    def patch(data):
+        if encoding == "multipart":
+            return api_client.patch(url, data, format="multipart")
+        return api_client.generic(
+            "PATCH", url, urlencode(data), content_type="application/x-www-form-urlencoded"
+        )
+
+    nul = patch({"system_prompt": "be\x00nice"})
+    attack = patch({"model": "x' OR '1'='1"})
+    fine = patch({"title": "renamed"})
+
+    assert nul.status_code == 400 and nul.json()["error"]["code"] == "invalid_characters"
+    assert attack.status_code == 400 and attack.json()["error"]["code"] == "threat_detected"
+    assert fine.status_code == 200 and fine.json()["title"] == "renamed"

@@ -155,3 +155,21 @@ def test_api_key_names_are_normalized(api_client):
     response = api_client.post("/api/v1/api-keys/", {"name": "\x00\x01"}, format="json")
     assert response.status_code == 400
     assert "name" in response.json()["error"]["details"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("null", None), ("", None)])
+def test_a_nullable_form_date_time_takes_null_or_nothing(raw, expected):
+    from django.http import QueryDict
+    from rest_framework import serializers
+
+    from chatter_project.validation import NullableDateTimeField
+
+    class Form(serializers.Serializer):
+        at = NullableDateTimeField()
+
+    form = Form(data=QueryDict(f"at={raw}"))
+    bad = Form(data=QueryDict("at=soon"))
+
+    assert form.is_valid(), form.errors
+    assert form.validated_data["at"] is expected
+    assert not bad.is_valid() and "at" in bad.errors
