@@ -5,7 +5,8 @@ form or JSON field names and values) holds a NUL character (``threats.unstorable
 PostgreSQL cannot store one). The rule holds for every operation, so it is declared once
 here, as a ``pattern`` on every free string parameter and request-body string, rather than
 in each app's serializers. (Object keys are not declared: ``propertyNames`` on form bodies
-made schemathesis expect refusals of form fields the views ignore.)
+made schemathesis expect refusals of form fields the views ignore, so only JSON bodies
+declare ``propertyNames``.)
 """
 
 from __future__ import annotations
@@ -14,15 +15,28 @@ from typing import Any
 
 # ECMA-262 and Python regexes alike: any text without NUL.
 NO_NUL_PATTERN = "^[^\\x00]*$"
+# In OAS 3.1 a `format` is an annotation, not a constraint: a client (or schemathesis) may
+# send "" as a date-time. Request date-times declare what the API parses: RFC 3339 with
+# seconds and an offset, years 0001-9998 (a day later overflows in time-zone arithmetic),
+# days to the 28th so that every matching string is a real date (the 29th-31st are
+# accepted all the same).
+DATE_TIME_PATTERN = (
+    r"^(?:000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])"
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+    r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d)$"
+)
 _REF_PREFIX = "#/components/schemas/"
 _COMBINATORS = ("anyOf", "oneOf", "allOf")
 
 
-def _is_free_string(node: dict[str, Any]) -> bool:
+def _is_string(node: dict[str, Any]) -> bool:
     kind = node.get("type")
-    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+
+
+def _is_free_string(node: dict[str, Any]) -> bool:
     # Formats (uuid, date-time, binary files), enums and patterns already say what fits.
-    return is_string and not ({"pattern", "enum", "const", "format"} & node.keys())
+    return _is_string(node) and not ({"pattern", "enum", "const", "format"} & node.keys())
 
 
 def _declare(node: Any, components: dict[str, Any], seen: set[str]) -> None:
@@ -41,6 +55,8 @@ def _declare(node: Any, components: dict[str, Any], seen: set[str]) -> None:
         return
     if _is_free_string(node):
         node["pattern"] = NO_NUL_PATTERN
+    elif _is_string(node) and node.get("format") == "date-time" and "pattern" not in node:
+        node["pattern"] = DATE_TIME_PATTERN
     for key in ("properties", "patternProperties"):
         for child in (node.get(key) or {}).values():
             _declare(child, components, seen)
@@ -55,6 +71,7 @@ def declare_storable_text(
     """drf-spectacular postprocessing hook: the NUL rule on every request input."""
     components = result.get("components", {}).get("schemas", {})
     seen: set[str] = set()
+    seen_keys: set[str] = set()
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or method == "parameters":
@@ -62,7 +79,36 @@ def declare_storable_text(
             for parameter in operation.get("parameters", []):
                 if isinstance(parameter.get("schema"), dict):
                     _declare(parameter["schema"], components, seen)
-            for media in operation.get("requestBody", {}).get("content", {}).values():
+            for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 if isinstance(media.get("schema"), dict):
                     _declare(media["schema"], components, seen)
+                    if media_type == "application/json":
+                        _declare_keys(media["schema"], components, seen_keys)
     return result
+
+
+def _declare_keys(node: Any, components: dict[str, Any], seen: set[str]) -> None:
+    """JSON bodies: object keys are text too (the scanner refuses a NUL in any of them).
+    Form bodies are left alone: a form field's name is not a property the views read."""
+    if isinstance(node, list):
+        for item in node:
+            _declare_keys(item, components, seen)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+        name = ref[len(_REF_PREFIX) :]
+        if name not in seen and name in components:
+            seen.add(name)
+            _declare_keys(components[name], components, seen)
+        return
+    kind = node.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node:
+        node.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
+    for key in ("properties", "patternProperties"):
+        for child in (node.get(key) or {}).values():
+            _declare_keys(child, components, seen)
+    for key in ("items", "additionalProperties", "not", *_COMBINATORS):
+        if key in node:
+            _declare_keys(node[key], components, seen)

@@ -13,6 +13,7 @@ checked for length only and stored exactly as sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -23,8 +24,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from pydantic import AfterValidator
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.utils import html
 
 # C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
@@ -115,11 +117,18 @@ def validate_filename(value: str, *, max_length: int = 255) -> str:
     return value
 
 
+# What a message must hold, as the OpenAPI document declares it: no NUL, and one character
+# that is not blank. (Python's and ECMA-262's \s differ: both sets are listed, so the
+# server and a client validating with the schema agree on every string.)
+MESSAGE_CONTENT_PATTERN = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85\ufeff][^\x00]*$"
+_MESSAGE_CONTENT = re.compile(MESSAGE_CONTENT_PATTERN)
+
+
 def validate_message_content(value: str) -> str:
     """Chat content: non-blank and within the configured length; never altered."""
     if "\x00" in value:
         raise InvalidInput("Messages must not contain NUL characters.")
-    if not value.strip():
+    if not _MESSAGE_CONTENT.match(value):
         raise InvalidInput("A message cannot be empty.")
     limit = settings.CHATTER_MAX_MESSAGE_CHARS
     if len(value) > limit:
@@ -218,6 +227,14 @@ def validate_metadata(value: Any) -> dict[str, Any]:
 
 
 # --- DRF fields ----------------------------------------------------------------------------
+def require_json_body(request: Any) -> None:
+    """415 for a body that is not JSON. (parser_classes alone is not enough: a multipart
+    body already read by a middleware reaches DRF as no data at all, and would pass.)"""
+    media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise exceptions.UnsupportedMediaType(media_type or "none")
+
+
 def _drf(rule: Callable[..., Any]) -> Callable[[Any], Any]:
     def run(value: Any) -> Any:
         try:
@@ -253,6 +270,8 @@ class SafeTextField(_RuleCharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+        if self.max_length is not None:  # the declared limit is the one the rule applies
+            self.rule = functools.partial(validate_text, max_length=self.max_length)
 
 
 class MessageContentField(serializers.CharField):
@@ -262,6 +281,9 @@ class MessageContentField(serializers.CharField):
         kwargs.setdefault("trim_whitespace", False)
         kwargs.setdefault("max_length", settings.CHATTER_MAX_MESSAGE_CHARS)
         super().__init__(**kwargs)
+        # Declares the rule in the schema (drf-spectacular reads it as `pattern`); the
+        # rule itself, with its own wording, runs first in to_internal_value.
+        self.validators.append(RegexValidator(MESSAGE_CONTENT_PATTERN))
 
     def to_internal_value(self, data: Any) -> str:
         return _drf(validate_message_content)(super().to_internal_value(data))

@@ -23,7 +23,6 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,10 +32,13 @@ from chatter_project.asyncdb import release_connections
 from chatter_project.errors import ApplicationError, NotFound
 from chatter_project.exception_handlers import _ninja_field_errors
 from chatter_project.validation import (
+    MESSAGE_CONTENT_PATTERN,
     InvalidInput,
+    MessageContentField,
     MetadataField,
     SafeCharField,
     SafeTextField,
+    require_json_body,
     validate_message_content,
 )
 from conversations.models import Conversation, Message
@@ -87,6 +89,10 @@ class StrictCharField(_StrictString, SafeCharField):
     pass
 
 
+class StrictMessageContentField(_StrictString, MessageContentField):
+    pass
+
+
 class StrictIntegerField(_StrictNumber, serializers.IntegerField):
     pass
 
@@ -113,7 +119,7 @@ class MessageIn(Schema):
             json_schema_extra={
                 "minLength": 1,
                 "maxLength": settings.CHATTER_MAX_MESSAGE_CHARS,
-                "pattern": r"\S",
+                "pattern": MESSAGE_CONTENT_PATTERN,
             },
         ),
     ]
@@ -225,10 +231,8 @@ class TurnSerializer(serializers.Serializer):
 
 class BranchSerializer(serializers.Serializer):
     message_id = serializers.UUIDField()
-    content = StrictTextField(
+    content = StrictMessageContentField(
         required=False,
-        max_length=settings.CHATTER_MAX_MESSAGE_CHARS,
-        trim_whitespace=False,
         help_text="At a user message only: its edited text, sent as the branch's next turn "
         "(default: the message as it was).",
     )
@@ -259,14 +263,6 @@ class FeedbackSerializer(serializers.Serializer):
         return attrs
 
 
-def require_json_body(request: Request) -> None:
-    """415 for a body that is not JSON. (parser_classes alone is not enough: a multipart
-    body already read by a middleware reaches DRF as no data at all, and would pass.)"""
-    media_type = (request.content_type or "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType(media_type or "none")
-
-
 class ConversationViewSet(viewsets.ModelViewSet):
     """Your conversations (staff: everyone's). `?q=` searches titles and messages."""
 
@@ -278,8 +274,9 @@ class ConversationViewSet(viewsets.ModelViewSet):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        if request.method in ("POST", "PUT", "PATCH") and self.action != "fork":
-            require_json_body(request)  # fork takes no body
+        # fork takes no body; an undeclared method (no action) is left to answer 405.
+        if request.method in ("POST", "PUT", "PATCH") and self.action not in (None, "fork"):
+            require_json_body(request)
 
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
 from chatter_project.threats import scan as threat_scan
+from chatter_project.validation import require_json_body
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
 from knowledge.selectors import (
@@ -62,11 +63,21 @@ class DocumentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A JSON object (a multipart part holding JSON text).",
+    }
+)
+class JsonObjectPartField(serializers.CharField):
+    """A multipart part holding a JSON object: declared as the object it is (OpenAPI sends
+    an object part of a form as JSON), read as the text it arrives as."""
+
+
 class UploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
-    metadata = serializers.CharField(
-        required=False, allow_blank=True, help_text="A JSON object, as a string."
-    )
+    metadata = JsonObjectPartField(required=False, allow_blank=True)
     title = serializers.CharField(required=False, max_length=255)
 
     def validate_metadata(self, value: str) -> dict[str, Any]:
@@ -323,8 +334,11 @@ class SearchResponseSerializer(serializers.Serializer):
 class SearchView(APIView):
     """Search the caller's documents: vector, keyword or hybrid (reciprocal rank fusion)."""
 
+    parser_classes = [JSONParser]  # a filter is a JSON object: forms cannot say it
+
     @extend_schema(request=SearchSerializer, responses={200: SearchResponseSerializer})
     def post(self, request: Request) -> Response:
+        require_json_body(request)
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         hits = knowledge_search(user=request.user, **serializer.validated_data)
@@ -349,8 +363,11 @@ class DocumentPageSerializer(serializers.Serializer):
 class MetadataQueryView(APIView):
     """Documents by metadata, upload dates and content types alone (paginated)."""
 
+    parser_classes = [JSONParser]
+
     @extend_schema(request=FilterSerializer, responses={200: DocumentPageSerializer})
     def post(self, request: Request) -> Response:
+        require_json_body(request)
         serializer = FilterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         documents = document_metadata_query(user=request.user, **serializer.validated_data)

@@ -87,6 +87,8 @@ def test_the_api_keeps_every_promise_of_its_schema(chatter_server, make_user, tm
     _, raw = api_key_create(user=user, name="schemathesis")
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{chatter_server}/api/schema/",
         "--checks",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from openapi_spec_validator import validate
 
@@ -69,10 +71,20 @@ def test_every_free_text_input_declares_that_nul_is_refused(schema):
         for p in schema["paths"]["/api/v1/conversations/"]["get"]["parameters"]
         if p["name"] == "q"
     )
-    stream_in = schema["components"]["schemas"]["StreamIn"]["properties"]["content"]
+    title = schema["components"]["schemas"]["ConversationRequest"]["properties"]["title"]
 
-    for declared in (cursor["schema"], search["schema"], stream_in):
+    for declared in (cursor["schema"], search["schema"], title):
         assert declared["pattern"] == "^[^\\x00]*$"
+
+
+def test_message_content_declares_its_rule_on_both_send_endpoints(schema):
+    json_send = schema["components"]["schemas"]["MessageInRequest"]["properties"]["content"]
+    branch = schema["components"]["schemas"]["BranchRequest"]["properties"]["content"]
+
+    for declared in (json_send, branch):
+        assert re.fullmatch(declared["pattern"], "hi") and re.search(declared["pattern"], "a")
+        for refused in ("", "   ", "\x1c", "\ufeff", "a\x00b"):
+            assert not re.fullmatch(declared["pattern"], refused), refused
 
 
 def test_page_numbers_are_declared_from_1(schema):
