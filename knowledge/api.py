@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
 from chatter_project.threats import scan as threat_scan
+from chatter_project.threats import unstorable_fields
 from chatter_project.validation import require_json_body
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
@@ -227,8 +228,15 @@ def _metadata_keys(value: Any, name: str) -> list[tuple[str, str]]:
 
 def _refuse_threats(request: Request, values: list[tuple[str, str]]) -> None:
     """Refuse structured values (the upload's name as sent, metadata keys) that look like an
-    attack, as the threat middleware does for JSON bodies: 400 ``threat_detected``."""
-    findings = threat_scan([(name, text, True) for name, text in values])
+    attack, as the threat middleware does for JSON bodies: 400 ``threat_detected``; text
+    PostgreSQL cannot store (a NUL in a metadata key) is a 400 ``invalid_characters`` first."""
+    scanned = [(name, text, True) for name, text in values]
+    unstorable = unstorable_fields(scanned)
+    if unstorable:
+        raise ApplicationError(
+            "Text cannot be stored.", code="invalid_characters", details=unstorable
+        )
+    findings = threat_scan(scanned)
     if not findings:
         return
     security_event_record(

@@ -546,3 +546,11 @@ def test_a_duplicate_with_a_new_title_and_metadata_updates_them(api_client, uplo
     assert untouched.json()["metadata"] == {"v": 2}  # fields not sent are kept
     assert api_client.get(f"/api/v1/documents/{first['id']}/").json()["title"] == "Notes"
     assert AuditLog.objects.filter(action="document.updated").count() == 1
+
+
+def test_a_metadata_key_holding_nul_is_refused_not_a_500(api_client, upload):
+    response = upload(api_client, "notes.txt", "plain text", metadata=json.dumps({"a\x00b": 1}))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_characters"
+    assert not Document.objects.exists()
