@@ -18,12 +18,12 @@ from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
-from chatter_project.validation import NullableDateTimeField, SafeCharField
+from chatter_project.validation import NullableDateTimeField, StrictCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
-    name = SafeCharField(max_length=100)
+    name = StrictCharField(max_length=100)
     # The default is stated in the schema (and README), so a client (or a form) that
     # leaves scopes out knows it gets read and write.
     scopes = serializers.ListField(

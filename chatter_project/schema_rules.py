@@ -17,11 +17,11 @@ from typing import Any
 NO_NUL_PATTERN = "^[^\\x00]*$"
 # In OAS 3.1 a `format` is an annotation, not a constraint: a client (or schemathesis) may
 # send "" as a date-time. Request date-times declare what the API parses: RFC 3339 with
-# seconds and an offset, years 0001-9998 (a day later overflows in time-zone arithmetic),
+# seconds and an offset, years 0002-9998 (a day either side overflows in time-zone arithmetic),
 # days to the 28th so that every matching string is a real date (the 29th-31st are
 # accepted all the same).
 DATE_TIME_PATTERN = (
-    r"^(?:000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])"
+    r"^(?:000[2-9]|00[1-9]\d|0[1-9]\d{2}|[1-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])"
     r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
     r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d)$"
 )

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from pydantic import AfterValidator
 from rest_framework import exceptions, serializers
 from rest_framework.utils import html
@@ -227,10 +228,38 @@ def validate_metadata(value: Any) -> dict[str, Any]:
 
 
 # --- DRF fields ----------------------------------------------------------------------------
+class _StrictString:
+    """JSON types as declared: DRF's own fields would turn 123 into "123"."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class _StrictNumber:
+    """JSON types as declared: DRF's own fields would turn "5" into 5 and true into 1."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictIntegerField(_StrictNumber, serializers.IntegerField):
+    pass
+
+
+class StrictFloatField(_StrictNumber, serializers.FloatField):
+    pass
+
+
 def require_json_body(request: Any) -> None:
     """415 for a body that is not JSON. (parser_classes alone is not enough: a multipart
     body already read by a middleware reaches DRF as no data at all, and would pass.)"""
     media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if not media_type and request.META.get("CONTENT_LENGTH") in (None, "", "0"):
+        return  # no body at all: nothing to read, the fields keep their defaults
     if media_type != "application/json":
         raise exceptions.UnsupportedMediaType(media_type or "none")
 
@@ -320,11 +349,31 @@ class NullableDateTimeField(serializers.DateTimeField):
         return super().get_value(dictionary)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "maxProperties": MAX_METADATA_KEYS,
+        "propertyNames": {"pattern": _METADATA_KEY.pattern},
+    }
+)
 class MetadataField(serializers.DictField):
     """A metadata object (see ``validate_metadata``)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         return _drf(validate_metadata)(super().to_internal_value(data))
+
+
+class StrictCharField(_StrictString, SafeCharField):
+    pass
+
+
+class StrictTextField(_StrictString, SafeTextField):
+    pass
+
+
+class StrictMessageContentField(_StrictString, MessageContentField):
+    pass
 
 
 class JsonValueField(serializers.JSONField):

@@ -34,10 +34,12 @@ from chatter_project.exception_handlers import _ninja_field_errors
 from chatter_project.validation import (
     MESSAGE_CONTENT_PATTERN,
     InvalidInput,
-    MessageContentField,
     MetadataField,
-    SafeCharField,
-    SafeTextField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictMessageContentField,
+    StrictTextField,
     require_json_body,
     validate_message_content,
 )
@@ -64,41 +66,6 @@ COST_HELP = (
     "In the price's currency, six decimals; null when a price is unknown (the model is "
     "neither in the admin's price table nor in the price database)."
 )
-
-
-# --- input rules: JSON types as declared (DRF's fields would turn 123 into "123", "5" into 5)
-class _StrictString:
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            self.fail("invalid")  # type: ignore[attr-defined]
-        return super().to_internal_value(data)  # type: ignore[misc]
-
-
-class _StrictNumber:
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")  # type: ignore[attr-defined]
-        return super().to_internal_value(data)  # type: ignore[misc]
-
-
-class StrictTextField(_StrictString, SafeTextField):
-    pass
-
-
-class StrictCharField(_StrictString, SafeCharField):
-    pass
-
-
-class StrictMessageContentField(_StrictString, MessageContentField):
-    pass
-
-
-class StrictIntegerField(_StrictNumber, serializers.IntegerField):
-    pass
-
-
-class StrictFloatField(_StrictNumber, serializers.FloatField):
-    pass
 
 
 def _content_rule(value: str) -> str:

@@ -739,6 +739,7 @@ def _checkpoint_source(message: Message) -> Message:
             "This message has no checkpoint to branch from (its turn did not complete).",
             code="not_branchable",
             details={"message_id": ["Choose a message from a completed turn."]},
+            status=409,  # the message exists; its turn's state is what refuses
         )
     return message
 

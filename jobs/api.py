@@ -11,11 +11,17 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.validation import require_json_body
+from chatter_project.validation import StrictIntegerField, require_json_body
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.registry import handler_names
 from jobs.selectors import job_get, job_list, job_stats
-from jobs.services import job_cancel, job_create_for_user, job_retry
+from jobs.services import (
+    MAX_ATTEMPTS_LIMIT,
+    job_cancel,
+    job_create_for_user,
+    job_retry,
+    max_timeout_seconds,
+)
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -90,8 +96,8 @@ class JobCreateSerializer(serializers.Serializer):
     handler = HandlerNameField()
     args = serializers.DictField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=JobPriority.choices, default=JobPriority.NORMAL)
-    max_attempts = serializers.IntegerField(required=False, min_value=1)
-    timeout = serializers.IntegerField(required=False, min_value=1)
+    max_attempts = StrictIntegerField(required=False, min_value=1, max_value=MAX_ATTEMPTS_LIMIT)
+    timeout = StrictIntegerField(required=False, min_value=1, max_value=max_timeout_seconds())
     run_at = serializers.DateTimeField(required=False)
     dedupe_key = serializers.CharField(required=False, max_length=200)
 

@@ -19,7 +19,12 @@ from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
 from chatter_project.threats import scan as threat_scan
 from chatter_project.threats import unstorable_fields
-from chatter_project.validation import require_json_body
+from chatter_project.validation import (
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    require_json_body,
+)
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
 from knowledge.selectors import (
@@ -313,10 +318,10 @@ class FilterSerializer(serializers.Serializer):
 
 
 class SearchSerializer(FilterSerializer):
-    query = serializers.CharField(max_length=4000)
-    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=5)
+    query = StrictCharField(max_length=4000)
+    k = StrictIntegerField(min_value=1, max_value=MAX_K, default=5)
     mode = serializers.ChoiceField(choices=SEARCH_MODES, default="hybrid")
-    similarity_threshold = serializers.FloatField(
+    similarity_threshold = StrictFloatField(
         required=False, allow_null=True, min_value=0.0, max_value=1.0
     )
 
