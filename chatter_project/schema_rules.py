@@ -11,6 +11,7 @@ declare ``propertyNames``.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # ECMA-262 and Python regexes alike: any text without NUL.
@@ -39,10 +40,13 @@ def _is_free_string(node: dict[str, Any]) -> bool:
     return _is_string(node) and not ({"pattern", "enum", "const", "format"} & node.keys())
 
 
-def _declare(node: Any, components: dict[str, Any], seen: set[str]) -> None:
+def _walk(
+    node: Any, components: dict[str, Any], seen: set[str], visit: Callable[[dict[str, Any]], None]
+) -> None:
+    """Call ``visit`` on every schema below ``node``, following each component once."""
     if isinstance(node, list):
         for item in node:
-            _declare(item, components, seen)
+            _walk(item, components, seen, visit)
         return
     if not isinstance(node, dict):
         return
@@ -51,18 +55,30 @@ def _declare(node: Any, components: dict[str, Any], seen: set[str]) -> None:
         name = ref[len(_REF_PREFIX) :]
         if name not in seen and name in components:
             seen.add(name)
-            _declare(components[name], components, seen)
+            _walk(components[name], components, seen, visit)
         return
+    visit(node)
+    for key in ("properties", "patternProperties"):
+        for child in (node.get(key) or {}).values():
+            _walk(child, components, seen, visit)
+    for key in ("items", "additionalProperties", "not", *_COMBINATORS):
+        if key in node:
+            _walk(node[key], components, seen, visit)
+
+
+def _declare_text(node: dict[str, Any]) -> None:
     if _is_free_string(node):
         node["pattern"] = NO_NUL_PATTERN
     elif _is_string(node) and node.get("format") == "date-time" and "pattern" not in node:
         node["pattern"] = DATE_TIME_PATTERN
-    for key in ("properties", "patternProperties"):
-        for child in (node.get(key) or {}).values():
-            _declare(child, components, seen)
-    for key in ("items", "additionalProperties", "not", *_COMBINATORS):
-        if key in node:
-            _declare(node[key], components, seen)
+
+
+def _declare_keys(node: dict[str, Any]) -> None:
+    """JSON bodies: object keys are text too (the scanner refuses a NUL in any of them).
+    Form bodies are left alone: a form field's name is not a property the views read."""
+    kind = node.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node:
+        node.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
 
 
 def declare_storable_text(
@@ -78,37 +94,10 @@ def declare_storable_text(
                 continue
             for parameter in operation.get("parameters", []):
                 if isinstance(parameter.get("schema"), dict):
-                    _declare(parameter["schema"], components, seen)
+                    _walk(parameter["schema"], components, seen, _declare_text)
             for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 if isinstance(media.get("schema"), dict):
-                    _declare(media["schema"], components, seen)
+                    _walk(media["schema"], components, seen, _declare_text)
                     if media_type == "application/json":
-                        _declare_keys(media["schema"], components, seen_keys)
+                        _walk(media["schema"], components, seen_keys, _declare_keys)
     return result
-
-
-def _declare_keys(node: Any, components: dict[str, Any], seen: set[str]) -> None:
-    """JSON bodies: object keys are text too (the scanner refuses a NUL in any of them).
-    Form bodies are left alone: a form field's name is not a property the views read."""
-    if isinstance(node, list):
-        for item in node:
-            _declare_keys(item, components, seen)
-        return
-    if not isinstance(node, dict):
-        return
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-        name = ref[len(_REF_PREFIX) :]
-        if name not in seen and name in components:
-            seen.add(name)
-            _declare_keys(components[name], components, seen)
-        return
-    kind = node.get("type")
-    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node:
-        node.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
-    for key in ("properties", "patternProperties"):
-        for child in (node.get(key) or {}).values():
-            _declare_keys(child, components, seen)
-    for key in ("items", "additionalProperties", "not", *_COMBINATORS):
-        if key in node:
-            _declare_keys(node[key], components, seen)

@@ -587,14 +587,7 @@ def message_send(*, user: User, conversation_id: Any, content: str) -> tuple[Mes
         if failure is None:
             raise
         raise failure from exc
-    assistant = turn_finish(
-        turn=turn,
-        reply=tracker.reply,
-        state=tracker.state,
-        checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
-    )
-    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
-    return turn.user_message, assistant
+    return turn.user_message, _finish_turn(turn, tracker)
 
 
 # --- streaming ---------------------------------------------------------------------------------
