@@ -30,6 +30,7 @@ run: install
 
 test: install
 	@$(BIN)/ruff check .
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m pytest
 
 # Every bench/bench_*.py, each printing its figures as ratios against a baseline of the same run.

@@ -1,73 +1,49 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Count, DecimalField, F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import ApiKey, ApiKeyScope, AuditLog, SecurityCounter, User
 from accounts.services import api_key_create, api_key_revoke
-from chatter_project.admin_base import ReadOnlyModelAdmin
-from conversations.models import Conversation
+from core.admin_base import ReadOnlyModelAdmin
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    """Apps that track usage extend this (conversations adds tokens and cost)."""
+
     list_display = [
         "username",
         "email",
         "is_staff",
         "is_active",
         "key_count",
-        "tokens",
-        "cost",
         "last_login",
         "date_joined",
     ]
     list_filter = ["is_staff", "is_superuser", "is_active"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        # Correlated subqueries, not joins: aggregates over two relations would multiply rows.
+        # A correlated subquery, not a join: subclasses add aggregates over other relations,
+        # and joins to two relations would multiply rows.
         keys = (
             ApiKey.objects.filter(user=OuterRef("pk"), revoked_at__isnull=True)
             .values("user")
             .annotate(n=Count("pk"))
             .values("n")
         )
-        usage = Conversation.objects.filter(owner=OuterRef("pk")).values("owner")
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                _key_count=Coalesce(Subquery(keys), 0),
-                _tokens=Coalesce(
-                    Subquery(usage.annotate(t=Sum(F("tokens_in") + F("tokens_out"))).values("t")), 0
-                ),
-                _cost=Coalesce(
-                    Subquery(usage.annotate(c=Sum("cost")).values("c")),
-                    Value(Decimal(0)),
-                    output_field=DecimalField(),
-                ),
-            )
-        )
+        return super().get_queryset(request).annotate(_key_count=Coalesce(Subquery(keys), 0))
 
     @admin.display(description="active keys", ordering="_key_count")
     def key_count(self, obj: Any) -> int:
         return obj._key_count
-
-    @admin.display(description="tokens", ordering="_tokens")
-    def tokens(self, obj: Any) -> int:
-        return obj._tokens
-
-    @admin.display(description="cost", ordering="_cost")
-    def cost(self, obj: Any) -> Decimal:
-        return obj._cost
 
 
 class ApiKeyStatusFilter(admin.SimpleListFilter):

@@ -18,7 +18,7 @@ from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
-from chatter_project.validation import NullableDateTimeField, StrictCharField
+from core.validation import NullableDateTimeField, StrictCharField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

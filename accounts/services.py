@@ -13,9 +13,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, AuditLog, SecurityCounter, User
-from chatter_project.client_ip import client_ip
-from chatter_project.errors import ApplicationError
-from chatter_project.logs import request_id_var
+from core.client_ip import client_ip
+from core.errors import ApplicationError
+from core.logs import request_id_var
 
 KEY_PREFIX = "chk_"
 _VISIBLE_CHARS = 8

@@ -12,12 +12,12 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import ApiKeyViewSet, SecurityCounterList
 from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
-from chatter_project.exception_handlers import install_ninja_handlers
-from chatter_project.health import router as health_router
 from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
 from conversations.api import router as conversations_router
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
+from web.exception_handlers import install_ninja_handlers
+from web.health import router as health_router
 
 API_PREFIX = "/api/v1/"
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
-class PlatformConfig(AppConfig):
-    """Cross-cutting pieces: the vector extension, the shared cache table, `serve`."""
+class ChatterConfig(AppConfig):
+    """The composition root: settings, URLs, the API, `serve`."""
 
     name = "chatter_project"
-    label = "core"
-    verbose_name = "Platform"
+    verbose_name = "Chatter"
 
     def ready(self) -> None:
-        from chatter_project import versioning  # noqa: F401  (registers its system check)
+        from web import versioning  # noqa: F401  (registers its system check)

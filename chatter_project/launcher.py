@@ -28,7 +28,7 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import api_key_authenticate, api_key_create, log_action
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 DEMO_USERNAME = "admin"
 STOP_TIMEOUT_SECONDS = 10

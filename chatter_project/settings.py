@@ -70,7 +70,7 @@ INSTALLED_APPS = [
     "django_q",
     "corsheaders",
     "django_ratelimit",
-    "chatter_project.apps.PlatformConfig",
+    "core.apps.CoreConfig",
     "accounts",
     "jobs",
     "knowledge",
@@ -80,28 +80,29 @@ INSTALLED_APPS = [
     "webhooks",
     "plugins",
     "datamgmt",
+    "chatter_project.apps.ChatterConfig",
 ]
 
 MIDDLEWARE = [
-    "chatter_project.middleware.RequestIdMiddleware",
+    "web.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "chatter_project.http_policy.SecurityHeadersMiddleware",
+    "web.http_policy.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Routes /api/vN/ and converts errors to v2's problem+json: outside everything that
     # answers with an error, so it sees those answers too.
-    "chatter_project.versioning.ApiVersionMiddleware",
-    "chatter_project.middleware.ApiErrorEnvelopeMiddleware",
-    "chatter_project.http_policy.RequestSizeLimitMiddleware",
+    "web.versioning.ApiVersionMiddleware",
+    "web.middleware.ApiErrorEnvelopeMiddleware",
+    "web.http_policy.RequestSizeLimitMiddleware",
     # Before anything parses a body: one place for DRF, Ninja and the threat scanner.
-    "chatter_project.http_policy.JsonDepthLimitMiddleware",
+    "web.http_policy.JsonDepthLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # After authentication (session users are counted by user) and before the views.
-    "chatter_project.ratelimits.RateLimitMiddleware",
-    "chatter_project.threats.ThreatDetectionMiddleware",
+    "web.ratelimits.RateLimitMiddleware",
+    "web.threats.ThreatDetectionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -132,7 +133,7 @@ if os.environ.get("DATABASE_URL"):
     _default_db = dj_database_url.parse(os.environ["DATABASE_URL"])
     EMBEDDED_DATABASE = False
 else:
-    from chatter_project.embedded_db import embedded_database_settings
+    from core.embedded_db import embedded_database_settings
 
     _default_db = embedded_database_settings(DATA_DIR)
     EMBEDDED_DATABASE = True
@@ -173,7 +174,7 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "chatter_project.cache.PostgresCache",
+            "BACKEND": "core.cache.PostgresCache",
             "LOCATION": "chatter_cache",
         }
     }
@@ -208,10 +209,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasApiScope"],
-    "DEFAULT_PAGINATION_CLASS": "chatter_project.pagination.VersionedPagination",
+    "DEFAULT_PAGINATION_CLASS": "web.pagination.VersionedPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "chatter_project.exception_handlers.drf_exception_handler",
+    "EXCEPTION_HANDLER": "web.exception_handlers.drf_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
@@ -246,9 +247,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chatter_project.api.merge_ninja_schema",
-        "chatter_project.versioning.document_versions",
+        "web.versioning.document_versions",
         # Last: over every version's parameters (v2's cursor is made there).
-        "chatter_project.schema_rules.declare_storable_text",
+        "web.schema_rules.declare_storable_text",
     ],
 }
 
@@ -278,7 +279,7 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "chatter_project.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
     "formatters": {
         "text": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",

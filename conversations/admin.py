@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,10 +10,12 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from chatter_project.admin_base import ReadOnlyModelAdmin
+from accounts.admin import UserAdmin
+from accounts.models import User
 from conversations.models import Conversation, Message, ModelPrice
-from conversations.selectors import conversation_list, conversation_tree
+from conversations.selectors import conversation_list, conversation_tree, usage_by_owner
 from conversations.services import conversation_delete, conversation_fork
+from core.admin_base import ReadOnlyModelAdmin
 
 
 class MessageInline(admin.TabularInline):
@@ -236,3 +239,24 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_editable = ["input_per_million", "output_per_million"]
     list_filter = ["currency"]
     search_fields = ["model"]
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserUsageAdmin(UserAdmin):
+    """The user list with each user's tokens and cost (accounts knows nothing of conversations)."""
+
+    list_display = [*UserAdmin.list_display[:5], "tokens", "cost", *UserAdmin.list_display[5:]]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).annotate(**usage_by_owner())
+
+    @admin.display(description="tokens", ordering="_tokens")
+    def tokens(self, obj: Any) -> int:
+        return obj._tokens
+
+    @admin.display(description="cost", ordering="_cost")
+    def cost(self, obj: Any) -> Decimal:
+        return obj._cost

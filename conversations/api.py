@@ -28,21 +28,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatter_project.asyncdb import release_connections
-from chatter_project.errors import ApplicationError, NotFound
-from chatter_project.exception_handlers import _ninja_field_errors
-from chatter_project.validation import (
-    MESSAGE_CONTENT_PATTERN,
-    InvalidInput,
-    MetadataField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-    StrictMessageContentField,
-    StrictTextField,
-    require_json_body,
-    validate_message_content,
-)
 from conversations.models import Conversation, Message
 from conversations.selectors import (
     conversation_list,
@@ -61,6 +46,21 @@ from conversations.services import (
     message_send,
     message_stream,
 )
+from core.asyncdb import release_connections
+from core.errors import ApplicationError, NotFound
+from core.validation import (
+    MESSAGE_CONTENT_PATTERN,
+    InvalidInput,
+    MetadataField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictMessageContentField,
+    StrictTextField,
+    require_json_body,
+    validate_message_content,
+)
+from web.exception_handlers import _ninja_field_errors
 
 COST_HELP = (
     "In the price's currency, six decimals; null when a price is unknown (the model is "

@@ -23,8 +23,6 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
 from accounts.models import User
-from chatter_project.asyncdb import db_call
-from chatter_project.errors import ApplicationError
 from conversations.checkpointer import get_checkpointer
 from conversations.memory import extractive_summary, split_for_summary, summary_request
 from conversations.providers import (
@@ -33,6 +31,8 @@ from conversations.providers import (
     chat_model,
     written_without_model,
 )
+from core.asyncdb import db_call
+from core.errors import ApplicationError
 from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 

@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 @dataclass(frozen=True)

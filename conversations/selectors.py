@@ -6,7 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from accounts.selectors import visible_to
@@ -106,3 +107,19 @@ def conversation_tree(*, conversation: Conversation) -> dict[str, Any]:
         }
 
     return node(root, 0)
+
+
+def usage_by_owner() -> dict[str, Any]:
+    """Annotations for a User queryset: `_tokens` and `_cost` over each user's conversations.
+    Correlated subqueries, so they add to other per-user aggregates without multiplying rows."""
+    usage = Conversation.objects.filter(owner=OuterRef("pk")).values("owner")
+    return {
+        "_tokens": Coalesce(
+            Subquery(usage.annotate(t=Sum(F("tokens_in") + F("tokens_out"))).values("t")), 0
+        ),
+        "_cost": Coalesce(
+            Subquery(usage.annotate(c=Sum("cost")).values("c")),
+            Value(Decimal(0)),
+            output_field=DecimalField(),
+        ),
+    }

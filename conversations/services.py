@@ -23,8 +23,6 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
-from chatter_project.asyncdb import db_call, release_connections
-from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer, thread_config
 from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation, Message, ModelPrice
@@ -37,6 +35,8 @@ from conversations.providers import (
     validate_spec,
 )
 from conversations.selectors import conversation_get
+from core.asyncdb import db_call, release_connections
+from core.errors import ApplicationError, Conflict, NotFound
 from jobs.models import Job, JobPriority
 from jobs.services import enqueue
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatter_project.errors import Conflict
 from conversations.services import (
     SUMMARIZATION_HANDLER,
     checkpoints_prune_orphans,
     conversation_summarize,
 )
+from core.errors import Conflict
 from jobs.registry import JobContext, job_handler, maintenance_step
 
 

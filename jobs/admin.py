@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_q.models import Failure, OrmQ, Success
 
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.registry import handler_get, handler_names
 from jobs.selectors import job_stats

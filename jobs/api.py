@@ -11,7 +11,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatter_project.validation import StrictIntegerField, require_json_body
+from core.validation import StrictIntegerField, require_json_body
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.registry import handler_names
 from jobs.selectors import job_get, job_list, job_stats

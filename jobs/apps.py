@@ -17,6 +17,7 @@ class JobsConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
         from django_q.signals import pre_execute
 
+        from core.probes import probe_register
         from jobs import queues, worker
 
         # Every app registers its job handlers and maintenance steps in its tasks.py.
@@ -31,6 +32,25 @@ class JobsConfig(AppConfig):
         # The cluster's queues must survive a SIGKILLed reader or writer (see jobs.queues).
         queues.install()
         os.register_at_fork(before=close_database_pools)
+        # The ORM broker's queue lives in PostgreSQL; a Redis broker's does not.
+        probe_register("queue", broker_reachable, needs_database=lambda: not settings.REDIS_URL)
+        probe_register("jobs", jobs_flowing)
+
+
+def broker_reachable() -> None:
+    from django_q.brokers import get_broker
+
+    # queue_size() really talks to the broker (a COUNT on the ORM queue, LLEN on Redis);
+    # the ORM broker's ping() is a constant True.
+    get_broker().queue_size()
+
+
+def jobs_flowing() -> None:
+    from jobs.selectors import queue_wedged
+
+    wedged = queue_wedged()
+    if wedged:
+        raise RuntimeError(wedged)
 
 
 def close_database_pools() -> None:

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_MAX_ATTEMPTS = 3

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import visible_to
-from chatter_project.errors import NotFound
+from core.errors import NotFound
 from jobs.models import Job, JobPriority, JobStatus
 
 

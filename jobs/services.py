@@ -35,7 +35,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from chatter_project.errors import ApplicationError, Conflict, Forbidden
+from core.errors import ApplicationError, Conflict, Forbidden
 from jobs.models import PRIORITY_RANK, Job, JobPriority, JobStatus
 from jobs.registry import GiveUp, HandlerSpec, handler_get
 

@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from chatter_project.admin_base import ReadOnlyModelAdmin
-from chatter_project.errors import ApplicationError, Conflict
+from core.admin_base import ReadOnlyModelAdmin
+from core.errors import ApplicationError, Conflict
 from knowledge.models import Chunk, Document
 from knowledge.selectors import knowledge_search
 from knowledge.services import document_reprocess

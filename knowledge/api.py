@@ -16,10 +16,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import security_event_record
-from chatter_project.errors import ApplicationError
-from chatter_project.threats import scan as threat_scan
-from chatter_project.threats import unstorable_fields
-from chatter_project.validation import (
+from core.errors import ApplicationError
+from core.validation import (
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -40,6 +38,8 @@ from knowledge.selectors import (
 )
 from knowledge.services import document_delete, document_reprocess, document_upload
 from knowledge.uploads import client_file_name
+from web.threats import scan as threat_scan
+from web.threats import unstorable_fields
 
 
 class DocumentSerializer(serializers.ModelSerializer):

@@ -12,6 +12,11 @@ class KnowledgeConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from core.probes import report_register
+        from knowledge.embeddings import embedding_status
+
+        report_register("embeddings", embedding_status)
+
         # Each django-q2 worker process (forked by qcluster; the signal fires only there)
         # loads the embedding model in the background as it starts, so its first
         # document or RAG job does not wait for it.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class FileTooLarge(ApplicationError):

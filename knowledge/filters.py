@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 _COMPARISONS = {"$gte": ">=", "$lte": "<=", "$gt": ">", "$lt": "<"}
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")

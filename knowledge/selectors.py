@@ -20,7 +20,7 @@ from django.db.models.expressions import RawSQL
 
 from accounts.models import User
 from accounts.selectors import visible_to
-from chatter_project.errors import ApplicationError, NotFound
+from core.errors import ApplicationError, NotFound
 from knowledge.embeddings import active_embedder, vector_literal
 from knowledge.exceptions import EmbeddingError
 from knowledge.filters import metadata_filter_sql

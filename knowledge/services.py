@@ -19,8 +19,8 @@ from pgvector.psycopg import register_vector
 
 from accounts.models import User
 from accounts.services import log_action
-from chatter_project.errors import ApplicationError, Conflict
-from chatter_project.validation import InvalidInput, validate_metadata
+from core.errors import ApplicationError, Conflict
+from core.validation import InvalidInput, validate_metadata
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority
 from jobs.registry import JobCancelled
 from jobs.services import enqueue, jobs_cancel, max_timeout_seconds
@@ -45,7 +45,7 @@ _COPY_COLUMNS = [
 
 
 def _validate_metadata(metadata: Any) -> dict[str, Any] | None:
-    """The platform's metadata rule (``chatter_project.validation``): safe keys, bounded
+    """The platform's metadata rule (``core.validation``): safe keys, bounded
     depth and size. None stays None (not sent)."""
     if metadata is None:
         return None

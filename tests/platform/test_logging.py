@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from pythonjsonlogger.json import JsonFormatter
 
-from chatter_project.logs import RequestIdFilter
+from core.logs import RequestIdFilter
 
 pytestmark = pytest.mark.django_db
 

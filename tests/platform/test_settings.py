@@ -59,7 +59,7 @@ def test_without_either_everything_lives_in_the_embedded_postgres():
     loaded = load()
 
     assert loaded["embedded"] is True
-    assert loaded["cache"] == "chatter_project.cache.PostgresCache"
+    assert loaded["cache"] == "core.cache.PostgresCache"
     assert loaded["q"] == {"orm": "default"}
 
 

@@ -33,7 +33,7 @@ def run_concurrently(count: int, work: Callable[[int], None]) -> None:
 def test_the_default_cache_is_the_postgres_one():
     from django.core.cache import caches
 
-    from chatter_project.cache import PostgresCache
+    from core.cache import PostgresCache
 
     assert isinstance(caches["default"], PostgresCache)
 

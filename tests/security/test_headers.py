@@ -74,7 +74,7 @@ def test_an_oversized_body_is_a_413_envelope(settings, api_client):
 
 
 def test_upload_routes_have_their_own_body_limit(settings):
-    from chatter_project.http_policy import body_limit
+    from web.http_policy import body_limit
 
     settings.CHATTER_MAX_REQUEST_BYTES = 1000
     assert body_limit("/api/v1/documents/") == settings.CHATTER_MAX_UPLOAD_BYTES

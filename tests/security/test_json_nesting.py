@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.test import Client
 
-from chatter_project.http_policy import json_nesting_exceeds
+from web.http_policy import json_nesting_exceeds
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import SecurityCounter
-from chatter_project.ratelimits import route_class
+from web.ratelimits import route_class
 
 pytestmark = pytest.mark.django_db
 

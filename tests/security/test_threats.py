@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import AuditLog, SecurityCounter
-from chatter_project.threats import assess
+from web.threats import assess
 
 CORPORA = Path(__file__).parent / "corpora"
 

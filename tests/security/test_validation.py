@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from chatter_project import validation as v
+from core import validation as v
 
 pytestmark = pytest.mark.django_db
 
@@ -162,7 +162,7 @@ def test_a_nullable_form_date_time_takes_null_or_nothing(raw, expected):
     from django.http import QueryDict
     from rest_framework import serializers
 
-    from chatter_project.validation import NullableDateTimeField
+    from core.validation import NullableDateTimeField
 
     class Form(serializers.Serializer):
         at = NullableDateTimeField()

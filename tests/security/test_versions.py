@@ -120,7 +120,7 @@ def test_both_versions_are_documented(client, v1_deprecated):
 
 
 def test_the_version_table_is_checked_at_start_up(settings):
-    from chatter_project.versioning import check_versions
+    from web.versioning import check_versions
 
     assert check_versions() == []
     settings.CHATTER_API_VERSIONS = {

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.services import api_key_create, log_action, user_ensure
-from chatter_project.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):

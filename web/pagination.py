@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.response import Response
 
-from chatter_project.versioning import api_version
+from web.versioning import api_version
 
 
 def _is_value_field(model: Any, name: str) -> bool:

@@ -11,8 +11,8 @@ from django.db import connection
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from chatter_project.errors import error_response
-from knowledge.embeddings import embedding_status
+from core.errors import error_response
+from core.probes import probes, report
 
 router = Router(tags=["meta"])
 
@@ -76,47 +76,21 @@ def _database() -> None:
         pool.putconn(raw)
 
 
-def _queue() -> None:
-    from django_q.brokers import get_broker
-
-    # queue_size() really talks to the broker (a COUNT on the ORM queue, LLEN on Redis);
-    # the ORM broker's ping() is a constant True.
-    get_broker().queue_size()
-
-
-def _jobs_flowing() -> None:
-    from jobs.selectors import queue_wedged
-
-    wedged = queue_wedged()
-    if wedged:
-        raise RuntimeError(wedged)
-
-
 def _not_run(reason: str) -> dict[str, Any]:
     return {"ok": False, "latency_ms": 0.0, "error": f"not run: {reason}"}
-
-
-def _database_probes() -> dict[str, Any]:
-    """Probes that query PostgreSQL: not run while it is unreachable (each would wait for
-    the pool's timeout in turn). Add probes that use the ORM here."""
-    probes: dict[str, Any] = {} if settings.REDIS_URL else {"queue": _queue}
-    probes["jobs"] = _jobs_flowing
-    return probes
-
-
-def _other_probes() -> dict[str, Any]:
-    """Probes that need no database (a Redis broker, models in memory)."""
-    return {"queue": _queue} if settings.REDIS_URL else {}
 
 
 def _checks() -> dict[str, dict[str, Any]]:
     try:
         checks = {"database": _timed(_database)}
         database_up = checks["database"]["ok"]
-        for name, probe in _database_probes().items():
-            checks[name] = _timed(probe) if database_up else _not_run("the database is down")
-        for name, probe in _other_probes().items():
-            checks[name] = _timed(probe)
+        registered = probes()
+        for probe in (p for p in registered if p.uses_database()):
+            checks[probe.name] = (
+                _timed(probe.check) if database_up else _not_run("the database is down")
+            )
+        for probe in (p for p in registered if not p.uses_database()):
+            checks[probe.name] = _timed(probe.check)
         return checks
     finally:
         connection.close()  # hand the pooled connection back at once
@@ -132,5 +106,5 @@ def _checks() -> dict[str, dict[str, Any]]:
 async def ready(request: HttpRequest) -> Any:
     checks = await sync_to_async(_checks)()
     if all(check["ok"] for check in checks.values()):
-        return {"status": "ok", "checks": checks, "embeddings": embedding_status()}
+        return {"status": "ok", "checks": checks, "embeddings": report("embeddings")}
     return error_response(503, "not_ready", "A dependency is unreachable.", {"checks": checks})

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
-from chatter_project.errors import error_response
-from chatter_project.middleware import GateMiddleware, _SyncAndAsync
+from core.errors import error_response
+from web.middleware import GateMiddleware, _SyncAndAsync
 
 
 class SecurityHeadersMiddleware(_SyncAndAsync):

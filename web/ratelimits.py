@@ -24,9 +24,9 @@ from django.http import HttpRequest, HttpResponse
 from django_ratelimit.core import get_usage
 
 from accounts.authentication import api_key_from_request
-from chatter_project.client_ip import client_ip
-from chatter_project.errors import error_response
-from chatter_project.middleware import GateMiddleware
+from core.client_ip import client_ip
+from core.errors import error_response
+from web.middleware import GateMiddleware
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from chatter_project.errors import ApplicationError, code_for_status, error_payload, error_response
+from core.errors import ApplicationError, code_for_status, error_payload, error_response
 
 logger = logging.getLogger("chatter.errors")
 

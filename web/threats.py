@@ -24,9 +24,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
 
-from chatter_project.errors import error_response
-from chatter_project.middleware import GateMiddleware
-from chatter_project.validation import normalize_line
+from core.errors import error_response
+from core.validation import normalize_line
+from web.middleware import GateMiddleware
 
 SQLI = "sql_injection"
 XSS = "xss"

@@ -24,8 +24,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from django.utils.http import http_date
 
-from chatter_project.errors import error_response
-from chatter_project.middleware import GateMiddleware
+from core.errors import error_response
+from web.middleware import GateMiddleware
 
 SERVED_PREFIX = "/api/v1/"  # the URL conf mounts every version's views here
 _URL_VERSION = re.compile(r"^/api/v(\d+)/")

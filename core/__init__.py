@@ -1,0 +1,1 @@
+"""The kernel every app imports: errors, validation, logging, the cache, the embedded database."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: middleware, rate limits, threat scoring, versioning, error envelopes, probes."""
