@@ -18,10 +18,10 @@ from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyScope, SecurityCounter
 from accounts.permissions import HasApiScope, IsStaff
 from accounts.selectors import api_key_list
 from accounts.services import api_key_create, api_key_revoke
-from core.validation import NullableDateTimeField, StrictCharField
+from core.validation import NullableDateTimeField, RejectUnknownFields, StrictCharField
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(RejectUnknownFields, serializers.ModelSerializer):
     owner = serializers.CharField(source="user.username", read_only=True)
     name = StrictCharField(max_length=100)
     # The default is stated in the schema (and README), so a client (or a form) that

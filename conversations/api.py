@@ -29,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations.models import Conversation, Message
+from conversations.schema import ModelSpecField
 from conversations.selectors import (
     conversation_list,
     message_list,
@@ -52,7 +53,7 @@ from core.validation import (
     MESSAGE_CONTENT_PATTERN,
     InvalidInput,
     MetadataField,
-    StrictCharField,
+    RejectUnknownFields,
     StrictFloatField,
     StrictIntegerField,
     StrictMessageContentField,
@@ -78,6 +79,8 @@ def _content_rule(value: str) -> str:
 class MessageIn(Schema):
     """A message to send: the one rule both send endpoints (JSON and stream) validate with."""
 
+    model_config = {"extra": "forbid"}  # a misspelt field is a 400, not a silent drop
+
     content: Annotated[
         StrictStr,
         AfterValidator(_content_rule),
@@ -102,7 +105,7 @@ def message_input(data: Any) -> MessageIn:
         ) from exc
 
 
-class ConversationSerializer(serializers.ModelSerializer):
+class ConversationSerializer(RejectUnknownFields, serializers.ModelSerializer):
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
     memory_window = StrictIntegerField(required=False, allow_null=True, min_value=2, max_value=1000)
@@ -116,7 +119,7 @@ class ConversationSerializer(serializers.ModelSerializer):
     )
     metadata = MetadataField(required=False)
     title = StrictTextField(required=False, allow_blank=True, max_length=300)
-    model = StrictCharField(required=False, allow_blank=True, max_length=200)
+    model = ModelSpecField(required=False, allow_blank=True, max_length=200)
     system_prompt = StrictTextField(required=False, allow_blank=True, max_length=20_000)
 
     class Meta:
@@ -196,7 +199,7 @@ class TurnSerializer(serializers.Serializer):
     assistant_message = MessageSerializer()
 
 
-class BranchSerializer(serializers.Serializer):
+class BranchSerializer(RejectUnknownFields, serializers.Serializer):
     message_id = serializers.UUIDField()
     content = StrictMessageContentField(
         required=False,
@@ -205,7 +208,7 @@ class BranchSerializer(serializers.Serializer):
     )
 
 
-class FeedbackSerializer(serializers.Serializer):
+class FeedbackSerializer(RejectUnknownFields, serializers.Serializer):
     scale = serializers.ChoiceField(
         choices=Message.FeedbackScale.choices,
         required=False,

@@ -233,3 +233,15 @@ class LocalChatModel(BaseChatModel):
 register_provider("openai", _openai)
 register_provider("anthropic", _anthropic)
 register_provider("local", lambda model, options: LocalChatModel())
+
+
+def spec_pattern() -> str:
+    """The specs `validate_spec` accepts, as one regex for the OpenAPI document (ECMA and
+    Python alike): a known provider, then `:model` (required for openai and anthropic)."""
+    _load_provider_modules()
+    named = sorted(p for p in _providers if p in {"openai", "anthropic"})
+    optional = sorted(p for p in _providers if p not in {"openai", "anthropic"})
+    choices = [f"(?:{'|'.join(named)}):[^\\x00]+"] if named else []
+    if optional:
+        choices.append(f"(?:{'|'.join(optional)})(?::[^\\x00]*)?")
+    return f"^(?:{'|'.join(choices)})$"

@@ -18,7 +18,7 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -374,6 +374,20 @@ class StrictTextField(_StrictString, SafeTextField):
 
 class StrictMessageContentField(_StrictString, MessageContentField):
     pass
+
+
+class RejectUnknownFields:
+    # A request body may hold only the serializer's fields: a misspelt one ("temprature") is
+    # a 400 naming it, not a silent drop. Read-only fields sent back from a GET are accepted
+    # and ignored, as DRF does. The OpenAPI document says so (``additionalProperties: false``).
+    # (A comment, not a docstring: the OpenAPI document would show it on every body.)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in data if key not in self.fields)  # type: ignore[attr-defined]
+            if unknown:
+                raise exceptions.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)  # type: ignore[misc]
 
 
 class JsonValueField(serializers.JSONField):

@@ -11,7 +11,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.validation import StrictIntegerField, require_json_body
+from core.validation import (
+    RejectUnknownFields,
+    StrictCharField,
+    StrictIntegerField,
+    require_json_body,
+)
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.registry import handler_names
 from jobs.selectors import job_get, job_list, job_stats
@@ -92,14 +97,14 @@ class HandlerNameField(serializers.ChoiceField):
         return data
 
 
-class JobCreateSerializer(serializers.Serializer):
+class JobCreateSerializer(RejectUnknownFields, serializers.Serializer):
     handler = HandlerNameField()
     args = serializers.DictField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=JobPriority.choices, default=JobPriority.NORMAL)
     max_attempts = StrictIntegerField(required=False, min_value=1, max_value=MAX_ATTEMPTS_LIMIT)
     timeout = StrictIntegerField(required=False, min_value=1, max_value=max_timeout_seconds())
     run_at = serializers.DateTimeField(required=False)
-    dedupe_key = serializers.CharField(required=False, max_length=200)
+    dedupe_key = StrictCharField(required=False, max_length=200)
 
 
 class JobListFilterSerializer(serializers.Serializer):

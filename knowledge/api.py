@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.services import security_event_record
 from core.errors import ApplicationError
 from core.validation import (
+    RejectUnknownFields,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -81,7 +82,7 @@ class JsonObjectPartField(serializers.CharField):
     an object part of a form as JSON), read as the text it arrives as."""
 
 
-class UploadSerializer(serializers.Serializer):
+class UploadSerializer(RejectUnknownFields, serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
     metadata = JsonObjectPartField(required=False, allow_blank=True)
     title = serializers.CharField(required=False, max_length=255)
@@ -305,7 +306,7 @@ class DateOrDateTimeField(serializers.DateTimeField):
         return moment
 
 
-class FilterSerializer(serializers.Serializer):
+class FilterSerializer(RejectUnknownFields, serializers.Serializer):
     metadata_filter = serializers.DictField(required=False, default=dict)
     date_from = DateOrDateTimeField(required=False, allow_null=True)
     date_to = DateOrDateTimeField(required=False, allow_null=True)

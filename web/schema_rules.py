@@ -81,10 +81,21 @@ def _declare_keys(node: dict[str, Any]) -> None:
         node.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
 
 
+def _closed(node: dict[str, Any], components: dict[str, Any]) -> None:
+    """A request body's own fields are all it may hold (``RejectUnknownFields``; Ninja's
+    input schemas forbid extras): nested free-form objects (metadata, job args) stay open."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+        node = components.get(ref[len(_REF_PREFIX) :], {})
+    if "properties" in node:
+        node.setdefault("additionalProperties", False)
+
+
 def declare_storable_text(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: the NUL rule on every request input."""
+    """drf-spectacular postprocessing hook: the NUL rule on every request input, and request
+    bodies closed to fields they do not declare."""
     components = result.get("components", {}).get("schemas", {})
     seen: set[str] = set()
     seen_keys: set[str] = set()
@@ -97,6 +108,7 @@ def declare_storable_text(
                     _walk(parameter["schema"], components, seen, _declare_text)
             for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 if isinstance(media.get("schema"), dict):
+                    _closed(media["schema"], components)
                     _walk(media["schema"], components, seen, _declare_text)
                     if media_type == "application/json":
                         _walk(media["schema"], components, seen_keys, _declare_keys)

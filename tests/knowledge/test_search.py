@@ -345,8 +345,11 @@ def test_a_document_processed_for_the_first_time_is_not_searchable_yet(
     ],
 )
 def test_dates_at_the_edge_of_the_calendar_are_a_400_not_a_500(api_client, payload, field):
-    for url in ("/api/v1/knowledge/search/", "/api/v1/knowledge/metadata-query/"):
-        response = api_client.post(url, {"query": "x", **payload}, format="json")
+    for url, body in (
+        ("/api/v1/knowledge/search/", {"query": "x", **payload}),
+        ("/api/v1/knowledge/metadata-query/", payload),
+    ):
+        response = api_client.post(url, body, format="json")
 
         assert response.status_code == 400, (url, response.content)
         assert field in response.json()["error"]["details"]
