@@ -349,14 +349,39 @@ class NullableDateTimeField(serializers.DateTimeField):
         return super().get_value(dictionary)
 
 
-@extend_schema_field(
-    {
+def _metadata_schema(levels: int) -> dict[str, Any]:
+    """What ``validate_metadata`` accepts, as JSON Schema: objects and lists nest ``levels``
+    deep below the top object, strings are bounded, keys follow the key rule."""
+    value: dict[str, Any] = {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_METADATA_STRING},
+            {"type": ["number", "boolean", "null"]},
+        ]
+    }
+    for _ in range(levels):
+        value = {
+            "anyOf": [
+                *value["anyOf"][:2],
+                {"type": "array", "items": value},
+                _metadata_object(value),
+            ]
+        }
+    return _metadata_object(value)
+
+
+def _metadata_object(values: dict[str, Any]) -> dict[str, Any]:
+    return {
         "type": "object",
-        "additionalProperties": True,
         "maxProperties": MAX_METADATA_KEYS,
         "propertyNames": {"pattern": _METADATA_KEY.pattern},
+        "additionalProperties": values,
     }
-)
+
+
+METADATA_SCHEMA = _metadata_schema(MAX_METADATA_DEPTH - 1)
+
+
+@extend_schema_field(METADATA_SCHEMA)
 class MetadataField(serializers.DictField):
     """A metadata object (see ``validate_metadata``)."""
 

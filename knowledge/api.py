@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.services import security_event_record
 from core.errors import ApplicationError
 from core.validation import (
+    METADATA_SCHEMA,
     RejectUnknownFields,
     StrictCharField,
     StrictFloatField,
@@ -71,11 +72,7 @@ class DocumentSerializer(serializers.ModelSerializer):
 
 
 @extend_schema_field(
-    {
-        "type": "object",
-        "additionalProperties": True,
-        "description": "A JSON object (a multipart part holding JSON text).",
-    }
+    {**METADATA_SCHEMA, "description": "A JSON object (a multipart part holding JSON text)."}
 )
 class JsonObjectPartField(serializers.CharField):
     """A multipart part holding a JSON object: declared as the object it is (OpenAPI sends
