@@ -132,17 +132,19 @@ if os.environ.get("DATABASE_URL"):
     _default_db = dj_database_url.parse(os.environ["DATABASE_URL"])
     EMBEDDED_DATABASE = False
 else:
+    # Where the embedded server listens; the processes that use it start it
+    # (embedded_database_ensure: manage.py, asgi.py, wsgi.py, the test session).
     from chatter_project.embedded_db import embedded_database_settings
 
     _default_db = embedded_database_settings(DATA_DIR)
     EMBEDDED_DATABASE = True
 
-# Under ASGI every sync request runs in its own thread with its own connection; without a
-# pool ~160 concurrent requests exhaust PostgreSQL's 100 connections (see STACK.md).
-# Test servers started by the suite (uvicorn, workers) point at the test database by name.
+# Processes a test starts (servers, job workers) join the test database by name.
 if os.environ.get("CHATTER_DB_NAME"):
     _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
 _default_db.setdefault("OPTIONS", {})
+# Under ASGI every sync request runs in its own thread with its own connection; without a
+# pool ~160 concurrent requests exhaust PostgreSQL's 100 connections.
 # With PostgreSQL down, a request waits at most DB_POOL_TIMEOUT for a connection, then
 # answers 503; each connection attempt gives up after DB_CONNECT_TIMEOUT (libpq's
 # connect_timeout, for a server that does not answer at all). The pool keeps retrying in
@@ -153,13 +155,10 @@ _default_db["OPTIONS"]["pool"] = {
     "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
 }
 _default_db["OPTIONS"].setdefault("connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "3")))
+_default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
+DATABASES = {"default": _default_db}
 # The readiness probe's own, shorter wait for a database connection (seconds).
 CHATTER_READY_DB_TIMEOUT = float(os.environ.get("CHATTER_READY_DB_TIMEOUT", "1.5"))
-_default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
-# Processes a test starts (job workers) join the test database through this override.
-if os.environ.get("CHATTER_DB_NAME"):
-    _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
-DATABASES = {"default": _default_db}
 
 # --- Cache: shared across processes, atomic add/incr --------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -396,7 +395,7 @@ CHATTER_RATE_LIMIT_CLASSES = [
 ]
 CHATTER_RATE_LIMIT_EXEMPT = [r"^/api/v\d+/(?:health|ready)/$"]
 # Chatter's PostgreSQL cache is shared and its add/incr are atomic (INSERT ... ON CONFLICT,
-# UPDATE ... RETURNING; see STACK.md): the checks only know Redis and memcached as such.
+# UPDATE ... RETURNING; chatter_project/cache.py): the checks only know Redis and memcached.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 # Threat detection: free text is flagged at this score (audit log, counters), structured
