@@ -199,6 +199,20 @@ else:
 # tasks.py.
 JOBS_HANDLER_MODULES = env_list("CHATTER_JOBS_HANDLER_MODULES")
 JOBS_RETENTION_DAYS = int(os.environ.get("CHATTER_JOBS_RETENTION_DAYS", "30"))
+# The longest timeout a job may ask for (django-q2 kills a token's worker past it).
+JOBS_MAX_TIMEOUT_SECONDS = 3600
+# A worker still holding a job this long past its timeout is SIGKILLed by the jobs clock.
+JOBS_HARD_KILL_GRACE_SECONDS = 10
+# Aging: each priority step below critical ranks a job this much later (jobs/services.py).
+JOBS_PRIORITY_AGING_SECONDS = 600
+JOBS_MAINTENANCE_INTERVAL_MINUTES = 60
+# The queue is stalled when due jobs wait this long while no job starts, runs or finishes.
+JOBS_STALL_SECONDS = 60
+# The jobs clock: its tick; tokens re-sent for due jobs idle workers left this long; this
+# host's clusters restarted when the queue stays stalled this long (jobs/clock.py).
+JOBS_CLOCK_INTERVAL_SECONDS = 0.5
+JOBS_REDISPATCH_SECONDS = 30
+JOBS_CLUSTER_RESTART_SECONDS = 120
 
 # --- API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
