@@ -11,4 +11,5 @@ class PlatformConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
-        from chatter_project import versioning  # noqa: F401  (registers its system check)
+        # Each registers its system check.
+        from chatter_project import http_policy, versioning  # noqa: F401

@@ -345,8 +345,8 @@ CHATTER_PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
     "microphone=(), payment=(), usb=(), interest-cohort=()"
 )
-# Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on upload
-# routes (multipart file parts are streamed to disk, not held in memory).
+# Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on routes
+# that declare uploads (http_policy.route_policy; multipart file parts are streamed to disk).
 CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 * 1024 * 1024))
 # The largest file a client may upload (knowledge documents), and on upload routes a body
 # that can carry it (multipart overhead is far below 1 MiB).
@@ -354,7 +354,6 @@ CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 *
 # (~44 chunks/s measured on 2 cores, budgeted at KNOWLEDGE_MIN_CHUNKS_PER_SECOND; README "Jobs").
 CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
 CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
-CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
 # The first handler keeps each file name as the client sent it (Django keeps only its last
 # path segment), so a path in an upload name can be refused rather than silently cut.
@@ -386,7 +385,8 @@ CORS_EXPOSE_HEADERS = [
 # Client addresses: X-Forwarded-For is believed only from these proxies (IPs or CIDRs).
 CHATTER_TRUSTED_PROXIES = env_list("CHATTER_TRUSTED_PROXIES")
 
-# Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP.
+# Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP;
+# each view declares its class (http_policy.route_policy), else "default".
 RATELIMIT_ENABLE = env_bool("CHATTER_RATE_LIMITS_ENABLED", True)
 # When the cache holding the counters is unreachable: refuse with 503 (default) or admit.
 CHATTER_RATE_LIMITS_FAIL_OPEN = env_bool("CHATTER_RATE_LIMITS_FAIL_OPEN")
@@ -395,19 +395,6 @@ CHATTER_RATE_LIMITS = {
     "default": os.environ.get("CHATTER_RATE_LIMIT", "600/m"),
     "expensive": os.environ.get("CHATTER_RATE_LIMIT_EXPENSIVE", "30/m"),
 }
-# (class, methods (empty: all), path regex); first match wins, else "default". Patterns
-# name routes apps may add later: they take effect as soon as the route exists.
-CHATTER_RATE_LIMIT_CLASSES = [
-    ("expensive", ["POST"], r"^/api/v\d+/conversations/[^/]+/messages/(?:stream/)?$"),
-    ("expensive", ["POST", "PUT"], r"^/api/v\d+/documents/$"),
-    ("expensive", ["POST"], r"^/api/v\d+/documents/[^/]+/reprocess/$"),
-    ("expensive", [], r"^/api/v\d+/knowledge/(?:search|metadata-query)/$"),
-    ("expensive", ["GET"], r"^/api/v\d+/documents/[^/]+/similar/$"),
-    ("expensive", ["POST"], r"^/api/v\d+/agents/(?:[^/]+/interact|route)/$"),
-    ("expensive", ["POST"], r"^/api/openai/v\d+/chat/completions/?$"),
-    ("expensive", ["POST"], r"^/api/v\d+/(?:exports|backups)/$"),
-]
-CHATTER_RATE_LIMIT_EXEMPT = [r"^/api/v\d+/(?:health|ready)/$"]
 # Chatter's PostgreSQL cache is shared and its add/incr are atomic (INSERT ... ON CONFLICT,
 # UPDATE ... RETURNING; chatter_project/cache.py): the checks only know Redis and memcached.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]

@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from chatter_project.asyncdb import release_connections
 from chatter_project.errors import ApplicationError, NotFound
 from chatter_project.exception_handlers import _ninja_field_errors
+from chatter_project.http_policy import route_policy
 from chatter_project.validation import (
     MESSAGE_CONTENT_PATTERN,
     InvalidInput,
@@ -279,6 +280,7 @@ class ConversationViewSet(viewsets.ModelViewSet):
         "the model provider fails (the user's message and the failed reply are kept).",
     )
     @action(detail=True, methods=["get", "post"])
+    @route_policy(rate="expensive", methods=["POST"])
     def messages(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "GET":
             page = self.paginate_queryset(message_list(conversation=self.get_object()))
@@ -431,6 +433,7 @@ def _sse(event: dict[str, Any]) -> str:
         }
     },
 )
+@route_policy(rate="expensive")
 async def stream_message(request: HttpRequest, conversation_id: UUID, payload: MessageIn) -> Any:
     user = request.auth.user  # type: ignore[attr-defined]
     # Authentication ran in this request's sync thread; give its connection back now.

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
+from chatter_project.http_policy import RoutePolicy, route_policy
 from chatter_project.threats import scan as threat_scan
 from chatter_project.threats import unstorable_fields
 from chatter_project.validation import (
@@ -146,6 +147,7 @@ class DocumentViewSet(
             "`invalid_filename`)."
         ),
     )
+    @route_policy(rate="expensive", uploads=True)
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -192,6 +194,7 @@ class DocumentViewSet(
         ),
     )
     @action(detail=True, methods=["post"])
+    @route_policy(rate="expensive")
     def reprocess(self, request: Request, pk: str | None = None) -> Response:
         document = document_reprocess(document=self.get_object(), actor=request.user)
         document = document_get(user=request.user, document_id=document.pk)
@@ -205,6 +208,7 @@ class DocumentViewSet(
 
     @extend_schema(responses={200: SimilarDocumentsSerializer})
     @action(detail=True, methods=["get"])
+    @route_policy(rate="expensive")
     def similar(self, request: Request, pk: str | None = None) -> Response:
         k = _int_param(request, "k", default=5, maximum=50)
         similar = document_similar(user=request.user, document=self.get_object(), k=k)
@@ -348,6 +352,7 @@ class SearchView(APIView):
     """Search the caller's documents: vector, keyword or hybrid (reciprocal rank fusion)."""
 
     parser_classes = [JSONParser]  # a filter is a JSON object: forms cannot say it
+    route_policy = RoutePolicy(rate="expensive")
 
     @extend_schema(request=SearchSerializer, responses={200: SearchResponseSerializer})
     def post(self, request: Request) -> Response:
@@ -377,6 +382,7 @@ class MetadataQueryView(APIView):
     """Documents by metadata, upload dates and content types alone (paginated)."""
 
     parser_classes = [JSONParser]
+    route_policy = RoutePolicy(rate="expensive")
 
     @extend_schema(request=FilterSerializer, responses={200: DocumentPageSerializer})
     def post(self, request: Request) -> Response:
