@@ -34,7 +34,9 @@ def ensure_database() -> None:
     import psycopg
 
     from chatter_project import settings as s
+    from core.embedded_db import embedded_database_ensure
 
+    embedded_database_ensure()
     db = s.DATABASES["default"]
     params = {
         "host": db["HOST"],

@@ -38,6 +38,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from core.embedded_db import embedded_database_ensure  # noqa: E402
+
+embedded_database_ensure()
+
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django_q.models import OrmQ  # noqa: E402

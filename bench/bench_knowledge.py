@@ -36,6 +36,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ.setdefault("CHATTER_EMBEDDINGS", "local")
 django.setup()
 
+from core.embedded_db import embedded_database_ensure  # noqa: E402
+
+embedded_database_ensure()
+
 import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402

@@ -29,6 +29,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ.setdefault("CHATTER_EMBEDDINGS", "local")
 django.setup()
 
+from core.embedded_db import embedded_database_ensure  # noqa: E402
+
+embedded_database_ensure()
+
 import numpy as np  # noqa: E402
 
 from knowledge.embeddings import active_embedder  # noqa: E402

@@ -10,4 +10,5 @@ class ChatterConfig(AppConfig):
     verbose_name = "Chatter"
 
     def ready(self) -> None:
-        from web import versioning  # noqa: F401  (registers its system check)
+        # Each registers its system check.
+        from web import http_policy, versioning  # noqa: F401

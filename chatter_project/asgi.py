@@ -54,7 +54,10 @@ class ChatterASGIHandler(ASGIHandler):
 def get_application() -> ChatterASGIHandler:
     import django
 
+    from core.embedded_db import embedded_database_ensure
+
     django.setup(set_prefix=False)
+    embedded_database_ensure()
     handler = ChatterASGIHandler()
     from knowledge.embeddings import embeddings_warm
 

@@ -133,17 +133,19 @@ if os.environ.get("DATABASE_URL"):
     _default_db = dj_database_url.parse(os.environ["DATABASE_URL"])
     EMBEDDED_DATABASE = False
 else:
+    # Where the embedded server listens; the processes that use it start it
+    # (embedded_database_ensure: manage.py, asgi.py, wsgi.py, the test session).
     from core.embedded_db import embedded_database_settings
 
     _default_db = embedded_database_settings(DATA_DIR)
     EMBEDDED_DATABASE = True
 
-# Under ASGI every sync request runs in its own thread with its own connection; without a
-# pool ~160 concurrent requests exhaust PostgreSQL's 100 connections (see STACK.md).
-# Test servers started by the suite (uvicorn, workers) point at the test database by name.
+# Processes a test starts (servers, job workers) join the test database by name.
 if os.environ.get("CHATTER_DB_NAME"):
     _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
 _default_db.setdefault("OPTIONS", {})
+# Under ASGI every sync request runs in its own thread with its own connection; without a
+# pool ~160 concurrent requests exhaust PostgreSQL's 100 connections.
 # With PostgreSQL down, a request waits at most DB_POOL_TIMEOUT for a connection, then
 # answers 503; each connection attempt gives up after DB_CONNECT_TIMEOUT (libpq's
 # connect_timeout, for a server that does not answer at all). The pool keeps retrying in
@@ -154,13 +156,10 @@ _default_db["OPTIONS"]["pool"] = {
     "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "5")),
 }
 _default_db["OPTIONS"].setdefault("connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "3")))
+_default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
+DATABASES = {"default": _default_db}
 # The readiness probe's own, shorter wait for a database connection (seconds).
 CHATTER_READY_DB_TIMEOUT = float(os.environ.get("CHATTER_READY_DB_TIMEOUT", "1.5"))
-_default_db["CONN_MAX_AGE"] = 0  # the pool, not persistent connections, reuses them
-# Processes a test starts (job workers) join the test database through this override.
-if os.environ.get("CHATTER_DB_NAME"):
-    _default_db["NAME"] = os.environ["CHATTER_DB_NAME"]
-DATABASES = {"default": _default_db}
 
 # --- Cache: shared across processes, atomic add/incr --------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -201,6 +200,20 @@ else:
 # tasks.py.
 JOBS_HANDLER_MODULES = env_list("CHATTER_JOBS_HANDLER_MODULES")
 JOBS_RETENTION_DAYS = int(os.environ.get("CHATTER_JOBS_RETENTION_DAYS", "30"))
+# The longest timeout a job may ask for (django-q2 kills a token's worker past it).
+JOBS_MAX_TIMEOUT_SECONDS = 3600
+# A worker still holding a job this long past its timeout is SIGKILLed by the jobs clock.
+JOBS_HARD_KILL_GRACE_SECONDS = 10
+# Aging: each priority step below critical ranks a job this much later (jobs/services.py).
+JOBS_PRIORITY_AGING_SECONDS = 600
+JOBS_MAINTENANCE_INTERVAL_MINUTES = 60
+# The queue is stalled when due jobs wait this long while no job starts, runs or finishes.
+JOBS_STALL_SECONDS = 60
+# The jobs clock: its tick; tokens re-sent for due jobs idle workers left this long; this
+# host's clusters restarted when the queue stays stalled this long (jobs/clock.py).
+JOBS_CLOCK_INTERVAL_SECONDS = 0.5
+JOBS_REDISPATCH_SECONDS = 30
+JOBS_CLUSTER_RESTART_SECONDS = 120
 
 # --- API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -333,8 +346,8 @@ CHATTER_PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
     "microphone=(), payment=(), usb=(), interest-cohort=()"
 )
-# Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on upload
-# routes (multipart file parts are streamed to disk, not held in memory).
+# Request bodies: CHATTER_MAX_REQUEST_BYTES everywhere, CHATTER_MAX_UPLOAD_BYTES on routes
+# that declare uploads (http_policy.route_policy; multipart file parts are streamed to disk).
 CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 * 1024 * 1024))
 # The largest file a client may upload (knowledge documents), and on upload routes a body
 # that can carry it (multipart overhead is far below 1 MiB).
@@ -342,7 +355,6 @@ CHATTER_MAX_REQUEST_BYTES = int(os.environ.get("CHATTER_MAX_REQUEST_BYTES", 10 *
 # (~44 chunks/s measured on 2 cores, budgeted at KNOWLEDGE_MIN_CHUNKS_PER_SECOND; README "Jobs").
 CHATTER_MAX_FILE_BYTES = int(os.environ.get("CHATTER_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
 CHATTER_MAX_UPLOAD_BYTES = CHATTER_MAX_FILE_BYTES + 1024 * 1024
-CHATTER_UPLOAD_ROUTES = [r"^/api/v\d+/documents/$"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHATTER_MAX_REQUEST_BYTES
 # The first handler keeps each file name as the client sent it (Django keeps only its last
 # path segment), so a path in an upload name can be refused rather than silently cut.
@@ -374,7 +386,8 @@ CORS_EXPOSE_HEADERS = [
 # Client addresses: X-Forwarded-For is believed only from these proxies (IPs or CIDRs).
 CHATTER_TRUSTED_PROXIES = env_list("CHATTER_TRUSTED_PROXIES")
 
-# Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP.
+# Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP;
+# each view declares its class (http_policy.route_policy), else "default".
 RATELIMIT_ENABLE = env_bool("CHATTER_RATE_LIMITS_ENABLED", True)
 # When the cache holding the counters is unreachable: refuse with 503 (default) or admit.
 CHATTER_RATE_LIMITS_FAIL_OPEN = env_bool("CHATTER_RATE_LIMITS_FAIL_OPEN")
@@ -383,21 +396,8 @@ CHATTER_RATE_LIMITS = {
     "default": os.environ.get("CHATTER_RATE_LIMIT", "600/m"),
     "expensive": os.environ.get("CHATTER_RATE_LIMIT_EXPENSIVE", "30/m"),
 }
-# (class, methods (empty: all), path regex); first match wins, else "default". Patterns
-# name routes apps may add later: they take effect as soon as the route exists.
-CHATTER_RATE_LIMIT_CLASSES = [
-    ("expensive", ["POST"], r"^/api/v\d+/conversations/[^/]+/messages/(?:stream/)?$"),
-    ("expensive", ["POST", "PUT"], r"^/api/v\d+/documents/$"),
-    ("expensive", ["POST"], r"^/api/v\d+/documents/[^/]+/reprocess/$"),
-    ("expensive", [], r"^/api/v\d+/knowledge/(?:search|metadata-query)/$"),
-    ("expensive", ["GET"], r"^/api/v\d+/documents/[^/]+/similar/$"),
-    ("expensive", ["POST"], r"^/api/v\d+/agents/(?:[^/]+/interact|route)/$"),
-    ("expensive", ["POST"], r"^/api/openai/v\d+/chat/completions/?$"),
-    ("expensive", ["POST"], r"^/api/v\d+/(?:exports|backups)/$"),
-]
-CHATTER_RATE_LIMIT_EXEMPT = [r"^/api/v\d+/(?:health|ready)/$"]
 # Chatter's PostgreSQL cache is shared and its add/incr are atomic (INSERT ... ON CONFLICT,
-# UPDATE ... RETURNING; see STACK.md): the checks only know Redis and memcached as such.
+# UPDATE ... RETURNING; core/cache.py): the checks only know Redis and memcached.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 # Threat detection: free text is flagged at this score (audit log, counters), structured

@@ -62,6 +62,7 @@ from core.validation import (
     validate_message_content,
 )
 from web.exception_handlers import _ninja_field_errors
+from web.http_policy import route_policy
 
 COST_HELP = (
     "In the price's currency, six decimals; null when a price is unknown (the model is "
@@ -282,6 +283,7 @@ class ConversationViewSet(viewsets.ModelViewSet):
         "the model provider fails (the user's message and the failed reply are kept).",
     )
     @action(detail=True, methods=["get", "post"])
+    @route_policy(rate="expensive", methods=["POST"])
     def messages(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "GET":
             page = self.paginate_queryset(message_list(conversation=self.get_object()))
@@ -434,6 +436,7 @@ def _sse(event: dict[str, Any]) -> str:
         }
     },
 )
+@route_policy(rate="expensive")
 async def stream_message(request: HttpRequest, conversation_id: UUID, payload: MessageIn) -> Any:
     user = request.auth.user  # type: ignore[attr-defined]
     # Authentication ran in this request's sync thread; give its connection back now.

@@ -32,13 +32,6 @@ class ModelPrice(models.Model):
     def __str__(self) -> str:
         return self.model
 
-    def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
-        million = Decimal(1_000_000)
-        return (
-            Decimal(tokens_in) * self.input_per_million
-            + Decimal(tokens_out) * self.output_per_million
-        ) / million
-
 
 class Conversation(models.Model):
     class Workflow(models.TextChoices):

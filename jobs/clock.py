@@ -43,10 +43,6 @@ logger = logging.getLogger("chatter.jobs.clock")
 BATCH = 500
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 def jobs_promote_due() -> int:
     """Make due scheduled jobs pending and send their tokens."""
     now = timezone.now()
@@ -139,7 +135,7 @@ def jobs_reap() -> dict[str, int]:
 def jobs_redispatch_lost() -> int:
     """Send tokens again for due jobs that idle workers have not picked up for a while."""
     now = timezone.now()
-    stale = now - timedelta(seconds=_setting("JOBS_REDISPATCH_SECONDS", 30))
+    stale = now - timedelta(seconds=float(settings.JOBS_REDISPATCH_SECONDS))
     if Job.objects.filter(status=JobStatus.RUNNING).exists():
         return 0
     if Job.objects.filter(finished_at__gt=stale).exists():
@@ -175,7 +171,7 @@ def clusters_restart_wedged() -> int:
     clusters were killed."""
     from django_q.status import Stat
 
-    window = _setting("JOBS_CLUSTER_RESTART_SECONDS", 120)
+    window = float(settings.JOBS_CLUSTER_RESTART_SECONDS)
     if not queue_stall(seconds=window):
         return 0
     killed = 0
@@ -205,7 +201,7 @@ class Clock:
     """The loop; ``tick()`` is what a test calls directly."""
 
     def __init__(self, interval: float | None = None) -> None:
-        self.interval = interval or _setting("JOBS_CLOCK_INTERVAL_SECONDS", 0.5)
+        self.interval = interval or float(settings.JOBS_CLOCK_INTERVAL_SECONDS)
         self.stop_event = threading.Event()
         self.ticks = 0
 

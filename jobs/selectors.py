@@ -60,7 +60,7 @@ def tokens_waiting() -> int:
 
 
 def stall_seconds() -> float:
-    return float(getattr(settings, "JOBS_STALL_SECONDS", 60))
+    return float(settings.JOBS_STALL_SECONDS)
 
 
 def queue_stall(*, seconds: float | None = None) -> str | None:

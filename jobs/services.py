@@ -46,11 +46,11 @@ TOKEN_FUNC = "jobs.tasks.run_next_job"
 
 
 def max_timeout_seconds() -> int:
-    return int(getattr(settings, "JOBS_MAX_TIMEOUT_SECONDS", 3600))
+    return int(settings.JOBS_MAX_TIMEOUT_SECONDS)
 
 
 def hard_kill_grace_seconds() -> int:
-    return int(getattr(settings, "JOBS_HARD_KILL_GRACE_SECONDS", 10))
+    return int(settings.JOBS_HARD_KILL_GRACE_SECONDS)
 
 
 def token_timeout_seconds() -> int:
@@ -61,7 +61,7 @@ def token_timeout_seconds() -> int:
 
 
 def aging_offset(priority: str) -> timedelta:
-    step = float(getattr(settings, "JOBS_PRIORITY_AGING_SECONDS", 600))
+    step = float(settings.JOBS_PRIORITY_AGING_SECONDS)
     return timedelta(seconds=step * PRIORITY_RANK[JobPriority(priority)])
 
 
@@ -379,7 +379,7 @@ def maintenance_schedule_ensure() -> None:
     """Make sure django-q2's scheduler enqueues the maintenance job every interval."""
     from django_q.models import Schedule
 
-    minutes = int(getattr(settings, "JOBS_MAINTENANCE_INTERVAL_MINUTES", 60))
+    minutes = int(settings.JOBS_MAINTENANCE_INTERVAL_MINUTES)
     schedule, created = Schedule.objects.get_or_create(
         name=MAINTENANCE_SCHEDULE_NAME,
         defaults={

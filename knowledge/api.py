@@ -40,6 +40,7 @@ from knowledge.selectors import (
 )
 from knowledge.services import document_delete, document_reprocess, document_upload
 from knowledge.uploads import client_file_name
+from web.http_policy import RoutePolicy, route_policy
 from web.threats import scan as threat_scan
 from web.threats import unstorable_fields
 
@@ -144,6 +145,7 @@ class DocumentViewSet(
             "`invalid_filename`)."
         ),
     )
+    @route_policy(rate="expensive", uploads=True)
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -190,6 +192,7 @@ class DocumentViewSet(
         ),
     )
     @action(detail=True, methods=["post"])
+    @route_policy(rate="expensive")
     def reprocess(self, request: Request, pk: str | None = None) -> Response:
         document = document_reprocess(document=self.get_object(), actor=request.user)
         document = document_get(user=request.user, document_id=document.pk)
@@ -203,6 +206,7 @@ class DocumentViewSet(
 
     @extend_schema(responses={200: SimilarDocumentsSerializer})
     @action(detail=True, methods=["get"])
+    @route_policy(rate="expensive")
     def similar(self, request: Request, pk: str | None = None) -> Response:
         k = _int_param(request, "k", default=5, maximum=50)
         similar = document_similar(user=request.user, document=self.get_object(), k=k)
@@ -346,6 +350,7 @@ class SearchView(APIView):
     """Search the caller's documents: vector, keyword or hybrid (reciprocal rank fusion)."""
 
     parser_classes = [JSONParser]  # a filter is a JSON object: forms cannot say it
+    route_policy = RoutePolicy(rate="expensive")
 
     @extend_schema(request=SearchSerializer, responses={200: SearchResponseSerializer})
     def post(self, request: Request) -> Response:
@@ -375,6 +380,7 @@ class MetadataQueryView(APIView):
     """Documents by metadata, upload dates and content types alone (paginated)."""
 
     parser_classes = [JSONParser]
+    route_policy = RoutePolicy(rate="expensive")
 
     @extend_schema(request=FilterSerializer, responses={200: DocumentPageSerializer})
     def post(self, request: Request) -> Response:

@@ -8,10 +8,17 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.services import api_key_create
+from core.embedded_db import embedded_database_ensure
 
 # Web and job workers load the embedding model as they start (knowledge.embeddings_warm);
 # the suite's servers and workers (which inherit this) start cold unless a test asks.
 os.environ["CHATTER_EMBEDDINGS_WARM"] = "0"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The suite's database server (unless DATABASE_URL names one); the servers and workers
+    # the tests start attach to it, or find it running.
+    embedded_database_ensure()
 
 
 @pytest.fixture

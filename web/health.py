@@ -13,6 +13,7 @@ from ninja import Router, Schema
 
 from core.errors import error_response
 from core.probes import probes, report
+from web.http_policy import route_policy
 
 router = Router(tags=["meta"])
 
@@ -42,6 +43,7 @@ class Ready(Schema):
 
 
 @router.get("/health/", auth=None, response=Health, summary="Liveness: the process answers")
+@route_policy(rate=None)  # probes are never rate limited
 async def health(request: HttpRequest) -> dict[str, str]:
     return {"status": "ok"}
 
@@ -103,6 +105,7 @@ def _checks() -> dict[str, dict[str, Any]]:
     summary="Readiness: the database and the job queue's broker are reachable",
     description="503 with the error envelope (the failed checks in `details.checks`) when not.",
 )
+@route_policy(rate=None)
 async def ready(request: HttpRequest) -> Any:
     checks = await sync_to_async(_checks)()
     if all(check["ok"] for check in checks.values()):

@@ -2,10 +2,10 @@
 
 Who is counted: the API key when the request carries a valid one, else the logged-in user
 (session), else the client IP (see ``client_ip``: X-Forwarded-For only from trusted proxies).
-What is counted: each request falls in a *class* chosen by method and URL pattern
-(``CHATTER_RATE_LIMIT_CLASSES``, first match wins, else ``default``), so routes that other
-apps add later (uploads, search) get the stricter class by configuration alone. A key may
-carry its own rates (admin: API keys); otherwise ``CHATTER_RATE_LIMITS`` apply.
+What is counted: each request falls in the *class* its view declares
+(``http_policy.route_policy``: ``expensive`` for model calls, uploads and searches, None for
+probes), else ``default``. A key may carry its own rates (admin: API keys); otherwise
+``CHATTER_RATE_LIMITS`` apply.
 When the counters' store is unreachable, requests are refused with 503
 ``rate_limiter_unavailable`` (fail closed), or admitted uncounted with
 ``CHATTER_RATE_LIMITS_FAIL_OPEN=1``.
@@ -14,9 +14,7 @@ When the counters' store is unreachable, requests are refused with 503
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -26,38 +24,15 @@ from django_ratelimit.core import get_usage
 from accounts.authentication import api_key_from_request
 from core.client_ip import client_ip
 from core.errors import error_response
+from web.http_policy import path_policy, request_policy
 from web.middleware import GateMiddleware
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RouteClass:
-    name: str
-    methods: frozenset[str]
-    pattern: re.Pattern[str]
-
-
-@lru_cache(maxsize=4)
-def _classes(config: tuple[tuple[str, tuple[str, ...], str], ...]) -> tuple[RouteClass, ...]:
-    return tuple(
-        RouteClass(name, frozenset(m.upper() for m in methods), re.compile(pattern))
-        for name, methods, pattern in config
-    )
-
-
 def route_class(method: str, path: str) -> str | None:
     """The limit class of a request, or None for exempt routes (probes)."""
-    if any(re.search(p, path) for p in settings.CHATTER_RATE_LIMIT_EXEMPT):
-        return None
-    config = tuple(
-        (name, tuple(methods), pattern)
-        for name, methods, pattern in settings.CHATTER_RATE_LIMIT_CLASSES
-    )
-    for route in _classes(config):
-        if (not route.methods or method.upper() in route.methods) and route.pattern.search(path):
-            return route.name
-    return "default"
+    return path_policy(method, path).rate
 
 
 def _identity(request: HttpRequest) -> tuple[str, Any]:
@@ -99,7 +74,7 @@ class Usage:
 
 def consume(request: HttpRequest) -> Usage | None:
     """Count this request against its identity's limit; None when the route is exempt."""
-    route = route_class(request.method or "GET", request.path_info)
+    route = request_policy(request).rate
     if route is None or not settings.RATELIMIT_ENABLE:
         return None
     identity, api_key = _identity(request)

@@ -18,9 +18,9 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 import psycopg
-from core.embedded_db import embedded_database_settings, embedded_server_pid
+from core.embedded_db import embedded_database_start, embedded_server_pid
 data_dir, action, linger = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-cfg = embedded_database_settings(data_dir)
+cfg = embedded_database_start(data_dir)
 with psycopg.connect(host=cfg["HOST"], dbname=cfg["NAME"], user="postgres", autocommit=True) as c:
     if action == "write":
         c.execute("CREATE TABLE IF NOT EXISTS kept (x int)")

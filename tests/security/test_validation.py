@@ -1,34 +1,10 @@
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from core import validation as v
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "ftp://example.com/x",
-        "javascript:alert(1)",
-        "https://user:pw@example.com/",
-        "https://user@example.com/",
-        "http:///nohost",
-        "https://exa mple.com/",
-        "https://example.com:99999/",
-    ],
-)
-def test_it_rejects_unsafe_urls(url):
-    with pytest.raises(v.InvalidInput):
-        v.validate_url(url)
-
-
-def test_it_accepts_plain_http_and_https_urls():
-    assert v.validate_url(" https://example.com/a?b=1 ") == "https://example.com/a?b=1"
-    assert v.validate_url("http://10.0.0.1:8080/") == "http://10.0.0.1:8080/"
 
 
 @pytest.mark.parametrize(
@@ -66,23 +42,6 @@ def test_message_content_is_never_altered(settings):
         v.validate_message_content("x" * 51)
     with pytest.raises(v.InvalidInput):
         v.validate_message_content(" \n ")
-
-
-def test_usernames_emails_slugs_uuids_and_key_formats():
-    assert v.validate_username("alice.b+1@x") == "alice.b+1@x"
-    assert v.validate_email("Alice@Example.ORG") == "alice@example.org"
-    assert v.validate_slug("my-agent_2") == "my-agent_2"
-    assert v.validate_uuid(str(uuid.UUID(int=1))) == uuid.UUID(int=1)
-    assert v.validate_api_key_format("chk_" + "A" * 32)
-    for rule, bad in [
-        (v.validate_username, "bad name"),
-        (v.validate_email, "no-at.example.com"),
-        (v.validate_slug, "Bad--Slug"),
-        (v.validate_uuid, "not-a-uuid"),
-        (v.validate_api_key_format, "sk-123"),
-    ]:
-        with pytest.raises(v.InvalidInput):
-            rule(bad)
 
 
 def test_json_depth_and_size_are_bounded():

@@ -1,0 +1,98 @@
+"""Each API route declares its policy (rate-limit class, uploads) next to its view."""
+
+from __future__ import annotations
+
+from django.core.management import call_command
+
+from web import http_policy
+from web.http_policy import RoutePolicy, api_route_policies, route_policy
+
+# Every API operation whose policy is not the default (rate class "default", no uploads).
+# A new route lands in the default class until it declares otherwise: adding it to this
+# table, or to the default's, is the decision this test asks for.
+DECLARED = {
+    ("POST", "api/v1/conversations/<uuid:pk>/messages/"): ("expensive", False),
+    ("POST", "api/v1/conversations/<conversation_id>/messages/stream/"): ("expensive", False),
+    ("POST", "api/v1/documents/"): ("expensive", True),
+    ("POST", "api/v1/documents/<uuid:pk>/reprocess/"): ("expensive", False),
+    ("GET", "api/v1/documents/<uuid:pk>/similar/"): ("expensive", False),
+    ("POST", "api/v1/knowledge/search/"): ("expensive", False),
+    ("POST", "api/v1/knowledge/metadata-query/"): ("expensive", False),
+    ("GET", "api/v1/health/"): (None, False),
+    ("GET", "api/v1/ready/"): (None, False),
+}
+DEFAULT = {
+    ("GET", "api/v1/"),
+    ("GET", "api/v1/api-keys/"),
+    ("POST", "api/v1/api-keys/"),
+    ("GET", "api/v1/api-keys/<uuid:pk>/"),
+    ("POST", "api/v1/api-keys/<uuid:pk>/revoke/"),
+    ("GET", "api/v1/conversations/"),
+    ("POST", "api/v1/conversations/"),
+    ("GET", "api/v1/conversations/<uuid:pk>/"),
+    ("PUT", "api/v1/conversations/<uuid:pk>/"),
+    ("PATCH", "api/v1/conversations/<uuid:pk>/"),
+    ("DELETE", "api/v1/conversations/<uuid:pk>/"),
+    ("POST", "api/v1/conversations/<uuid:pk>/branch/"),
+    ("POST", "api/v1/conversations/<uuid:pk>/fork/"),
+    ("GET", "api/v1/conversations/<uuid:pk>/messages/"),
+    ("GET", "api/v1/jobs/"),
+    ("POST", "api/v1/jobs/"),
+    ("GET", "api/v1/jobs/stats/"),
+    ("GET", "api/v1/jobs/<int:pk>/"),
+    ("POST", "api/v1/jobs/<int:pk>/cancel/"),
+    ("POST", "api/v1/jobs/<int:pk>/retry/"),
+    ("GET", "api/v1/documents/"),
+    ("GET", "api/v1/documents/<uuid:pk>/"),
+    ("DELETE", "api/v1/documents/<uuid:pk>/"),
+    ("GET", "api/v1/documents/<uuid:pk>/chunks/"),
+    ("POST", "api/v1/messages/<uuid:message_id>/feedback/"),
+    ("GET", "api/v1/usage/"),
+    ("GET", "api/v1/security/events/"),
+    ("GET", "api/v1/whoami/"),
+    ("GET", "api/schema/"),
+    ("GET", "api/docs/"),
+}
+
+
+def test_every_api_operation_has_the_policy_it_should():
+    found = {
+        (method, route): (policy.rate, policy.uploads)
+        for route, method, _, policy in api_route_policies()
+    }
+
+    assert {k: v for k, v in found.items() if v != ("default", False)} == DECLARED
+    assert {k for k, v in found.items() if v == ("default", False)} == DEFAULT
+
+
+def test_the_system_check_passes():
+    assert http_policy.check_route_policies() == []
+    call_command("check")  # raises SystemCheckError on any error
+
+
+def test_a_policy_no_route_reaches_is_a_check_error(monkeypatch):
+    monkeypatch.setattr(http_policy, "declared_policies", [])
+
+    @route_policy(rate="expensive")
+    def not_a_view() -> None: ...
+
+    errors = http_policy.check_route_policies()
+
+    assert [error.id for error in errors] == ["chatter.E102"]
+    assert "not_a_view" in errors[0].msg
+
+
+def test_an_unknown_rate_class_is_a_check_error(monkeypatch, settings):
+    settings.CHATTER_RATE_LIMITS = {"default": "600/m"}
+
+    errors = http_policy.check_route_policies()
+
+    assert {error.id for error in errors} == {"chatter.E101"}
+    assert len(errors) == sum(1 for rate, _ in DECLARED.values() if rate == "expensive")
+
+
+def test_a_declaration_covers_only_the_methods_it_names():
+    policy = RoutePolicy(rate="expensive", methods=frozenset({"POST"}))
+
+    assert policy.covers("post") and not policy.covers("GET")
+    assert RoutePolicy().covers("DELETE")
