@@ -1,11 +1,6 @@
 """The ASGI application: Django's handler, with sync views served by a sync middleware chain.
 
-Django under ASGI runs every request through the middleware chain in async mode; each
-sync-only step of it (the session, auth, CSRF, messages and common middleware's hooks, every
-sync view) then costs its own hop from the event loop to the sync thread and back, about
-fifteen per API request here. Most of Chatter's views are sync (DRF), so those requests run
-the whole chain, view included, in sync mode in one hop. Async views (the SSE stream) keep
-the async chain, so a stream holds no thread while it waits.
+Why and how: docs/architecture.md, "chatter_project/asgi.py".
 """
 
 from __future__ import annotations

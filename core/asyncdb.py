@@ -1,9 +1,6 @@
 """Database calls from async code (streams) that don't hold a pooled connection idle.
 
-A streaming response lives for seconds; Django returns a request's connection only when
-the response closes. Hundreds of open streams would each pin a pooled connection and
-starve the rest, so async code runs each database call in a thread and hands the
-connection back to the pool right after it.
+Why and how: docs/architecture.md, "core/asyncdb.py".
 """
 
 from __future__ import annotations

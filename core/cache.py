@@ -1,14 +1,6 @@
 """A Django cache on PostgreSQL whose ``add`` and ``incr`` are atomic.
 
-Rate limits and idempotency keys must hold across every web worker and machine. Django's
-DatabaseCache implements ``add`` and ``incr`` as read-then-write, so concurrent requests
-race past a limit. Here each of them is one statement: ``add`` is an ``INSERT ... ON
-CONFLICT DO UPDATE ... WHERE <expired> RETURNING`` and ``incr`` an ``UPDATE ... RETURNING``.
-The table is UNLOGGED (created by the ``core`` migration): cache contents need no WAL and
-may be lost in a crash, which is what a cache promises.
-
-Integers live in their own ``counter`` column so that SQL can add to them; everything else
-is pickled, as Django's own database cache does.
+Why and how: docs/architecture.md, "core/cache.py".
 """
 
 from __future__ import annotations

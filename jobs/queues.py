@@ -1,22 +1,6 @@
 """The django-q2 cluster's in-memory queues, made to survive the death of any of its processes.
 
-Why: django-q2 passes tasks from its pusher to the workers, and results from the workers to
-its monitor, through ``multiprocessing.Queue``. Such a queue serialises its readers (and its
-writers) with a semaphore. An idle worker sits in ``Queue.get()`` *holding* the reader
-semaphore while it waits in the pipe read (``/proc/PID/wchan`` = ``anon_pipe_read``); the
-monitor does the same on the result queue. A process SIGKILLed there never gives it back:
-every other worker (and the replacement the sentinel spawns) then waits for it forever, and
-the queue is wedged until the whole cluster is restarted.
-
-The fix: the same queues, with their reader and writer locks (and the size counter's lock)
-replaced by a lock the kernel releases when its holder dies, a POSIX record lock
-(``fcntl.lockf``) on an unlinked temporary file. Record locks belong to a process, are not
-inherited by ``fork`` and vanish with the process however it dies, so a killed reader or
-writer frees the queue for the next one at once. Messages are a few hundred bytes, well below
-``PIPE_BUF``, so a writer killed mid-send cannot leave half a message in the pipe.
-
-``install()`` (called from ``JobsConfig.ready``) points django-q2's sentinel at this queue
-class; the rest of django-q2 is unchanged. Checked against django-q2 1.11 (pinned below 1.12).
+Why and how: docs/architecture.md, "jobs/queues.py".
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """Rate limits for everything under /api/, counted by django-ratelimit in the shared cache.
 
-Who is counted: the API key when the request carries a valid one, else the logged-in user
-(session), else the client IP (see ``client_ip``: X-Forwarded-For only from trusted proxies).
-What is counted: each request falls in the *class* its view declares
-(``http_policy.route_policy``: ``expensive`` for model calls, uploads and searches, None for
-probes), else ``default``. A key may carry its own rates (admin: API keys); otherwise
-``CHATTER_RATE_LIMITS`` apply.
-When the counters' store is unreachable, requests are refused with 503
-``rate_limiter_unavailable`` (fail closed), or admitted uncounted with
-``CHATTER_RATE_LIMITS_FAIL_OPEN=1``.
+Why and how: docs/architecture.md, "web/ratelimits.py".
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """Platform-wide input rules, declared in the OpenAPI document where they apply.
 
-Every request is refused with 400 ``invalid_characters`` when any text in it (path, query,
-form or JSON field names and values) holds a NUL character (``threats.unstorable_fields``:
-PostgreSQL cannot store one). The rule holds for every operation, so it is declared once
-here, as a ``pattern`` on every free string parameter and request-body string, rather than
-in each app's serializers. (Object keys are not declared: ``propertyNames`` on form bodies
-made schemathesis expect refusals of form fields the views ignore, so only JSON bodies
-declare ``propertyNames``.)
+Why and how: docs/architecture.md, "web/schema_rules.py".
 """
 
 from __future__ import annotations

@@ -4,9 +4,7 @@ disagrees with it is a 400. Every version is served by the same views: the middl
 routes `/api/vN/...` to them and records ``request.api_version``; what differs per version
 (v2: RFC 9457 problem details, cursor pagination) keys off that attribute.
 
-``CHATTER_API_VERSIONS`` declares each version's status (active, deprecated, sunset), its
-dates and its successor: deprecated versions answer with `Deprecation` (RFC 9745), `Sunset`
-(RFC 8594) and a `successor-version` link; sunset ones with 410.
+Why and how: docs/architecture.md, "web/versioning.py".
 """
 
 from __future__ import annotations
