@@ -26,11 +26,12 @@ import functools
 import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     ChannelVersions,
@@ -41,6 +42,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+
+from conversations.models import Conversation
 
 _executor: ThreadPoolExecutor | None = None
 
@@ -174,6 +177,25 @@ def close_checkpointer() -> None:
             _saver = None
 
 
+def checkpoints_prune_orphans(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete the LangGraph threads whose conversation is gone (deleted outside the
+    service, or an interrupted delete). Threads touched recently are left alone: a branch
+    seeds its thread before its conversation row commits."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.thread_id FROM checkpoints c GROUP BY c.thread_id "
+            "HAVING max((c.checkpoint->>'ts')::timestamptz) < clock_timestamp() - %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {Conversation._meta.db_table} v "
+            "WHERE v.id::text = c.thread_id)",
+            [older_than],
+        )
+        orphans = [row[0] for row in cursor.fetchall()]
+    saver = get_checkpointer()
+    for thread_id in orphans:
+        saver.delete_thread(thread_id)
+    return len(orphans)
+
+
 def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
     configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
     if checkpoint_id:
@@ -181,4 +203,10 @@ def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableC
     return {"configurable": configurable}
 
 
-__all__ = ["checkpointer_setup", "close_checkpointer", "get_checkpointer", "thread_config"]
+__all__ = [
+    "checkpointer_setup",
+    "checkpoints_prune_orphans",
+    "close_checkpointer",
+    "get_checkpointer",
+    "thread_config",
+]

@@ -92,6 +92,47 @@ def validate_spec(spec: str) -> str:
     return spec
 
 
+# --- provider failures ---------------------------------------------------------------------
+class ProviderError(ApplicationError):
+    """The language model's provider failed; the user's message is kept."""
+
+    status = 502
+    code = "provider_error"
+
+
+def provider_failure(exc: Exception) -> ProviderError | None:
+    """Classify an exception from a LangChain provider (OpenAI, Anthropic, compatible
+    servers); None when it is not a provider failure (a bug, to be a logged 500)."""
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    message = str(exc)[:500]
+    if "Timeout" in name:
+        return ProviderError(
+            f"The model provider timed out: {message}", code="provider_timeout", status=503
+        )
+    if "Connection" in name:
+        return ProviderError(
+            f"The model provider is unreachable: {message}", code="provider_unreachable", status=503
+        )
+    if status == 429:
+        return ProviderError(
+            f"The model provider is rate limiting: {message}",
+            code="provider_rate_limited",
+            status=503,
+        )
+    if status in (401, 403):
+        return ProviderError(
+            f"The model provider refused the credentials: {message}", code="provider_auth_failed"
+        )
+    if isinstance(status, int) and status >= 500:
+        return ProviderError(f"The model provider failed: {message}", code="provider_error")
+    if isinstance(status, int):
+        return ProviderError(
+            f"The model provider rejected the request: {message}", code="provider_rejected"
+        )
+    return None
+
+
 # --- OpenAI and compatible servers -----------------------------------------------------------
 def _openai(model: str, options: ModelOptions) -> BaseChatModel:
     from langchain_openai import ChatOpenAI

@@ -33,6 +33,7 @@ from conversations.providers import (
     LOCAL_MODEL_NAME,
     chat_model,
     default_model_spec,
+    provider_failure,
     split_spec,
     validate_spec,
 )
@@ -55,13 +56,6 @@ EDITABLE_FIELDS = (
 )
 
 
-class ProviderError(ApplicationError):
-    """The language model's provider failed; the user's message is kept."""
-
-    status = 502
-    code = "provider_error"
-
-
 class ConversationDeleted(NotFound):
     """The conversation was deleted while one of its turns ran."""
 
@@ -76,39 +70,6 @@ def _conversation_gone(turn: Turn) -> ConversationDeleted:
         "The conversation was deleted while its reply was being produced.",
         details={"conversation_id": str(turn.conversation.pk)},
     )
-
-
-def provider_failure(exc: Exception) -> ProviderError | None:
-    """Classify an exception from a LangChain provider (OpenAI, Anthropic, compatible
-    servers); None when it is not a provider failure (a bug, to be a logged 500)."""
-    name = type(exc).__name__
-    status = getattr(exc, "status_code", None)
-    message = str(exc)[:500]
-    if "Timeout" in name:
-        return ProviderError(
-            f"The model provider timed out: {message}", code="provider_timeout", status=503
-        )
-    if "Connection" in name:
-        return ProviderError(
-            f"The model provider is unreachable: {message}", code="provider_unreachable", status=503
-        )
-    if status == 429:
-        return ProviderError(
-            f"The model provider is rate limiting: {message}",
-            code="provider_rate_limited",
-            status=503,
-        )
-    if status in (401, 403):
-        return ProviderError(
-            f"The model provider refused the credentials: {message}", code="provider_auth_failed"
-        )
-    if isinstance(status, int) and status >= 500:
-        return ProviderError(f"The model provider failed: {message}", code="provider_error")
-    if isinstance(status, int):
-        return ProviderError(
-            f"The model provider rejected the request: {message}", code="provider_rejected"
-        )
-    return None
 
 
 # --- create, update, delete -----------------------------------------------------------------
@@ -141,25 +102,6 @@ def conversation_delete(*, conversation: Conversation) -> None:
     thread_id = str(conversation.pk)
     conversation.delete()
     get_checkpointer().delete_thread(thread_id)
-
-
-def checkpoints_prune_orphans(*, older_than: timedelta = timedelta(hours=1)) -> int:
-    """Delete the LangGraph threads whose conversation is gone (deleted outside the
-    service, or an interrupted delete). Threads touched recently are left alone: a branch
-    seeds its thread before its conversation row commits."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.thread_id FROM checkpoints c GROUP BY c.thread_id "
-            "HAVING max((c.checkpoint->>'ts')::timestamptz) < clock_timestamp() - %s "
-            f"AND NOT EXISTS (SELECT 1 FROM {Conversation._meta.db_table} v "
-            "WHERE v.id::text = c.thread_id)",
-            [older_than],
-        )
-        orphans = [row[0] for row in cursor.fetchall()]
-    saver = get_checkpointer()
-    for thread_id in orphans:
-        saver.delete_thread(thread_id)
-    return len(orphans)
 
 
 # --- a turn ------------------------------------------------------------------------------------
