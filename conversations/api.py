@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatter_project.asyncdb import release_connections
-from chatter_project.errors import ApplicationError, NotFound
+from chatter_project.errors import ApplicationError, NotFound, error_payload
 from chatter_project.exception_handlers import _ninja_field_errors
 from chatter_project.validation import (
     MESSAGE_CONTENT_PATTERN,
@@ -44,6 +44,7 @@ from chatter_project.validation import (
     validate_message_content,
 )
 from conversations.models import Conversation, Message
+from conversations.pricing import format_cost
 from conversations.selectors import (
     conversation_list,
     message_list,
@@ -52,6 +53,10 @@ from conversations.selectors import (
 )
 from conversations.services import (
     EDITABLE_FIELDS,
+    Token,
+    TurnEvent,
+    TurnFinished,
+    TurnStarted,
     conversation_branch,
     conversation_create,
     conversation_delete,
@@ -397,8 +402,40 @@ class UsageView(APIView):
 router = Router(tags=["conversations"])
 
 
-def _sse(event: dict[str, Any]) -> str:
-    return f"event: {event['event']}\ndata: {json.dumps(event['data'])}\n\n"
+def _sse_event(event: TurnEvent) -> tuple[str, dict[str, Any]]:
+    """A turn's domain event as the stream's event name and data."""
+    if isinstance(event, Token):
+        return "delta", {"content": event.content}
+    if isinstance(event, TurnStarted):
+        return "start", _turn_ids(event.user_message_id, event.assistant_message_id)
+    if isinstance(event, TurnFinished):
+        reply = event.assistant_message
+        usage = {
+            "tokens_in": reply.tokens_in,
+            "tokens_out": reply.tokens_out,
+            "cost": format_cost(reply.cost),
+        }
+        ids = _turn_ids(str(event.user_message.pk), str(reply.pk))
+        return "done", {
+            **ids,
+            "status": reply.status,
+            "usage": usage,
+            "latency_ms": reply.latency_ms,
+        }
+    error = event.error
+    return "error", {
+        **error_payload(error.code, error.message, error.details),
+        "status": error.status,
+    }
+
+
+def _turn_ids(user_message_id: str, assistant_message_id: str) -> dict[str, str]:
+    return {"user_message_id": user_message_id, "assistant_message_id": assistant_message_id}
+
+
+def _sse(event: TurnEvent) -> str:
+    name, data = _sse_event(event)
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
 @router.post(

@@ -10,7 +10,16 @@ from conversations.services.crud import (
     conversation_update,
     message_feedback,
 )
-from conversations.services.streaming import message_stream
+from conversations.services.streaming import (
+    Token,
+    TurnEvent,
+    TurnFailed,
+    TurnFinished,
+    TurnStarted,
+    message_send,
+    message_stream,
+    turn_run,
+)
 from conversations.services.summaries import (
     SUMMARIZATION_HANDLER,
     conversation_summarize,
@@ -27,7 +36,6 @@ from conversations.services.turns import (
     ConversationDeleted,
     RunTracker,
     Turn,
-    message_send,
     turn_abandon,
     turn_begin,
     turn_fail,
@@ -40,7 +48,12 @@ __all__ = [
     "SUMMARIZATION_HANDLER",
     "ConversationDeleted",
     "RunTracker",
+    "Token",
     "Turn",
+    "TurnEvent",
+    "TurnFailed",
+    "TurnFinished",
+    "TurnStarted",
     "conversation_branch",
     "conversation_create",
     "conversation_delete",
@@ -59,4 +72,5 @@ __all__ = [
     "turn_begin",
     "turn_fail",
     "turn_finish",
+    "turn_run",
 ]

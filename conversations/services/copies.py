@@ -12,8 +12,9 @@ from chatter_project.errors import ApplicationError
 from conversations.checkpointer import thread_config
 from conversations.graph import MODEL_NODE, get_graph
 from conversations.models import Conversation, Message
+from conversations.services.streaming import message_send
 from conversations.services.threads import EDITABLE_FIELDS
-from conversations.services.turns import message_content_check, message_send
+from conversations.services.turns import message_content_check
 
 
 # --- branch and fork ---------------------------------------------------------------------------

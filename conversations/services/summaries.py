@@ -10,6 +10,7 @@ from conversations.providers import (
     chat_model,
     default_model_spec,
 )
+from conversations.services.from_sync import run_from_sync
 from conversations.services.threads import (
     conversation_claim,
     conversation_release,
@@ -52,8 +53,11 @@ def conversation_summarize(*, conversation_id: str) -> dict[str, Any]:
         state = graph.get_state(config).values
         if not state.get("messages"):
             return {"summarized": 0}
-        update = remember(
-            state, TurnSettings.of(config), chat_model(model), trigger=memory_window(conversation)
+        settings = TurnSettings.of(config)
+        update = run_from_sync(
+            lambda db: remember(
+                state, settings, chat_model(model), trigger=memory_window(conversation)
+            )
         )
         if not update:
             return {"summarized": 0}

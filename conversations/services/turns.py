@@ -362,25 +362,8 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
         )
 
 
-def message_send(*, user: User, conversation_id: Any, content: str) -> tuple[Message, Message]:
-    """One synchronous turn in a conversation the user may see: the stored user message and
-    the assistant's reply."""
-    turn = turn_begin(user=user, conversation_id=conversation_id, content=content)
-    tracker = RunTracker(turn)
-    try:
-        for mode, payload in get_graph(turn.conversation.workflow).stream(
-            turn.graph_input(), turn.config(), stream_mode=tracker.MODES
-        ):
-            tracker.see(mode, payload)
-    except Exception as exc:
-        failure = turn_fail(turn=turn, exc=exc)
-        if failure is None:
-            raise
-        raise failure from exc
-    return turn.user_message, turn_complete(turn, tracker)
-
-
 def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
+    """Store a completed run's reply and schedule its summary if one is due."""
     assistant = turn_finish(
         turn=turn,
         reply=tracker.reply,
