@@ -11,6 +11,7 @@ how the turn's nodes reach the database (see conversations.services.streaming).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
@@ -218,7 +219,10 @@ def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
 def _with_reply(
     memory: dict[str, Any], reply: BaseMessage, settings: TurnSettings
 ) -> dict[str, Any]:
-    reply.id = settings.reply_id
+    # Every model message of a turn has an id of its own, so that in a loop of model ->
+    # tool -> model add_messages does not replace an earlier one. The message that answers
+    # (it asks for no tool) carries the reply's id, its Message row's.
+    reply.id = str(uuid.uuid4()) if getattr(reply, "tool_calls", None) else settings.reply_id
     return {**memory, "messages": [*memory.get("messages", []), reply]}
 
 

@@ -212,52 +212,79 @@ RETURNING (SELECT cost FROM replied)
 
 
 class RunTracker:
-    """Follows a graph run's `values` and `checkpoints` events: the final state, and the
-    checkpoints whose state ends with the user's message and with the reply (where a
-    branch from either message starts) without reading checkpoint history back."""
+    """Follows a graph run's `values` and `checkpoints` events: the final state, every model
+    message of the turn (a loop of model -> tool -> model has several; the last is the
+    reply), and the checkpoints whose state ends with the user's message and with the reply
+    (where a branch from either message starts), without reading checkpoint history back."""
 
     MODES = ["values", "checkpoints"]
 
     def __init__(self, turn: Turn) -> None:
-        self.user_id, self.reply_id = str(turn.user_message.pk), str(turn.assistant_message.pk)
+        self.user_id = str(turn.user_message.pk)
         self.state: dict[str, Any] = {}
-        self.user_checkpoint = ""
-        self.reply_checkpoint = ""
+        self._earlier: set[str | None] | None = None  # the ids in the run's input state
+        self._steps: dict[str, BaseMessage] = {}  # this turn's model messages, by id, in order
+        self._checkpoint_ending: dict[str | None, str] = {}  # last message id -> checkpoint
 
     def see(self, mode: str, payload: Any) -> None:
         if mode == "values":
+            messages = payload.get("messages") or []
+            if self._earlier is None:  # the first values event is the input: history, question
+                self._earlier = {m.id for m in messages}
+            for message in messages:
+                if message.type == "ai" and message.id not in self._earlier:
+                    self._steps[str(message.id)] = message
             self.state = payload
         elif mode == "checkpoints":
             messages = payload["values"].get("messages") or []
-            last = messages[-1].id if messages else None
-            checkpoint_id = payload["config"]["configurable"]["checkpoint_id"]
-            if last == self.user_id:
-                self.user_checkpoint = checkpoint_id
-            elif last == self.reply_id:
-                self.reply_checkpoint = checkpoint_id
+            if messages:
+                checkpoint_id = payload["config"]["configurable"]["checkpoint_id"]
+                self._checkpoint_ending[messages[-1].id] = checkpoint_id
+
+    @property
+    def steps(self) -> list[BaseMessage]:
+        """The turn's model messages in order, the reply last."""
+        return list(self._steps.values()) or (self.state.get("messages") or [])[-1:]
+
+    @property
+    def steps_finished(self) -> list[BaseMessage]:
+        """The model messages the run has completed so far (none from the local fallback)."""
+        return list(self._steps.values())
 
     @property
     def reply(self) -> BaseMessage:
-        return self.state["messages"][-1]
+        return self.steps[-1]
+
+    @property
+    def user_checkpoint(self) -> str:
+        return self._checkpoint_ending.get(self.user_id, "")
+
+    @property
+    def reply_checkpoint(self) -> str:
+        return self._checkpoint_ending.get(self.reply.id, "")
 
 
 def turn_finish(
     *,
     turn: Turn,
-    reply: BaseMessage,
+    steps: list[BaseMessage],
     state: dict[str, Any],
     checkpoints: tuple[str, str],
     status: str = Message.Status.COMPLETE,
 ) -> Message:
-    """Store the reply with its usage and cost, roll totals up, release the conversation."""
-    usage = getattr(reply, "usage_metadata", None) or {}
+    """Store the reply (the last of the turn's model messages) with the turn's usage, tool
+    calls and cost, summed over its model messages; roll totals up; release the
+    conversation."""
+    usage = [getattr(step, "usage_metadata", None) or {} for step in steps]
     assistant = turn.assistant_message
-    assistant.content = str(reply.content)
+    assistant.content = str(steps[-1].content)
     assistant.status = status
-    assistant.tokens_in = int(usage.get("input_tokens", 0))
-    assistant.tokens_out = int(usage.get("output_tokens", 0))
+    assistant.tokens_in = sum(int(u.get("input_tokens", 0)) for u in usage)
+    assistant.tokens_out = sum(int(u.get("output_tokens", 0)) for u in usage)
     assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
-    assistant.tool_calls = list(getattr(reply, "tool_calls", None) or [])
+    assistant.tool_calls = [
+        call for step in steps for call in (getattr(step, "tool_calls", None) or [])
+    ]
     assistant.checkpoint_id = checkpoints[1]
     extra: dict[str, Any] = {"usage_source": "local" if turn.model == "local" else "provider"}
     if "sources" in state:
@@ -355,7 +382,8 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     with contextlib.suppress(ConversationDeleted):  # nobody is left to tell
         turn_finish(
             turn=turn,
-            reply=AIMessage(partial),
+            # The turn's finished model steps (a tool loop's), then what the reply got to.
+            steps=[*tracker.steps_finished, AIMessage(partial)],
             state=graph.get_state(turn.config()).values,
             checkpoints=(tracker.user_checkpoint, reply_checkpoint),
             status=Message.Status.INCOMPLETE,
@@ -366,7 +394,7 @@ def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
     """Store a completed run's reply and schedule its summary if one is due."""
     assistant = turn_finish(
         turn=turn,
-        reply=tracker.reply,
+        steps=tracker.steps,
         state=tracker.state,
         checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
     )
