@@ -43,7 +43,12 @@ from chatter_project.validation import (
     require_json_body,
     validate_message_content,
 )
-from conversations.models import Conversation, Message
+from conversations.models import (
+    SETTING_RANGES,
+    SYSTEM_PROMPT_MAX_CHARS,
+    Conversation,
+    Message,
+)
 from conversations.pricing import format_cost
 from conversations.selectors import (
     conversation_list,
@@ -107,22 +112,29 @@ def message_input(data: Any) -> MessageIn:
         ) from exc
 
 
+def _bounds(name: str) -> dict[str, int]:
+    low, high = SETTING_RANGES[name]
+    return {"min_value": low, "max_value": high}
+
+
 class ConversationSerializer(serializers.ModelSerializer):
-    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    memory_window = StrictIntegerField(required=False, allow_null=True, min_value=2, max_value=1000)
+    # The bounds are the model's (SETTING_RANGES), declared here too for the schema.
+    temperature = StrictFloatField(required=False, allow_null=True, **_bounds("temperature"))
+    max_tokens = StrictIntegerField(required=False, allow_null=True, **_bounds("max_tokens"))
+    memory_window = StrictIntegerField(required=False, allow_null=True, **_bounds("memory_window"))
     relevance_floor = StrictFloatField(
         required=False,
         allow_null=True,
-        min_value=0,
-        max_value=1,
+        **_bounds("relevance_floor"),
         help_text="rag: the least cosine similarity a passage needs to reach the model "
         "(null: the deployment's CHATTER_RAG_RELEVANCE_FLOOR).",
     )
     metadata = MetadataField(required=False)
     title = StrictTextField(required=False, allow_blank=True, max_length=300)
     model = StrictCharField(required=False, allow_blank=True, max_length=200)
-    system_prompt = StrictTextField(required=False, allow_blank=True, max_length=20_000)
+    system_prompt = StrictTextField(
+        required=False, allow_blank=True, max_length=SYSTEM_PROMPT_MAX_CHARS
+    )
 
     class Meta:
         model = Conversation

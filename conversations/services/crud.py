@@ -24,9 +24,11 @@ def conversation_create(*, owner: User, **fields: Any) -> Conversation:
 
 
 def conversation_update(*, conversation: Conversation, **fields: Any) -> Conversation:
-    for name, value in conversation_settings_check(fields).items():
+    """Change a conversation's settings, checked by the rules every surface shares."""
+    for name in fields:
         if name not in EDITABLE_FIELDS:
             raise ApplicationError(f"Field {name!r} cannot be changed.")
+    for name, value in conversation_settings_check(fields).items():
         setattr(conversation, name, value)
     conversation.save(update_fields=[*fields, "updated_at"])
     return conversation

@@ -6,10 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from chatter_project.errors import Conflict
+from chatter_project.errors import ApplicationError, Conflict
 from conversations.checkpointer import thread_config
 from conversations.models import Conversation
 from conversations.providers import (
@@ -30,6 +31,19 @@ EDITABLE_FIELDS = (
 
 
 def conversation_settings_check(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check settings against the rules every surface shares (the API, the admin, other
+    apps' calls): each field's own (its type, choices and range, declared on the model),
+    and a model spec naming a known provider. A 400 naming each field that fails."""
+    errors: dict[str, list[str]] = {}
+    for name, value in fields.items():
+        if name not in EDITABLE_FIELDS:
+            continue  # the caller says what it refuses (unknown or read-only fields)
+        try:
+            Conversation._meta.get_field(name).clean(value, None)
+        except DjangoValidationError as exc:
+            errors[name] = list(exc.messages)
+    if errors:
+        raise ApplicationError("Invalid input.", code="validation_error", details=errors)
     if fields.get("model"):
         validate_spec(fields["model"])
     return fields
