@@ -28,13 +28,9 @@ from accounts.models import User
 from chatter_project.asyncdb import db_call
 from chatter_project.errors import ApplicationError
 from conversations.checkpointer import get_checkpointer
+from conversations.local_model import LocalChatModel
 from conversations.memory import extractive_summary, split_for_summary, summary_request
-from conversations.providers import (
-    LocalChatModel,
-    ModelOptions,
-    chat_model,
-    written_without_model,
-)
+from conversations.providers import ModelOptions, chat_model, written_without_model
 from knowledge.models import Document
 from knowledge.selectors import knowledge_search
 

@@ -10,7 +10,6 @@ from django.db import transaction
 from accounts.models import User
 from chatter_project.errors import ApplicationError
 from conversations.checkpointer import thread_config
-from conversations.graph import MODEL_NODE, get_graph
 from conversations.models import Conversation, Message
 from conversations.services.streaming import message_send
 from conversations.services.threads import EDITABLE_FIELDS
@@ -66,6 +65,11 @@ def _copy_into(
 ) -> Conversation:
     """A new conversation with `source`'s settings, copies of `rows` as new rows, and a
     LangGraph thread seeded with the checkpointed `values`, without calling the model."""
+    from conversations.graph import (  # LangGraph loads with the first turn, not at django.setup()
+        MODEL_NODE,
+        get_graph,
+    )
+
     graph = get_graph(source.workflow)
     with transaction.atomic():
         copy = Conversation.objects.create(
@@ -121,6 +125,8 @@ def _copy_into(
 def _history_through(message: Message) -> tuple[list[Message], dict[str, Any]]:
     """The rows up to and including `message` and the state checkpointed at it."""
     anchor = _checkpoint_source(message)
+    from conversations.graph import get_graph
+
     snapshot = get_graph(message.conversation.workflow).get_state(
         thread_config(str(anchor.conversation_id), anchor.checkpoint_id)
     )
@@ -177,6 +183,8 @@ def conversation_branch(
 def conversation_fork(*, conversation: Conversation, user: User) -> Conversation:
     """An independent full copy of `conversation`: every message, and the thread's latest
     state (a failed last turn included: its question, unanswered; and any later summary)."""
+    from conversations.graph import get_graph
+
     state = get_graph(conversation.workflow).get_state(thread_config(str(conversation.pk)))
     return _copy_into(
         source=conversation,

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from langchain_core.messages import AIMessageChunk
 
 from accounts.models import User
 from chatter_project.asyncdb import db_call, release_connections
 from chatter_project.errors import ApplicationError
-from conversations.graph import MODEL_NODE, get_graph
 from conversations.models import Message
 from conversations.services.from_sync import DatabaseCall, run_from_sync
 from conversations.services.turns import (
@@ -71,6 +69,13 @@ async def turn_run(turn: Turn, *, db: DatabaseCall, tokens: bool) -> AsyncIterat
     or TurnFailed. `db` runs the turn's database calls, its own and its graph nodes'.
     Cancelled before the reply is complete (a stream's reader left), it keeps the partial
     reply as incomplete."""
+    from langchain_core.messages import AIMessageChunk
+
+    from conversations.graph import (  # LangGraph loads with the first turn, not at django.setup()
+        MODEL_NODE,
+        get_graph,
+    )
+
     yield TurnStarted(str(turn.user_message.pk), str(turn.assistant_message.pk))
     parts: list[str] = []
     tracker = RunTracker(turn)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversations.graph import MODEL_NODE, TurnSettings, get_graph, remember
 from conversations.models import Conversation
 from conversations.providers import (
     chat_model,
@@ -42,6 +41,13 @@ def conversation_summarize(*, conversation_id: str) -> dict[str, Any]:
 
     Holds the conversation's turn while it works (a message sent meanwhile gets 409, and a
     summary never runs during a reply: Conflict here makes the job retry later)."""
+    from conversations.graph import (  # LangGraph loads with the first turn, not at django.setup()
+        MODEL_NODE,
+        TurnSettings,
+        get_graph,
+        remember,
+    )
+
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         return {"summarized": 0, "reason": "the conversation no longer exists"}

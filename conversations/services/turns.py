@@ -6,17 +6,15 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
 from chatter_project.errors import ApplicationError, Conflict, NotFound
 from conversations.checkpointer import get_checkpointer
-from conversations.graph import MODEL_NODE, get_graph
 from conversations.models import Conversation, Message, ModelPrice
 from conversations.pricing import catalog_cost
 from conversations.providers import (
@@ -28,6 +26,9 @@ from conversations.providers import (
 from conversations.selectors import conversation_get
 from conversations.services.summaries import summary_schedule_if_due
 from conversations.services.threads import run_config
+
+if TYPE_CHECKING:  # LangChain loads with the first turn, not at django.setup() (issue 10)
+    from langchain_core.messages import AIMessage, BaseMessage
 
 
 class ConversationDeleted(NotFound):
@@ -58,6 +59,8 @@ class Turn:
         return run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
 
     def graph_input(self) -> dict[str, Any]:
+        from langchain_core.messages import HumanMessage
+
         return {"messages": [HumanMessage(self.user_message.content, id=str(self.user_message.pk))]}
 
 
@@ -358,6 +361,8 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
 
 
 def _partial_reply(turn: Turn, partial: str) -> AIMessage:
+    from langchain_core.messages import AIMessage
+
     # A `local` reply cut short is still not a model's words (see written_without_model).
     local = split_spec(turn.model)[0] == LOCAL_MODEL_NAME
     return AIMessage(
@@ -370,6 +375,10 @@ def _partial_reply(turn: Turn, partial: str) -> AIMessage:
 def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
     """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
     in the checkpointed state (so the next turn's context matches the record)."""
+    from langchain_core.messages import AIMessage
+
+    from conversations.graph import MODEL_NODE, get_graph
+
     graph = get_graph(turn.conversation.workflow)
     reply_checkpoint = ""
     if partial:
