@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -14,8 +15,15 @@ from accounts.admin import UserAdmin
 from accounts.models import User
 from conversations.models import Conversation, Message, ModelPrice
 from conversations.selectors import conversation_list, conversation_tree, usage_by_owner
-from conversations.services import conversation_delete, conversation_fork
+from conversations.services import (
+    EDITABLE_FIELDS,
+    conversation_delete,
+    conversation_fork,
+    conversation_settings_check,
+    conversation_update,
+)
 from core.admin_base import ReadOnlyModelAdmin
+from core.errors import ApplicationError
 
 
 class MessageInline(admin.TabularInline):
@@ -65,8 +73,35 @@ class LineageFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ConversationAdminForm(forms.ModelForm):
+    """The change form checks settings with the service's rules (conversation_settings_check),
+    as the API does: out-of-range values and unknown model providers are form errors."""
+
+    class Meta:
+        model = Conversation
+        fields = list(EDITABLE_FIELDS)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        changed = {
+            name: cleaned[name]
+            for name in self.changed_data
+            if name in EDITABLE_FIELDS and name in cleaned
+        }
+        try:
+            conversation_settings_check(changed)
+        except ApplicationError as exc:
+            details = exc.details if isinstance(exc.details, dict) else {}
+            if not details:
+                raise forms.ValidationError(exc.message) from exc
+            for name, errors in details.items():
+                self.add_error(name if name in self.fields else None, errors)
+        return cleaned
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    form = ConversationAdminForm
     list_display = [
         "__str__",
         "owner",
@@ -113,6 +148,7 @@ class ConversationAdmin(admin.ModelAdmin):
                     "max_tokens",
                     "system_prompt",
                     "memory_window",
+                    "relevance_floor",
                     "metadata",
                 ]
             },
@@ -183,6 +219,15 @@ class ConversationAdmin(admin.ModelAdmin):
             )
 
         return format_html("<ul>{}</ul>", render(conversation_tree(conversation=obj)))
+
+    def save_model(
+        self, request: HttpRequest, obj: Conversation, form: forms.ModelForm, change: bool
+    ) -> None:
+        # Only changes reach here (adding is off): through the service, like the API's.
+        changed = {
+            name: getattr(obj, name) for name in form.changed_data if name in EDITABLE_FIELDS
+        }
+        conversation_update(conversation=obj, **changed)
 
     def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
         conversation_delete(conversation=obj)

@@ -28,7 +28,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conversations.models import Conversation, Message
+from conversations.models import (
+    SETTING_RANGES,
+    SYSTEM_PROMPT_MAX_CHARS,
+    Conversation,
+    Message,
+)
+from conversations.pricing import format_cost
 from conversations.schema import ModelSpecField
 from conversations.selectors import (
     conversation_list,
@@ -38,6 +44,10 @@ from conversations.selectors import (
 )
 from conversations.services import (
     EDITABLE_FIELDS,
+    Token,
+    TurnEvent,
+    TurnFinished,
+    TurnStarted,
     conversation_branch,
     conversation_create,
     conversation_delete,
@@ -48,7 +58,7 @@ from conversations.services import (
     message_stream,
 )
 from core.asyncdb import release_connections
-from core.errors import ApplicationError, NotFound
+from core.errors import ApplicationError, NotFound, error_payload
 from core.validation import (
     MESSAGE_CONTENT_PATTERN,
     InvalidInput,
@@ -106,22 +116,29 @@ def message_input(data: Any) -> MessageIn:
         ) from exc
 
 
+def _bounds(name: str) -> dict[str, int]:
+    low, high = SETTING_RANGES[name]
+    return {"min_value": low, "max_value": high}
+
+
 class ConversationSerializer(RejectUnknownFields, serializers.ModelSerializer):
-    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
-    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=200_000)
-    memory_window = StrictIntegerField(required=False, allow_null=True, min_value=2, max_value=1000)
+    # The bounds are the model's (SETTING_RANGES), declared here too for the schema.
+    temperature = StrictFloatField(required=False, allow_null=True, **_bounds("temperature"))
+    max_tokens = StrictIntegerField(required=False, allow_null=True, **_bounds("max_tokens"))
+    memory_window = StrictIntegerField(required=False, allow_null=True, **_bounds("memory_window"))
     relevance_floor = StrictFloatField(
         required=False,
         allow_null=True,
-        min_value=0,
-        max_value=1,
+        **_bounds("relevance_floor"),
         help_text="rag: the least cosine similarity a passage needs to reach the model "
         "(null: the deployment's CHATTER_RAG_RELEVANCE_FLOOR).",
     )
     metadata = MetadataField(required=False)
     title = StrictTextField(required=False, allow_blank=True, max_length=300)
     model = ModelSpecField(required=False, allow_blank=True, max_length=200)
-    system_prompt = StrictTextField(required=False, allow_blank=True, max_length=20_000)
+    system_prompt = StrictTextField(
+        required=False, allow_blank=True, max_length=SYSTEM_PROMPT_MAX_CHARS
+    )
 
     class Meta:
         model = Conversation
@@ -402,8 +419,40 @@ class UsageView(APIView):
 router = Router(tags=["conversations"])
 
 
-def _sse(event: dict[str, Any]) -> str:
-    return f"event: {event['event']}\ndata: {json.dumps(event['data'])}\n\n"
+def _sse_event(event: TurnEvent) -> tuple[str, dict[str, Any]]:
+    """A turn's domain event as the stream's event name and data."""
+    if isinstance(event, Token):
+        return "delta", {"content": event.content}
+    if isinstance(event, TurnStarted):
+        return "start", _turn_ids(event.user_message_id, event.assistant_message_id)
+    if isinstance(event, TurnFinished):
+        reply = event.assistant_message
+        usage = {
+            "tokens_in": reply.tokens_in,
+            "tokens_out": reply.tokens_out,
+            "cost": format_cost(reply.cost),
+        }
+        ids = _turn_ids(str(event.user_message.pk), str(reply.pk))
+        return "done", {
+            **ids,
+            "status": reply.status,
+            "usage": usage,
+            "latency_ms": reply.latency_ms,
+        }
+    error = event.error
+    return "error", {
+        **error_payload(error.code, error.message, error.details),
+        "status": error.status,
+    }
+
+
+def _turn_ids(user_message_id: str, assistant_message_id: str) -> dict[str, str]:
+    return {"user_message_id": user_message_id, "assistant_message_id": assistant_message_id}
+
+
+def _sse(event: TurnEvent) -> str:
+    name, data = _sse_event(event)
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
 @router.post(

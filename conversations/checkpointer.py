@@ -19,88 +19,22 @@ A new writer of checkpoints must keep that rule: end with a synchronous commit.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import functools
 import threading
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.conf import settings
-from django.db import connections
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-)
-from langgraph.checkpoint.postgres import PostgresSaver
+from django.db import connection, connections
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-_executor: ThreadPoolExecutor | None = None
+from conversations.models import Conversation
 
+if TYPE_CHECKING:  # LangGraph loads with the first checkpoint, not at django.setup() (issue 10)
+    from langchain_core.runnables import RunnableConfig
 
-async def _in_thread(func: Any, *args: Any) -> Any:
-    """Run a sync checkpoint operation on threads sized to the pool (the loop's default
-    executor has cpu+4 threads, which queues hundreds of concurrent streams behind it)."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(settings.CHATTER_CHECKPOINT_POOL_SIZE, "checkpoints")
-    context = contextvars.copy_context()
-    call = functools.partial(context.run, func, *args)
-    return await asyncio.get_running_loop().run_in_executor(_executor, call)
-
-
-class PooledPostgresSaver(PostgresSaver):
-    def __init__(self, pool: ConnectionPool) -> None:
-        super().__init__(pool)
-        # PostgresSaver serialises every operation on one process-wide lock, which a single
-        # shared connection needs; each operation here takes its own pooled connection.
-        self.lock = contextlib.nullcontext()  # type: ignore[assignment]
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await _in_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        rows = await _in_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for row in rows:
-            yield row
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await _in_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await _in_thread(self.delete_thread, thread_id)
-
+    from conversations.pooled_saver import PooledPostgresSaver
 
 _lock = threading.Lock()
 _saver: PooledPostgresSaver | None = None
@@ -129,6 +63,8 @@ def checkpointer_setup(*, using: str = "default") -> None:
         prepare_threshold=0,
         application_name=APPLICATION_NAME,
     ) as conn:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
         PostgresSaver(conn).setup()
 
 
@@ -138,6 +74,8 @@ def get_checkpointer() -> PooledPostgresSaver:
     langgraph-checkpoint-postgres whose own migrations were not applied yet."""
     global _saver
     if _saver is None:
+        from conversations.pooled_saver import PooledPostgresSaver
+
         with _lock:
             if _saver is None:
                 pool = ConnectionPool(
@@ -174,6 +112,25 @@ def close_checkpointer() -> None:
             _saver = None
 
 
+def checkpoints_prune_orphans(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete the LangGraph threads whose conversation is gone (deleted outside the
+    service, or an interrupted delete). Threads touched recently are left alone: a branch
+    seeds its thread before its conversation row commits."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.thread_id FROM checkpoints c GROUP BY c.thread_id "
+            "HAVING max((c.checkpoint->>'ts')::timestamptz) < clock_timestamp() - %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {Conversation._meta.db_table} v "
+            "WHERE v.id::text = c.thread_id)",
+            [older_than],
+        )
+        orphans = [row[0] for row in cursor.fetchall()]
+    saver = get_checkpointer()
+    for thread_id in orphans:
+        saver.delete_thread(thread_id)
+    return len(orphans)
+
+
 def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
     configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
     if checkpoint_id:
@@ -181,4 +138,10 @@ def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableC
     return {"configurable": configurable}
 
 
-__all__ = ["checkpointer_setup", "close_checkpointer", "get_checkpointer", "thread_config"]
+__all__ = [
+    "checkpointer_setup",
+    "checkpoints_prune_orphans",
+    "close_checkpointer",
+    "get_checkpointer",
+    "thread_config",
+]

@@ -2,14 +2,16 @@
 
 Per-conversation settings (model, temperature, max tokens, system prompt, memory window)
 and the id the reply must carry travel in `config["configurable"]`, so one compiled graph
-serves every conversation; the thread id is the conversation id. Each node has a sync and
-an async implementation: the JSON endpoint runs the graph synchronously, the streaming
-endpoint asynchronously (so hundreds of open streams don't each pin a thread).
+serves every conversation; the thread id is the conversation id. Nodes are async, and every
+turn runs the graph asynchronously (the JSON endpoint consumes the same driver as the
+stream), so hundreds of open streams don't each pin a thread. `configurable["db_call"]` is
+how the turn's nodes reach the database (see conversations.services.streaming).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
@@ -17,20 +19,16 @@ from typing import Annotated, Any, TypedDict
 from django.conf import settings as django_settings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage, BaseMessage, RemoveMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
 from accounts.models import User
 from conversations.checkpointer import get_checkpointer
+from conversations.local_model import LocalChatModel
 from conversations.memory import extractive_summary, split_for_summary, summary_request
-from conversations.providers import (
-    LocalChatModel,
-    ModelOptions,
-    chat_model,
-    written_without_model,
-)
+from conversations.providers import ModelOptions, chat_model, written_without_model
 from core.asyncdb import db_call
 from core.errors import ApplicationError
 from knowledge.models import Document
@@ -108,7 +106,7 @@ def _inline_trigger(settings: TurnSettings) -> int:
     return settings.memory_window * django_settings.CHATTER_MEMORY_INLINE_FACTOR
 
 
-def remember(
+async def remember(
     state: ChatState, settings: TurnSettings, model: BaseChatModel, *, trigger: int | None = None
 ) -> dict[str, Any]:
     """The memory update (summary + RemoveMessages) due for this state, or {}."""
@@ -121,20 +119,6 @@ def remember(
     if isinstance(model, LocalChatModel):
         return _forget(state, old, extractive_summary(previous, old))
     # Not given the run's config, so the summary's tokens don't stream as reply text.
-    return _forget(state, old, str(model.invoke(summary_request(previous, old)).content))
-
-
-async def aremember(
-    state: ChatState, settings: TurnSettings, model: BaseChatModel
-) -> dict[str, Any]:
-    old, _ = split_for_summary(
-        state["messages"], settings.memory_window, trigger=_inline_trigger(settings)
-    )
-    if not old:
-        return {}
-    previous = state.get("summary", "")
-    if isinstance(model, LocalChatModel):
-        return _forget(state, old, extractive_summary(previous, old))
     response = await model.ainvoke(summary_request(previous, old))
     return _forget(state, old, str(response.content))
 
@@ -197,16 +181,10 @@ def _question(state: ChatState) -> str:
     return ""
 
 
-def retrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+async def retrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
-    return retrieve_sources(
-        settings.user_id, _question(state), settings.retrieval_k, settings.relevance_floor
-    )
-
-
-async def aretrieve_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
-    settings = TurnSettings.of(config)
-    return await db_call(
+    database = config.get("configurable", {}).get("db_call", db_call)
+    return await database(
         retrieve_sources,
         settings.user_id,
         _question(state),
@@ -237,7 +215,10 @@ def _prompt(state: ChatState, settings: TurnSettings) -> list[BaseMessage]:
 def _with_reply(
     memory: dict[str, Any], reply: BaseMessage, settings: TurnSettings
 ) -> dict[str, Any]:
-    reply.id = settings.reply_id
+    # Every model message of a turn has an id of its own, so that in a loop of model ->
+    # tool -> model add_messages does not replace an earlier one. The message that answers
+    # (it asks for no tool) carries the reply's id, its Message row's.
+    reply.id = str(uuid.uuid4()) if getattr(reply, "tool_calls", None) else settings.reply_id
     return {**memory, "messages": [*memory.get("messages", []), reply]}
 
 
@@ -250,25 +231,17 @@ def _model_for(state: ChatState, settings: TurnSettings) -> BaseChatModel:
     return model
 
 
-def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+async def model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
     model = _model_for(state, settings)
-    memory = remember(state, settings, model)
-    reply = model.invoke(_prompt(_remembered(state, memory), settings), config)
-    return _with_reply(memory, reply, settings)
-
-
-async def amodel_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
-    settings = TurnSettings.of(config)
-    model = _model_for(state, settings)
-    memory = await aremember(state, settings, model)
+    memory = await remember(state, settings, model)
     reply = await model.ainvoke(_prompt(_remembered(state, memory), settings), config)
     return _with_reply(memory, reply, settings)
 
 
 def build_basic() -> StateGraph:
     builder = StateGraph(ChatState)
-    builder.add_node(MODEL_NODE, RunnableLambda(model_node, afunc=amodel_node, name=MODEL_NODE))
+    builder.add_node(MODEL_NODE, model_node)
     builder.add_edge(START, MODEL_NODE)
     builder.add_edge(MODEL_NODE, END)
     return builder
@@ -277,10 +250,8 @@ def build_basic() -> StateGraph:
 def build_rag() -> StateGraph:
     """Retrieval from the owner's knowledge base, then the model with numbered sources."""
     builder = StateGraph(ChatState)
-    builder.add_node(
-        "retrieve", RunnableLambda(retrieve_node, afunc=aretrieve_node, name="retrieve")
-    )
-    builder.add_node(MODEL_NODE, RunnableLambda(model_node, afunc=amodel_node, name=MODEL_NODE))
+    builder.add_node("retrieve", retrieve_node)
+    builder.add_node(MODEL_NODE, model_node)
     builder.add_edge(START, "retrieve")
     builder.add_edge("retrieve", MODEL_NODE)
     builder.add_edge(MODEL_NODE, END)

@@ -6,10 +6,26 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 
 SEARCH_CONFIG = "english"
+
+# The one home of the per-conversation settings' ranges. The fields' validators below
+# hold them for the admin's forms and the service (conversation_settings_check); the API's
+# serializer declares its bounds from here too, so every surface accepts the same values.
+SETTING_RANGES: dict[str, tuple[int, int]] = {
+    "temperature": (0, 2),
+    "max_tokens": (1, 200_000),
+    "memory_window": (2, 1000),
+    "relevance_floor": (0, 1),
+}
+SYSTEM_PROMPT_MAX_CHARS = 20_000
+
+
+def _in_range(name: str) -> list[MinValueValidator | MaxValueValidator]:
+    low, high = SETTING_RANGES[name]
+    return [MinValueValidator(low), MaxValueValidator(high)]
 
 
 class ModelPrice(models.Model):
@@ -46,16 +62,23 @@ class Conversation(models.Model):
     workflow = models.CharField(max_length=20, choices=Workflow.choices, default=Workflow.BASIC)
     # Model settings; empty means the deployment's defaults.
     model = models.CharField(max_length=200, blank=True)
-    temperature = models.FloatField(null=True, blank=True)
-    max_tokens = models.PositiveIntegerField(null=True, blank=True)
-    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True, validators=_in_range("temperature"))
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=_in_range("max_tokens")
+    )
+    system_prompt = models.TextField(
+        blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_CHARS)]
+    )
     memory_window = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Messages kept verbatim in the model's context."
+        null=True,
+        blank=True,
+        validators=_in_range("memory_window"),
+        help_text="Messages kept verbatim in the model's context.",
     )
     relevance_floor = models.FloatField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        validators=_in_range("relevance_floor"),
         help_text="rag: passages less similar (cosine, 0-1) to the question are not given to "
         "the model. Empty means CHATTER_RAG_RELEVANCE_FLOOR.",
     )

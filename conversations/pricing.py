@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import genai_prices
 from django.conf import settings
 
 from conversations.providers import LOCAL_MODEL_NAME, split_spec
@@ -41,6 +40,8 @@ def catalog_cost(*, spec: str, tokens_in: int, tokens_out: int) -> Decimal | Non
         # An OpenAI-compatible server elsewhere (Ollama, vLLM, a proxy) is not priced as
         # OpenAI: the database matches the URL to a provider it knows, or prices unknown.
         where = {"provider_api_url": settings.OPENAI_BASE_URL}
+    import genai_prices  # its price tables load on the first reply, not at django.setup()
+
     try:
         price = genai_prices.calc_price(
             genai_prices.Usage(input_tokens=tokens_in, output_tokens=tokens_out), model, **where

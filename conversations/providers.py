@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from core.errors import ApplicationError
+
+if TYPE_CHECKING:  # LangChain loads with the first model, not at django.setup() (issue 10)
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ModelOptions:
     max_tokens: int | None = None
 
 
-ProviderFactory = Callable[[str, ModelOptions], BaseChatModel]
+ProviderFactory = Callable[[str, ModelOptions], "BaseChatModel"]
 _providers: dict[str, ProviderFactory] = {}
 _modules_loaded = False
 
@@ -90,6 +90,47 @@ def validate_spec(spec: str) -> str:
             details={"model": ["Use provider:model."]},
         )
     return spec
+
+
+# --- provider failures ---------------------------------------------------------------------
+class ProviderError(ApplicationError):
+    """The language model's provider failed; the user's message is kept."""
+
+    status = 502
+    code = "provider_error"
+
+
+def provider_failure(exc: Exception) -> ProviderError | None:
+    """Classify an exception from a LangChain provider (OpenAI, Anthropic, compatible
+    servers); None when it is not a provider failure (a bug, to be a logged 500)."""
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    message = str(exc)[:500]
+    if "Timeout" in name:
+        return ProviderError(
+            f"The model provider timed out: {message}", code="provider_timeout", status=503
+        )
+    if "Connection" in name:
+        return ProviderError(
+            f"The model provider is unreachable: {message}", code="provider_unreachable", status=503
+        )
+    if status == 429:
+        return ProviderError(
+            f"The model provider is rate limiting: {message}",
+            code="provider_rate_limited",
+            status=503,
+        )
+    if status in (401, 403):
+        return ProviderError(
+            f"The model provider refused the credentials: {message}", code="provider_auth_failed"
+        )
+    if isinstance(status, int) and status >= 500:
+        return ProviderError(f"The model provider failed: {message}", code="provider_error")
+    if isinstance(status, int):
+        return ProviderError(
+            f"The model provider rejected the request: {message}", code="provider_rejected"
+        )
+    return None
 
 
 # --- OpenAI and compatible servers -----------------------------------------------------------
@@ -161,78 +202,15 @@ def written_without_model(message: BaseMessage) -> bool:
     return message.type == "ai" and metadata.get("model_name") == LOCAL_MODEL_NAME
 
 
-class LocalChatModel(BaseChatModel):
-    """A real LangChain chat model that composes its reply without a language model: the
-    retrieved passages, cited, when the knowledge base has any; else it says plainly that
-    no model is configured."""
+def _local(model: str, options: ModelOptions) -> BaseChatModel:
+    from conversations.local_model import LocalChatModel
 
-    sources: list[dict[str, Any]] = []
-
-    @property
-    def _llm_type(self) -> str:
-        return "chatter-local"
-
-    def _text(self) -> str:
-        if not self.sources:
-            return NO_MODEL_TEXT
-        passages = []
-        for source in self.sources:
-            excerpt = " ".join(str(source["content"]).split())
-            if len(excerpt) > 500:
-                excerpt = excerpt[:500].rsplit(" ", 1)[0] + " …"
-            where = f", page {source['page']}" if source.get("page") else ""
-            passages.append(f"[{source['n']}] {excerpt} ({source['title']}{where})")
-        return PASSAGES_INTRO + "\n\n" + "\n\n".join(passages)
-
-    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        text = self._text()
-        prompt_tokens = sum(count_tokens(str(m.content)) for m in messages)
-        completion_tokens = count_tokens(text)
-        return AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": prompt_tokens,
-                "output_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            response_metadata={"model_name": LOCAL_MODEL_NAME},
-        )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        reply = self._reply(messages)
-        words = re.findall(r"\S+\s*", str(reply.content))
-        for index, word in enumerate(words):
-            last = index == len(words) - 1
-            chunk = ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=word,
-                    usage_metadata=reply.usage_metadata if last else None,
-                    response_metadata=reply.response_metadata if last else {},
-                )
-            )
-            if run_manager:
-                run_manager.on_llm_new_token(word, chunk=chunk)
-            yield chunk
+    return LocalChatModel()
 
 
 register_provider("openai", _openai)
 register_provider("anthropic", _anthropic)
-register_provider("local", lambda model, options: LocalChatModel())
+register_provider("local", _local)
 
 
 def spec_pattern() -> str:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversations.services import (
-    SUMMARIZATION_HANDLER,
-    checkpoints_prune_orphans,
-    conversation_summarize,
-)
+from conversations.checkpointer import checkpoints_prune_orphans
+from conversations.services import SUMMARIZATION_HANDLER, conversation_summarize
 from core.errors import Conflict
 from jobs.registry import JobContext, job_handler, maintenance_step
 

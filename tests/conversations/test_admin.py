@@ -104,3 +104,80 @@ def test_the_search_finds_a_conversation_by_a_word_in_its_messages(admin_client,
     # The title fields still match as before.
     titled = admin_client.get("/admin/conversations/conversation/", {"q": "Another"})
     assert list(titled.context["cl"].result_list) == [other]
+
+
+def _change_form(conversation: Conversation, **changes: object) -> dict[str, object]:
+    """The admin change form as the page posts it, with `changes` applied."""
+    data: dict[str, object] = {
+        "title": conversation.title,
+        "model": conversation.model,
+        "temperature": "" if conversation.temperature is None else conversation.temperature,
+        "max_tokens": "" if conversation.max_tokens is None else conversation.max_tokens,
+        "system_prompt": conversation.system_prompt,
+        "memory_window": "" if conversation.memory_window is None else conversation.memory_window,
+        "relevance_floor": "",
+        "metadata": "{}",
+        "messages-TOTAL_FORMS": "0",
+        "messages-INITIAL_FORMS": "0",
+        "messages-MIN_NUM_FORMS": "0",
+        "messages-MAX_NUM_FORMS": "1000",
+    }
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("temperature", "2.5", "Ensure this value is less than or equal to 2."),
+        ("max_tokens", "0", "Ensure this value is greater than or equal to 1."),
+        ("memory_window", "1", "Ensure this value is greater than or equal to 2."),
+        ("relevance_floor", "1.5", "Ensure this value is less than or equal to 1."),
+    ],
+)
+def test_the_change_form_refuses_what_the_api_refuses(
+    admin_client, api_client, user, field, value, error
+):
+    conversation = Conversation.objects.create(owner=user, title="Tuned", temperature=0.5)
+    url = f"/admin/conversations/conversation/{conversation.pk}/change/"
+
+    response = admin_client.post(url, _change_form(conversation, **{field: value}))
+
+    assert response.status_code == 200  # the form again, not a redirect
+    assert error in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.temperature == 0.5 and getattr(conversation, field) != float(value)
+    as_json = int(value) if field in ("max_tokens", "memory_window") else float(value)
+    api = api_client.patch(
+        f"/api/v1/conversations/{conversation.pk}/", {field: as_json}, format="json"
+    )
+    assert api.status_code == 400
+    assert api.json()["error"]["details"] == {field: [error]}
+
+
+def test_the_change_form_refuses_an_unknown_model_provider(admin_client, user):
+    conversation = Conversation.objects.create(owner=user, title="Tuned")
+    url = f"/admin/conversations/conversation/{conversation.pk}/change/"
+
+    response = admin_client.post(url, _change_form(conversation, model="nosuch:model"))
+
+    assert response.status_code == 200
+    assert "Known providers:" in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.model == ""
+
+
+def test_the_change_form_saves_settings_in_range(admin_client, user):
+    conversation = Conversation.objects.create(owner=user, title="Tuned")
+    url = f"/admin/conversations/conversation/{conversation.pk}/change/"
+
+    response = admin_client.post(
+        url, _change_form(conversation, temperature="1.5", model="instant:ok", max_tokens="64")
+    )
+
+    assert response.status_code == 302
+    conversation.refresh_from_db()
+    assert (conversation.temperature, conversation.model, conversation.max_tokens) == (
+        1.5,
+        "instant:ok",
+        64,
+    )

@@ -100,7 +100,8 @@ def test_content_is_refused_when_branching_at_a_reply(api_client, chat):
         format="json",
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_a_user_message"
     assert "content" in response.json()["error"]["details"]
     assert Conversation.objects.count() == 1
 

@@ -6,11 +6,11 @@ import pytest
 from django.utils import timezone
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conversations.checkpointer import get_checkpointer, thread_config
+from conversations.checkpointer import checkpoints_prune_orphans, get_checkpointer, thread_config
 from conversations.graph import get_graph
 from conversations.memory import SUMMARY_INSTRUCTIONS, extractive_summary
 from conversations.models import Conversation
-from conversations.services import checkpoints_prune_orphans, conversation_summarize
+from conversations.services import conversation_summarize
 from core.errors import Conflict
 from jobs.models import Job
 

@@ -1,0 +1,411 @@
+"""One turn: claim and store the question, run the graph, store the reply (or the failure)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from psycopg.types.json import Jsonb
+
+from accounts.models import User
+from conversations.checkpointer import get_checkpointer
+from conversations.models import Conversation, Message, ModelPrice
+from conversations.pricing import catalog_cost
+from conversations.providers import (
+    LOCAL_MODEL_NAME,
+    default_model_spec,
+    provider_failure,
+    split_spec,
+)
+from conversations.selectors import conversation_get
+from conversations.services.summaries import summary_schedule_if_due
+from conversations.services.threads import run_config
+from core.errors import ApplicationError, Conflict, NotFound
+
+if TYPE_CHECKING:  # LangChain loads with the first turn, not at django.setup() (issue 10)
+    from langchain_core.messages import AIMessage, BaseMessage
+
+
+class ConversationDeleted(NotFound):
+    """The conversation was deleted while one of its turns ran."""
+
+    code = "conversation_deleted"
+
+
+def _conversation_gone(turn: Turn) -> ConversationDeleted:
+    # The graph may have written checkpoints after the delete removed the thread's: remove
+    # them again now that the turn has stopped writing.
+    get_checkpointer().delete_thread(str(turn.conversation.pk))
+    return ConversationDeleted(
+        "The conversation was deleted while its reply was being produced.",
+        details={"conversation_id": str(turn.conversation.pk)},
+    )
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    user_message: Message
+    assistant_message: Message
+    model: str
+    started: float
+
+    def config(self) -> dict[str, Any]:
+        return run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
+
+    def graph_input(self) -> dict[str, Any]:
+        from langchain_core.messages import HumanMessage
+
+        return {"messages": [HumanMessage(self.user_message.content, id=str(self.user_message.pk))]}
+
+
+def message_content_check(content: str) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise ApplicationError(
+            "A message needs content.",
+            code="validation_error",
+            details={"content": ["This field may not be blank."]},
+        )
+    if len(content) > settings.CHATTER_MAX_MESSAGE_CHARS:
+        raise ApplicationError(
+            "The message is too long.",
+            code="validation_error",
+            details={"content": [f"At most {settings.CHATTER_MAX_MESSAGE_CHARS} characters."]},
+        )
+    return content
+
+
+# The start of every turn in one statement: claim the conversation (visible to the user,
+# no reply running), reserve two message positions, and insert the user's message and the
+# reply's placeholder at them. Its commit does not wait for the WAL flush: the turn's last
+# statement (turn_finish / turn_fail) is a synchronous commit, which flushes the WAL up to
+# it, this commit included. A turn answered is durable; one cut short by a database crash
+# was never answered.
+_BEGIN_SQL = """
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS (
+    UPDATE {conversation} SET
+        turn_started_at = now(), message_count = message_count + 2, updated_at = now(),
+        title = CASE WHEN title = '' THEN %(title)s ELSE title END
+    WHERE id = %(conversation_id)s AND (%(viewer_is_staff)s OR owner_id = %(viewer_id)s)
+      AND (turn_started_at IS NULL
+           OR turn_started_at < now() - make_interval(secs => %(stale_seconds)s))
+    RETURNING *
+), stored AS (
+    INSERT INTO {message} ({columns})
+    SELECT {user_values} FROM claimed UNION ALL SELECT {reply_values} FROM claimed
+    RETURNING position
+)
+SELECT claimed.*, (SELECT min(position) FROM stored) AS first_position
+FROM claimed, async_commit
+"""
+
+
+@functools.cache
+def _begin_sql() -> tuple[str, tuple[Any, ...]]:
+    """_BEGIN_SQL for Message's current fields: each value a typed parameter, except the
+    positions, which come from the claimed row's message count, and the reply's model, the
+    conversation's (else the default)."""
+    fields = tuple(Message._meta.concrete_fields)
+
+    def values(prefix: str, offset: int) -> str:
+        computed = {"position": f"claimed.message_count - {offset}"}
+        if prefix == "reply":
+            computed["model"] = "COALESCE(NULLIF(claimed.model, ''), %(default_model)s)"
+        return ", ".join(
+            computed.get(field.attname)
+            or f"%({prefix}_{field.attname})s::{field.db_type(connection)}"
+            for field in fields
+        )
+
+    sql = _BEGIN_SQL.format(
+        conversation=Conversation._meta.db_table,
+        message=Message._meta.db_table,
+        columns=", ".join(connection.ops.quote_name(field.column) for field in fields),
+        user_values=values("user", 2),
+        reply_values=values("reply", 1),
+    )
+    return sql, fields
+
+
+def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
+    """Claim the conversation for one turn and store the user's message at once.
+
+    The claim is a conditional UPDATE that exactly one request can win; a second message
+    while a reply is running gets 409 instead of interleaving the history. The same
+    statement checks the user may see the conversation, reserves the two message positions
+    and inserts both messages (see _BEGIN_SQL); 404 for a conversation the user cannot see.
+    """
+    content = message_content_check(content)
+    sql, fields = _begin_sql()
+    user_message = Message(
+        conversation_id=conversation_id, position=0, role=Message.Role.USER, content=content
+    )
+    reply = Message(
+        conversation_id=conversation_id,
+        position=0,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.INCOMPLETE,
+    )
+    params: dict[str, Any] = {
+        "default_model": default_model_spec(),
+        "conversation_id": conversation_id,
+        "viewer_is_staff": user.is_staff,
+        "viewer_id": user.pk,
+        "title": content.strip().splitlines()[0][:80],
+        "stale_seconds": settings.CHATTER_TURN_STALE_SECONDS,
+    }
+    for prefix, message in (("user", user_message), ("reply", reply)):
+        for field in fields:
+            value = field.pre_save(message, add=True)
+            params[f"{prefix}_{field.attname}"] = field.get_db_prep_save(value, connection)
+    # raw() maps the returned columns onto a Conversation by name, with Django's converters.
+    claimed = list(Conversation.objects.raw(sql, params))
+    if not claimed:
+        if conversation_get(user=user, conversation_id=conversation_id) is None:
+            raise NotFound("Not found.")
+        raise Conflict(
+            "A reply is still being produced in this conversation; send again when it ends.",
+            code="turn_in_progress",
+        )
+    conversation = claimed[0]
+    user_message.position = conversation.first_position
+    reply.position = conversation.first_position + 1
+    user_message.conversation = reply.conversation = conversation
+    reply.model = conversation.model or params["default_model"]
+    return Turn(conversation, user_message, reply, reply.model, time.monotonic())
+
+
+# One statement for the end of every turn (the hot path): the reply's content, usage and
+# cost (priced in SQL from the admin's price table, the exact spec first, then the bare
+# model name; else the price database's cost, NULL when unknown, which makes the
+# conversation's total unknown too), the user message's checkpoint, and the conversation's
+# totals and release.
+_FINISH_SQL = """
+WITH price AS (
+    SELECT input_per_million, output_per_million FROM {price}
+    WHERE model = %(spec)s OR model = %(name)s
+    ORDER BY (model = %(spec)s) DESC LIMIT 1
+), asked AS (
+    UPDATE {message} SET checkpoint_id = %(user_checkpoint)s WHERE id = %(user_id)s
+), replied AS (
+    UPDATE {message} SET
+        content = %(content)s, status = %(status)s, tokens_in = %(tokens_in)s,
+        tokens_out = %(tokens_out)s, latency_ms = %(latency_ms)s, tool_calls = %(tool_calls)s,
+        checkpoint_id = %(reply_checkpoint)s, metadata = metadata || %(metadata)s,
+        cost = COALESCE((SELECT round((%(tokens_in)s * input_per_million
+                                       + %(tokens_out)s * output_per_million) / 1000000, 6)
+                         FROM price), %(catalog_cost)s)
+    WHERE id = %(reply_id)s
+    RETURNING cost
+)
+UPDATE {conversation} SET
+    tokens_in = tokens_in + %(tokens_in)s, tokens_out = tokens_out + %(tokens_out)s,
+    cost = cost + (SELECT cost FROM replied), summary = %(summary)s,
+    summarized_messages = %(summarized)s, turn_started_at = NULL, updated_at = now()
+WHERE id = %(conversation_id)s
+RETURNING (SELECT cost FROM replied)
+"""
+
+
+class RunTracker:
+    """Follows a graph run's `values` and `checkpoints` events: the final state, every model
+    message of the turn (a loop of model -> tool -> model has several; the last is the
+    reply), and the checkpoints whose state ends with the user's message and with the reply
+    (where a branch from either message starts), without reading checkpoint history back."""
+
+    MODES = ["values", "checkpoints"]
+
+    def __init__(self, turn: Turn) -> None:
+        self.user_id = str(turn.user_message.pk)
+        self.state: dict[str, Any] = {}
+        self._earlier: set[str | None] | None = None  # the ids in the run's input state
+        self._steps: dict[str, BaseMessage] = {}  # this turn's model messages, by id, in order
+        self._checkpoint_ending: dict[str | None, str] = {}  # last message id -> checkpoint
+
+    def see(self, mode: str, payload: Any) -> None:
+        if mode == "values":
+            messages = payload.get("messages") or []
+            if self._earlier is None:  # the first values event is the input: history, question
+                self._earlier = {m.id for m in messages}
+            for message in messages:
+                if message.type == "ai" and message.id not in self._earlier:
+                    self._steps[str(message.id)] = message
+            self.state = payload
+        elif mode == "checkpoints":
+            messages = payload["values"].get("messages") or []
+            if messages:
+                checkpoint_id = payload["config"]["configurable"]["checkpoint_id"]
+                self._checkpoint_ending[messages[-1].id] = checkpoint_id
+
+    @property
+    def steps(self) -> list[BaseMessage]:
+        """The turn's model messages in order, the reply last."""
+        return list(self._steps.values()) or (self.state.get("messages") or [])[-1:]
+
+    @property
+    def steps_finished(self) -> list[BaseMessage]:
+        """The model messages the run has completed so far (none from the local fallback)."""
+        return list(self._steps.values())
+
+    @property
+    def reply(self) -> BaseMessage:
+        return self.steps[-1]
+
+    @property
+    def user_checkpoint(self) -> str:
+        return self._checkpoint_ending.get(self.user_id, "")
+
+    @property
+    def reply_checkpoint(self) -> str:
+        return self._checkpoint_ending.get(self.reply.id, "")
+
+
+def turn_finish(
+    *,
+    turn: Turn,
+    steps: list[BaseMessage],
+    state: dict[str, Any],
+    checkpoints: tuple[str, str],
+    status: str = Message.Status.COMPLETE,
+) -> Message:
+    """Store the reply (the last of the turn's model messages) with the turn's usage, tool
+    calls and cost, summed over its model messages; roll totals up; release the
+    conversation."""
+    usage = [getattr(step, "usage_metadata", None) or {} for step in steps]
+    assistant = turn.assistant_message
+    assistant.content = str(steps[-1].content)
+    assistant.status = status
+    assistant.tokens_in = sum(int(u.get("input_tokens", 0)) for u in usage)
+    assistant.tokens_out = sum(int(u.get("output_tokens", 0)) for u in usage)
+    assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
+    assistant.tool_calls = [
+        call for step in steps for call in (getattr(step, "tool_calls", None) or [])
+    ]
+    assistant.checkpoint_id = checkpoints[1]
+    extra: dict[str, Any] = {"usage_source": "local" if turn.model == "local" else "provider"}
+    if "sources" in state:
+        # The citation map: [n] in the reply -> the document and chunk it came from.
+        extra["sources"] = [
+            {
+                key: source.get(key)
+                for key in ("n", "document_id", "title", "chunk_id", "page", "score", "similarity")
+            }
+            for source in state.get("sources") or []
+        ]
+    if state.get("retrieval_error"):
+        extra["retrieval_error"] = state["retrieval_error"]
+    assistant.metadata = {**assistant.metadata, **extra}
+    turn.user_message.checkpoint_id = checkpoints[0]
+    sql = _FINISH_SQL.format(
+        price=ModelPrice._meta.db_table,
+        message=Message._meta.db_table,
+        conversation=Conversation._meta.db_table,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "spec": turn.model,
+                "name": split_spec(turn.model)[1],
+                "user_id": turn.user_message.pk,
+                "user_checkpoint": checkpoints[0],
+                "reply_id": assistant.pk,
+                "reply_checkpoint": checkpoints[1],
+                "content": assistant.content,
+                "status": status,
+                "tokens_in": assistant.tokens_in,
+                "tokens_out": assistant.tokens_out,
+                "latency_ms": assistant.latency_ms,
+                "tool_calls": Jsonb(assistant.tool_calls),
+                "catalog_cost": catalog_cost(
+                    spec=turn.model, tokens_in=assistant.tokens_in, tokens_out=assistant.tokens_out
+                ),
+                "metadata": Jsonb(extra),
+                "summary": state.get("summary", ""),
+                "summarized": state.get("summarized", 0),
+                "conversation_id": turn.conversation.pk,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:  # deleted meanwhile: its rows are gone, nothing was updated
+        raise _conversation_gone(turn)
+    (assistant.cost,) = row
+    return assistant
+
+
+def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
+    """Keep the user's message, mark the reply as an error, release the conversation.
+    A conversation deleted meanwhile answers ConversationDeleted (404)."""
+    failure = provider_failure(exc)
+    text = failure.message if failure else f"Internal error: {type(exc).__name__}"
+    with transaction.atomic():
+        Message.objects.filter(pk=turn.assistant_message.pk).update(
+            status=Message.Status.ERROR,
+            error=text,
+            latency_ms=int((time.monotonic() - turn.started) * 1000),
+        )
+        released = Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
+    if not released:
+        return _conversation_gone(turn)
+    if isinstance(exc, ConversationDeleted):
+        return exc
+    turn.assistant_message.refresh_from_db()
+    return failure
+
+
+def _partial_reply(turn: Turn, partial: str) -> AIMessage:
+    from langchain_core.messages import AIMessage
+
+    # A `local` reply cut short is still not a model's words (see written_without_model).
+    local = split_spec(turn.model)[0] == LOCAL_MODEL_NAME
+    return AIMessage(
+        partial,
+        id=str(turn.assistant_message.pk),
+        response_metadata={"model_name": LOCAL_MODEL_NAME} if local else {},
+    )
+
+
+def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
+    """A client left mid-stream: keep what was produced, marked incomplete, in the rows and
+    in the checkpointed state (so the next turn's context matches the record)."""
+    from langchain_core.messages import AIMessage
+
+    from conversations.graph import MODEL_NODE, get_graph
+
+    graph = get_graph(turn.conversation.workflow)
+    reply_checkpoint = ""
+    if partial:
+        seeded = graph.update_state(
+            turn.config(),
+            {"messages": [_partial_reply(turn, partial)]},
+            as_node=MODEL_NODE,
+        )
+        reply_checkpoint = seeded["configurable"]["checkpoint_id"]
+    with contextlib.suppress(ConversationDeleted):  # nobody is left to tell
+        turn_finish(
+            turn=turn,
+            # The turn's finished model steps (a tool loop's), then what the reply got to.
+            steps=[*tracker.steps_finished, AIMessage(partial)],
+            state=graph.get_state(turn.config()).values,
+            checkpoints=(tracker.user_checkpoint, reply_checkpoint),
+            status=Message.Status.INCOMPLETE,
+        )
+
+
+def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
+    """Store a completed run's reply and schedule its summary if one is due."""
+    assistant = turn_finish(
+        turn=turn,
+        steps=tracker.steps,
+        state=tracker.state,
+        checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+    )
+    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
+    return assistant
