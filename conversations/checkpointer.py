@@ -1,20 +1,6 @@
 """LangGraph's PostgresSaver on Chatter's database, shared by sync and async graph runs.
 
-One psycopg pool per process, opened on first use with the connection settings Django is
-using at that moment (so tests get the test database). The async methods run the sync
-ones in worker threads: a checkpoint write happens a few times per turn, not per token,
-and this keeps one loop-agnostic pool instead of an async pool bound to one event loop
-(uvicorn has one loop per worker, but the test client starts a loop per request).
-
-Durability: checkpoint writes commit without waiting for the WAL flush
-(``synchronous_commit=off`` on this pool's connections). Every service that writes
-checkpoints ends with a synchronous commit of its own rows on Django's connection (a turn's
-reply, a failure, a fork's or branch's copy, a summary), and PostgreSQL's WAL is one
-sequence: that commit flushes everything written before it, the checkpoints included. So
-whatever a client was told succeeded is on disk, and a turn pays one WAL flush instead of one
-per checkpoint; a database crash can only lose the writes of an operation that never
-answered (PostgreSQL's WAL writer flushes those within 3 x wal_writer_delay anyway).
-A new writer of checkpoints must keep that rule: end with a synchronous commit.
+Why and how: docs/architecture.md, "conversations/checkpointer.py".
 """
 
 from __future__ import annotations

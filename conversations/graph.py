@@ -1,11 +1,6 @@
 """LangGraph workflows for conversations, compiled once per workflow type.
 
-Per-conversation settings (model, temperature, max tokens, system prompt, memory window)
-and the id the reply must carry travel in `config["configurable"]`, so one compiled graph
-serves every conversation; the thread id is the conversation id. Nodes are async, and every
-turn runs the graph asynchronously (the JSON endpoint consumes the same driver as the
-stream), so hundreds of open streams don't each pin a thread. `configurable["db_call"]` is
-how the turn's nodes reach the database (see conversations.services.streaming).
+Why and how: docs/architecture.md, "conversations/graph.py".
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Conversation memory: past a window, the oldest messages become a running summary.
 
-The summary replaces them in the model's context (they are removed from the LangGraph
-state with RemoveMessage, so the context really shrinks) while every Message row stays.
-Language models write the summary; the local provider makes an extractive one.
+Why and how: docs/architecture.md, "conversations/memory.py".
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """What a reply costs, and how costs are written.
 
-Prices come from the admin's `ModelPrice` rows first (exact spec, then bare model name;
-applied in SQL at the end of a turn), else from genai-prices, a maintained price database
-shipped inside the package. Only its bundled snapshot is read: its `UpdatePrices` fetcher
-is never started, so pricing works offline and never calls out at run time. A model in
-neither is priced as unknown (None), never as 0; the `local` provider costs a true 0.
+Why and how: docs/architecture.md, "conversations/pricing.py".
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """Chat models by spec (`provider:model`), through LangChain.
 
-Built in: `openai:<model>` (OpenAI, or any OpenAI-compatible server via OPENAI_BASE_URL:
-Ollama, vLLM, llama.cpp), `anthropic:<model>`, and `local`, which needs no key and says
-plainly that no language model is configured. More providers register with
-`register_provider` (plugins, tests, benchmarks); modules listed in
-CHATTER_PROVIDER_MODULES are imported at start-up so they can.
+Why and how: docs/architecture.md, "conversations/providers.py".
 """
 
 from __future__ import annotations

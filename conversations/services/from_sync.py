@@ -1,12 +1,6 @@
 """Async turn code run from synchronous callers: the JSON endpoint, the summary job.
 
-Under ASGI a sync view's thread hands the work to the server's event loop (as
-async_to_sync does). Elsewhere (the test client, a job worker, a shell) there is no loop to
-hand it to, and async_to_sync would start a new one per call; but clients that providers
-cache per process (langchain-openai's async httpx client) stay bound to the loop they first
-ran on and fail on the next ("Event loop is closed"). Those callers share one loop per
-process instead. Either way the work's database calls run back in the calling thread, on
-its connection (and a test's transaction), as a synchronous turn's always did.
+Why and how: docs/architecture.md, "conversations/services/from_sync.py".
 """
 
 from __future__ import annotations
