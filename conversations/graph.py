@@ -34,7 +34,7 @@ from conversations.providers import (
     written_without_model,
 )
 from knowledge.models import Document
-from knowledge.selectors import knowledge_search
+from knowledge.search import knowledge_search
 
 logger = logging.getLogger(__name__)
 

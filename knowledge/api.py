@@ -27,17 +27,16 @@ from chatter_project.validation import (
 )
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
-from knowledge.selectors import (
+from knowledge.search import (
     CONTENT_TYPE_NAMES,
     MAX_K,
     SEARCH_MODES,
-    chunk_list,
-    document_get,
-    document_list,
+    DocumentFilter,
     document_metadata_query,
     document_similar,
     knowledge_search,
 )
+from knowledge.selectors import chunk_list, document_get, document_list
 from knowledge.services import document_delete, document_reprocess, document_upload
 from knowledge.uploads import client_file_name
 
@@ -354,11 +353,19 @@ class SearchView(APIView):
         require_json_body(request)
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        hits = knowledge_search(user=request.user, **serializer.validated_data)
+        data = serializer.validated_data
+        hits = knowledge_search(
+            user=request.user,
+            query=data["query"],
+            k=data["k"],
+            mode=data["mode"],
+            filters=DocumentFilter.from_data(data),
+            similarity_threshold=data.get("similarity_threshold"),
+        )
         return Response(
             {
                 "count": len(hits),
-                "mode": serializer.validated_data["mode"],
+                "mode": data["mode"],
                 "results": [hit.as_dict() for hit in hits],
             }
         )
@@ -383,7 +390,9 @@ class MetadataQueryView(APIView):
         require_json_body(request)
         serializer = FilterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        documents = document_metadata_query(user=request.user, **serializer.validated_data)
+        documents = document_metadata_query(
+            user=request.user, filters=DocumentFilter.from_data(serializer.validated_data)
+        )
         paginator = DocumentViewSet.pagination_class()
         page = paginator.paginate_queryset(documents, request, view=self)
         return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
