@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -15,17 +14,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.services import security_event_record
 from chatter_project.errors import ApplicationError
-from chatter_project.threats import scan as threat_scan
-from chatter_project.threats import unstorable_fields
+from chatter_project.threats import upload_threats_refuse
 from chatter_project.validation import (
+    InvalidInput,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
+    json_object,
     require_json_body,
 )
-from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
 from knowledge.search import (
     CONTENT_TYPE_NAMES,
@@ -37,7 +35,12 @@ from knowledge.search import (
     knowledge_search,
 )
 from knowledge.selectors import chunk_list, document_get, document_list
-from knowledge.services import document_delete, document_reprocess, document_upload
+from knowledge.services import (
+    document_delete,
+    document_reprocess,
+    document_upload,
+    upload_size_check,
+)
 from knowledge.uploads import client_file_name
 
 
@@ -92,9 +95,10 @@ class UploadSerializer(serializers.Serializer):
             parsed = json.loads(value)
         except ValueError as exc:
             raise serializers.ValidationError(f"Not valid JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return parsed
+        try:
+            return json_object(parsed)
+        except InvalidInput as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 class ChunkSerializer(serializers.ModelSerializer):
@@ -146,25 +150,18 @@ class DocumentViewSet(
         ),
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        # Refuse before reading the body: multipart overhead is far below 1 MiB.
-        if declared > limit + 1024 * 1024:
-            raise FileTooLarge(
-                f"The request is {declared} bytes; the file limit is {limit}.",
-                details={"size": declared, "limit": limit},
-            )
+        # Refused before the body is read, then before the file is.
+        upload_size_check(int(request.META.get("CONTENT_LENGTH") or 0), whole_request=True)
         serializer = UploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         filename = client_file_name(upload)
-        metadata_keys = _metadata_keys(serializer.validated_data.get("metadata") or {}, "metadata")
-        _refuse_threats(request, [("file.filename", filename), *metadata_keys])
-        if upload.size > limit:
-            raise FileTooLarge(
-                f"The file is {upload.size} bytes; the limit is {limit}.",
-                details={"size": upload.size, "limit": limit},
-            )
+        upload_threats_refuse(
+            request,
+            {"file.filename": filename},
+            {"metadata": serializer.validated_data.get("metadata") or {}},
+        )
+        upload_size_check(upload.size)
         document, created = document_upload(
             owner=request.user,
             data=upload.read(),
@@ -214,56 +211,6 @@ class DocumentViewSet(
                 ).data
             }
         )
-
-
-def _metadata_keys(value: Any, name: str) -> list[tuple[str, str]]:
-    """(field, key) for every object key in the metadata, at any depth: keys are
-    identifiers, scanned like the keys of a JSON body (the middleware sees only the string)."""
-    keys: list[tuple[str, str]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            keys.append((f"{name}.{key}", str(key)))
-            keys.extend(_metadata_keys(item, f"{name}.{key}"))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            keys.extend(_metadata_keys(item, f"{name}[{index}]"))
-    return keys
-
-
-def _refuse_threats(request: Request, values: list[tuple[str, str]]) -> None:
-    """Refuse structured values (the upload's name as sent, metadata keys) that look like an
-    attack, as the threat middleware does for JSON bodies: 400 ``threat_detected``; text
-    PostgreSQL cannot store (a NUL in a metadata key) is a 400 ``invalid_characters`` first."""
-    scanned = [(name, text, True) for name, text in values]
-    unstorable = unstorable_fields(scanned)
-    if unstorable:
-        raise ApplicationError(
-            "Text cannot be stored.", code="invalid_characters", details=unstorable
-        )
-    findings = threat_scan(scanned)
-    if not findings:
-        return
-    security_event_record(
-        event="security.threat_refused",
-        request=request._request,
-        actor=request.user if request.user.is_authenticated else None,
-        details={
-            "method": request.method,
-            "path": request.path[:200],
-            "findings": [
-                {"field": f.field[:100], "score": f.assessment.score, "kinds": f.assessment.kinds}
-                for f in findings[:20]
-            ],
-        },
-    )
-    raise ApplicationError(
-        "The request contains values that look like an attack.",
-        code="threat_detected",
-        details={
-            f.field: [f"Refused: looks like {f.assessment.label} (risk {f.assessment.score})."]
-            for f in findings
-        },
-    )
 
 
 def _int_param(request: Request, name: str, *, default: int, maximum: int) -> int:

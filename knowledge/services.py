@@ -57,6 +57,24 @@ def _validate_metadata(metadata: Any) -> dict[str, Any] | None:
         ) from exc
 
 
+# What a multipart body may add around the file (boundaries, part headers, the other fields).
+MULTIPART_ALLOWANCE_BYTES = 1024 * 1024
+
+
+def upload_size_check(size: int, *, whole_request: bool = False) -> None:
+    """413 ``file_too_large`` for a file over KNOWLEDGE_MAX_UPLOAD_BYTES (the one home of
+    the rule); ``whole_request``: ``size`` is a request body's, allowed the multipart
+    framing on top (so an upload route can refuse before reading it)."""
+    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    if size <= limit + (MULTIPART_ALLOWANCE_BYTES if whole_request else 0):
+        return
+    what = "request" if whole_request else "file"
+    raise FileTooLarge(
+        f"The {what} is {size} bytes; the file limit is {limit}.",
+        details={"size": size, "limit": limit},
+    )
+
+
 def _validate_filename(filename: str) -> str:
     """A bare file name, as the client sent it: a path in it is refused, never cut off.
     (Unlike ``validate_filename``, Windows device names such as ``aux.md`` are fine: the
@@ -111,12 +129,7 @@ def document_upload(
     owner already uploaded (same SHA-256) returns the existing document, its title and
     metadata replaced by those given (``created`` False).
     """
-    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
-    if len(data) > limit:
-        raise FileTooLarge(
-            f"The file is {len(data)} bytes; the limit is {limit}.",
-            details={"size": len(data), "limit": limit},
-        )
+    upload_size_check(len(data))
     name = _validate_filename(filename)
     metadata = _validate_metadata(metadata)
     content_type = inspect_upload(data, name)
