@@ -42,7 +42,13 @@ from jobs.registry import (
     PermanentJobError,
     handler_get,
 )
-from jobs.services import aging_offset, job_gave_up, retry_delay, tokens_send
+from jobs.services import (
+    aging_offset,
+    job_outcome_record,
+    job_outcome_write,
+    retry_delay,
+    tokens_send,
+)
 
 logger = logging.getLogger("chatter.jobs")
 
@@ -151,23 +157,6 @@ def _unlock(conn: psycopg.Connection, job_id: int) -> None:
         f"SELECT pg_advisory_unlock({LOCK_NAMESPACE}, {LOCK_KEY_SQL.format(id='%s')})",
         [job_id],
     )
-
-
-def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> bool:
-    """Write the attempt's outcome, fenced: only if this attempt still owns the job.
-
-    Returns whether it was written (False: the attempt had been taken over)."""
-    fields["updated_at"] = timezone.now()
-    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-    params = {
-        name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
-    }
-    cursor = conn.execute(
-        f"UPDATE jobs_job SET {assignments} "
-        "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
-        {**params, "job_id": job.id, "attempt": job.attempt},
-    )
-    return cursor.rowcount == 1
 
 
 def failure_outcome(
@@ -333,7 +322,10 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         }
     except WorkerStopping:
         try:
-            if _finish(conn, job, **handed_back_outcome(job.attempt)):
+            handed_back = handed_back_outcome(job.attempt)
+            if job_outcome_write(
+                job_id=job.id, attempt=job.attempt, outcome=handed_back, conn=conn
+            ):
                 tokens_send([job.id])  # the broker keeps it for the next cluster to start
         finally:
             _unlock(conn, job.id)
@@ -363,17 +355,16 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         # Cancel was asked for: whatever the attempt died of, the job must not run again.
         outcome = cancelled_outcome(outcome["error"])
     try:
-        written = _finish(conn, job, **outcome)
-    finally:
-        _unlock(conn, job.id)
-    if written:
-        job_gave_up(
+        job_outcome_record(
             job_id=job.id,
+            attempt=job.attempt,
             handler=job.handler,
             args=job.args,
-            status=outcome["status"],
-            error=outcome.get("error", ""),
+            outcome=outcome,
+            conn=conn,
         )
+    finally:
+        _unlock(conn, job.id)
     level = logging.DEBUG if outcome["status"] == JobStatus.SUCCEEDED else logging.INFO
     logger.log(
         level, "job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"]
