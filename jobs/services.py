@@ -51,15 +51,22 @@ def max_timeout_seconds() -> int:
     return int(getattr(settings, "JOBS_MAX_TIMEOUT_SECONDS", 3600))
 
 
+def max_extended_timeout_seconds() -> int:
+    """The longest a running handler may extend its own timeout to (``extend_timeout``):
+    longer than a client may ask for at enqueue, for work whose size is known only then."""
+    return int(getattr(settings, "JOBS_MAX_EXTENDED_TIMEOUT_SECONDS", 4 * 3600))
+
+
 def hard_kill_grace_seconds() -> int:
     return int(getattr(settings, "JOBS_HARD_KILL_GRACE_SECONDS", 10))
 
 
 def token_timeout_seconds() -> int:
     # django-q2 kills a token's worker at this age. A token may claim any job, so it gets
-    # the longest job timeout there can be; per-job timeouts are enforced by jobs.worker
+    # the longest job timeout there can be (extensions included); per-job timeouts are enforced by jobs.worker
     # (SIGALRM) and the jobs clock (SIGKILL), which know the claimed job.
-    return max_timeout_seconds() + 2 * hard_kill_grace_seconds() + 30
+    longest = max(max_timeout_seconds(), max_extended_timeout_seconds())
+    return longest + 2 * hard_kill_grace_seconds() + 30
 
 
 def aging_offset(priority: str) -> timedelta:

@@ -180,6 +180,14 @@ def processing_timeout_seconds(size: int) -> int:
     return int(min(max_timeout_seconds(), max(300, seconds)))
 
 
+def processing_remaining_seconds(chunks: int) -> float:
+    """What processing still needs once the document is split into ``chunks``: embedding
+    them at KNOWLEDGE_MIN_CHUNKS_PER_SECOND, plus the same fixed allowance (token counts,
+    storing the chunks and their index entries). The job extends its budget by it: the
+    size-based budget guesses the chunk count, and text of short lines makes more chunks."""
+    return 120 + chunks / settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
+
+
 def _schedule_processing(document: Document) -> None:
     """Process in the background (a high-priority job, sent once the row commits); with
     KNOWLEDGE_PROCESS_INLINE the request does it itself (tests of parsing and search)."""
@@ -297,14 +305,16 @@ def document_process(
     *,
     document_id: UUID | str,
     on_progress: Callable[[int, str], None] | None = None,
+    on_split: Callable[[int], None] | None = None,
 ) -> Document | None:
     """Parse, split, embed and store a pending document's chunks; never raises for bad input.
 
     Safe to call from a job handler: it claims the document with a conditional update, so a
     second call for a document already processing or processed does nothing. Any failure
     leaves the document ``failed`` with a reason a person can read. ``on_progress(percent,
-    message)`` is called after each batch with the document's new progress; what it raises
-    (a job's ``JobCancelled``, ``JobTimeout``) ends the processing and propagates.
+    message)`` is called after each batch with the document's new progress, ``on_split(chunk
+    count)`` once the text is split; what they raise (a job's ``JobCancelled``,
+    ``JobTimeout``) ends the processing and propagates.
     Returns None when the document does not exist (or was deleted meanwhile).
     """
     claimed = Document.objects.filter(pk=document_id, status=DocumentStatus.PENDING).update(
@@ -326,6 +336,8 @@ def document_process(
         blocks = extract_text(bytes(document.source), document.content_type)
         chunks = split_blocks(blocks, document.content_type)
         texts = [chunk.content for chunk in chunks]
+        if on_split is not None:
+            on_split(len(texts))
         progress(10, f"split into {len(texts)} chunks")
         tokens = embedder.count_tokens(texts)
         vectors = _embed_in_batches(

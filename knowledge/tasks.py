@@ -10,6 +10,7 @@ from knowledge.services import (
     document_process,
     document_processing_abandon,
     document_processing_prepare,
+    processing_remaining_seconds,
 )
 
 
@@ -22,7 +23,7 @@ def _gave_up(outcome: GiveUp) -> None:
 @job_handler(
     PROCESSING_HANDLER,
     # The default; each upload's job gets a budget derived from its size
-    # (knowledge.services.processing_timeout_seconds).
+    # (knowledge.services.processing_timeout_seconds), extended once it is split.
     timeout=900,
     max_attempts=3,
     description="Parse, split, embed and index an uploaded document.",
@@ -37,7 +38,11 @@ def process_document(ctx: JobContext, *, document_id: str) -> dict[str, Any]:
         ctx.progress(percent, message)
         ctx.raise_if_cancelled()
 
-    document = document_process(document_id=document_id, on_progress=on_progress)
+    def on_split(chunks: int) -> None:
+        # The budget was guessed from the file's size; now the work is known.
+        ctx.extend_timeout(processing_remaining_seconds(chunks))
+
+    document = document_process(document_id=document_id, on_progress=on_progress, on_split=on_split)
     if document is None:
         raise JobCancelled(f"document {document_id} was deleted while it was processed")
     return {"status": document.status, "failure_reason": document.failure_reason}
