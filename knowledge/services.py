@@ -180,12 +180,15 @@ def processing_timeout_seconds(size: int) -> int:
     return int(min(max_timeout_seconds(), max(300, seconds)))
 
 
-def processing_remaining_seconds(chunks: int) -> float:
-    """What processing still needs once the document is split into ``chunks``: embedding
-    them at KNOWLEDGE_MIN_CHUNKS_PER_SECOND, plus the same fixed allowance (token counts,
-    storing the chunks and their index entries). The job extends its budget by it: the
-    size-based budget guesses the chunk count, and text of short lines makes more chunks."""
-    return 120 + chunks / settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
+def processing_remaining_seconds(chunks: int, *, rate: float | None = None) -> float:
+    """What processing still needs for ``chunks`` not yet embedded: embedding them at
+    ``rate`` chunks/s (at most KNOWLEDGE_MIN_CHUNKS_PER_SECOND, its default), plus the same
+    fixed allowance (storing the chunks and their index entries). The job extends its
+    budget by it once split (the size-based budget only guessed the chunk count: text of
+    short lines makes more) and after each batch, at the rate measured, so a machine
+    slower than the floor still finishes while the work moves."""
+    floor = settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
+    return 120 + chunks / (floor if rate is None else max(min(rate, floor), 1e-3))
 
 
 def _schedule_processing(document: Document) -> None:
@@ -305,15 +308,15 @@ def document_process(
     *,
     document_id: UUID | str,
     on_progress: Callable[[int, str], None] | None = None,
-    on_split: Callable[[int], None] | None = None,
+    on_chunks: Callable[[int, int], None] | None = None,
 ) -> Document | None:
     """Parse, split, embed and store a pending document's chunks; never raises for bad input.
 
     Safe to call from a job handler: it claims the document with a conditional update, so a
     second call for a document already processing or processed does nothing. Any failure
     leaves the document ``failed`` with a reason a person can read. ``on_progress(percent,
-    message)`` is called after each batch with the document's new progress, ``on_split(chunk
-    count)`` once the text is split; what they raise (a job's ``JobCancelled``,
+    message)`` is called after each batch with the document's new progress, ``on_chunks(done,
+    total)`` once the text is split (done 0) and after each batch; what they raise (a job's ``JobCancelled``,
     ``JobTimeout``) ends the processing and propagates.
     Returns None when the document does not exist (or was deleted meanwhile).
     """
@@ -336,17 +339,17 @@ def document_process(
         blocks = extract_text(bytes(document.source), document.content_type)
         chunks = split_blocks(blocks, document.content_type)
         texts = [chunk.content for chunk in chunks]
-        if on_split is not None:
-            on_split(len(texts))
+        if on_chunks is not None:
+            on_chunks(0, len(texts))
         progress(10, f"split into {len(texts)} chunks")
         tokens = embedder.count_tokens(texts)
-        vectors = _embed_in_batches(
-            embedder,
-            texts,
-            lambda done: progress(
-                10 + int(85 * done / len(texts)), f"embedded {done}/{len(texts)} chunks"
-            ),
-        )
+
+        def embedded(done: int) -> None:
+            progress(10 + int(85 * done / len(texts)), f"embedded {done}/{len(texts)} chunks")
+            if on_chunks is not None:
+                on_chunks(done, len(texts))
+
+        vectors = _embed_in_batches(embedder, texts, embedded)
         with transaction.atomic():
             Chunk.objects.filter(document_id=document.pk).delete()
             chunks_copy(_chunk_rows(document.pk, chunks, tokens, vectors))
