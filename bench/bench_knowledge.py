@@ -142,7 +142,7 @@ def main() -> None:
     from accounts.models import User
     from knowledge.embeddings import active_embedder, vector_literal
     from knowledge.models import Document
-    from knowledge.selectors import _document_conditions, _vector_candidates
+    from knowledge.search import DocumentFilter, _document_conditions, _vector_candidates
     from knowledge.services import chunks_copy
 
     t0 = time.perf_counter()
@@ -295,7 +295,9 @@ def main() -> None:
         # 1%-selective filter: documents in bucket 7 hold ~1% of the chunks.
         settings.KNOWLEDGE_HNSW_EF_SEARCH = 100
         bucket_mask = (doc_of % 100) == 7
-        f_where, f_params = _document_conditions(user=owner, metadata_filter={"bucket": 7})
+        f_where, f_params = _document_conditions(
+            user=owner, filters=DocumentFilter(metadata_filter={"bucket": 7})
+        )
         f_where += ["d.embedding_space = %s"]
         f_params += [embedder.space]
         filtered = {}
@@ -328,7 +330,7 @@ def main() -> None:
         settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = exact_cap
         # What the bounded count costs when a filter keeps everything (HNSW path after it).
         b_where, b_params = _document_conditions(
-            user=owner, metadata_filter={"bucket": {"$gte": 0}}
+            user=owner, filters=DocumentFilter(metadata_filter={"bucket": {"$gte": 0}})
         )
         b_where += ["d.embedding_space = %s"]
         b_params += [embedder.space]

@@ -202,6 +202,8 @@ JOBS_HANDLER_MODULES = env_list("CHATTER_JOBS_HANDLER_MODULES")
 JOBS_RETENTION_DAYS = int(os.environ.get("CHATTER_JOBS_RETENTION_DAYS", "30"))
 # The longest timeout a job may ask for (django-q2 kills a token's worker past it).
 JOBS_MAX_TIMEOUT_SECONDS = 3600
+# The longest a running job may extend its own timeout to (JobContext.extend_timeout).
+JOBS_MAX_EXTENDED_TIMEOUT_SECONDS = 4 * 3600
 # A worker still holding a job this long past its timeout is SIGKILLed by the jobs clock.
 JOBS_HARD_KILL_GRACE_SECONDS = 10
 # Aging: each priority step below critical ranks a job this much later (jobs/services.py).

@@ -27,7 +27,7 @@ from conversations.providers import ModelOptions, chat_model, written_without_mo
 from core.asyncdb import db_call
 from core.errors import ApplicationError
 from knowledge.models import Document
-from knowledge.selectors import knowledge_search
+from knowledge.search import knowledge_search
 
 logger = logging.getLogger(__name__)
 

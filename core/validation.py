@@ -148,11 +148,16 @@ def _metadata_dict(value: dict[Any, Any], depth: int) -> dict[str, Any]:
     return cleaned
 
 
-def validate_metadata(value: Any) -> dict[str, Any]:
-    """A flat-ish JSON object: safe keys, scalar/list/object values, bounded depth and size."""
+def json_object(value: Any) -> dict[Any, Any]:
+    """A JSON object (metadata, a multipart part holding one), nothing else."""
     if not isinstance(value, dict):
         raise InvalidInput("Must be a JSON object.")
-    return validate_json(_metadata_dict(value, 1))
+    return value
+
+
+def validate_metadata(value: Any) -> dict[str, Any]:
+    """A flat-ish JSON object: safe keys, scalar/list/object values, bounded depth and size."""
+    return validate_json(_metadata_dict(json_object(value), 1))
 
 
 # --- DRF fields ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.selectors import live_workers, queue_stall, tokens_waiting
-from jobs.services import hard_kill_grace_seconds, job_gave_up, tokens_send
+from jobs.services import hard_kill_grace_seconds, job_outcome_record, tokens_send
 from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, cancelled_outcome, failure_outcome
 
 logger = logging.getLogger("chatter.jobs.clock")
@@ -117,18 +117,13 @@ def jobs_reap() -> dict[str, int]:
                 trace="",
             )
         # Fenced by the attempt: if the worker finished after all, this changes nothing.
-        written = Job.objects.filter(
-            pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts
-        ).update(**outcome, updated_at=now)
-        reaped += written
-        if written:
-            job_gave_up(
-                job_id=job.pk,
-                handler=job.handler,
-                args=job.args,
-                status=outcome["status"],
-                error=outcome["error"],
-            )
+        reaped += job_outcome_record(
+            job_id=job.pk,
+            attempt=job.attempts,
+            handler=job.handler,
+            args=job.args,
+            outcome=outcome,
+        )
     return {"reaped": reaped, "killed": killed}
 
 

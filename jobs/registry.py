@@ -36,7 +36,9 @@ The handler contract
 - **Timeout.** At ``timeout`` seconds ``JobTimeout`` (a ``BaseException``, so ``except
   Exception`` cannot swallow it) is raised inside the handler; a handler stuck where Python
   cannot interrupt it (C code holding the GIL) has its worker process killed by the jobs clock
-  shortly after. Either way the attempt counts as failed.
+  shortly after. Either way the attempt counts as failed. A handler that learns how long it
+  needs once running calls ``ctx.extend_timeout(seconds)`` (at most
+  ``JOBS_MAX_EXTENDED_TIMEOUT_SECONDS``, default 4 h); the job keeps that budget for its retries.
 - **Giving up.** ``on_give_up(outcome)`` (optional) is called once a job ends for good without
   succeeding: *dead*, *failed* or *cancelled*, from wherever that is decided (the worker, the
   jobs clock's reaper, the cancel of a waiting job). It gets a ``GiveUp`` (job id, args,
@@ -95,6 +97,7 @@ class JobContext:
     timeout_seconds: int
     _write_progress: Callable[[int, str], bool] = field(repr=False)
     _read_cancelled: Callable[[], bool] = field(repr=False)
+    _extend_timeout: Callable[[float], int] = field(repr=False)
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record progress (0-100) and a short message on the job's row, committed at once."""
@@ -108,6 +111,15 @@ class JobContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def extend_timeout(self, seconds: float) -> int:
+        """Give this attempt at least ``seconds`` more from now: its timeout becomes the time
+        it has run plus ``seconds``, never shorter than it was, at most
+        ``JOBS_MAX_EXTENDED_TIMEOUT_SECONDS``. For a handler that learns how much work it
+        has once it has started (a document, once split). Written to the job's row, which
+        the jobs clock reads, and re-arms this worker's alarm. Returns the timeout now."""
+        self.timeout_seconds = self._extend_timeout(seconds)
+        return self.timeout_seconds
 
 
 @dataclass(frozen=True)

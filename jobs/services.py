@@ -29,6 +29,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
+import psycopg.types.json
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
@@ -49,15 +51,22 @@ def max_timeout_seconds() -> int:
     return int(settings.JOBS_MAX_TIMEOUT_SECONDS)
 
 
+def max_extended_timeout_seconds() -> int:
+    """The longest a running handler may extend its own timeout to (``extend_timeout``):
+    longer than a client may ask for at enqueue, for work whose size is known only then."""
+    return int(settings.JOBS_MAX_EXTENDED_TIMEOUT_SECONDS)
+
+
 def hard_kill_grace_seconds() -> int:
     return int(settings.JOBS_HARD_KILL_GRACE_SECONDS)
 
 
 def token_timeout_seconds() -> int:
     # django-q2 kills a token's worker at this age. A token may claim any job, so it gets
-    # the longest job timeout there can be; per-job timeouts are enforced by jobs.worker
+    # the longest job timeout there can be (extensions included); per-job timeouts are enforced by jobs.worker
     # (SIGALRM) and the jobs clock (SIGKILL), which know the claimed job.
-    return max_timeout_seconds() + 2 * hard_kill_grace_seconds() + 30
+    longest = max(max_timeout_seconds(), max_extended_timeout_seconds())
+    return longest + 2 * hard_kill_grace_seconds() + 30
 
 
 def aging_offset(priority: str) -> timedelta:
@@ -251,6 +260,56 @@ def job_gave_up(
         )
     except Exception:
         logger.exception("on_give_up of job %s (%s) failed", job_id, handler)
+
+
+def job_outcome_write(
+    *, job_id: int, attempt: int, outcome: dict[str, Any], conn: psycopg.Connection | None = None
+) -> bool:
+    """Write an attempt's outcome, fenced: only if that attempt still runs the job (a late
+    write from an attempt taken over changes nothing). Through ``conn`` (a worker's own
+    session) or Django's connection. Returns whether it was written."""
+    fields = {**outcome, "updated_at": timezone.now()}
+    if conn is None:
+        return (
+            Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=attempt).update(
+                **fields
+            )
+            == 1
+        )
+    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
+    params = {
+        name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
+    }
+    cursor = conn.execute(
+        f"UPDATE jobs_job SET {assignments} "
+        "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
+        {**params, "job_id": job_id, "attempt": attempt},
+    )
+    return cursor.rowcount == 1
+
+
+def job_outcome_record(
+    *,
+    job_id: int,
+    attempt: int,
+    handler: str,
+    args: dict[str, Any],
+    outcome: dict[str, Any],
+    conn: psycopg.Connection | None = None,
+) -> bool:
+    """Record how an attempt ended (the worker's outcome, the clock's reap): the fenced
+    write, then, if it was written and is final without success, the handler's
+    ``on_give_up``. Returns whether it was written."""
+    written = job_outcome_write(job_id=job_id, attempt=attempt, outcome=outcome, conn=conn)
+    if written:
+        job_gave_up(
+            job_id=job_id,
+            handler=handler,
+            args=args,
+            status=outcome["status"],
+            error=outcome.get("error", ""),
+        )
+    return written
 
 
 def job_cancel(*, job: Job) -> Job:

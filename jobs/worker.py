@@ -13,7 +13,8 @@ stays up: if the server itself restarts, every lock is gone with it, and an atte
 running in a worker may overlap its retry; "at least once" still holds.)
 
 Timeouts. ``SIGALRM`` raises ``JobTimeout`` in the handler at the job's timeout (django-q2's
-own alarm for the token is saved and restored around it). Where Python cannot be
+own alarm for the token is saved and restored around it); ``ctx.extend_timeout`` moves it
+and the row's ``timeout_seconds``, which the clock reads. Where Python cannot be
 interrupted, the jobs clock SIGKILLs the worker process after a grace period.
 """
 
@@ -42,7 +43,14 @@ from jobs.registry import (
     PermanentJobError,
     handler_get,
 )
-from jobs.services import aging_offset, job_gave_up, retry_delay, tokens_send
+from jobs.services import (
+    aging_offset,
+    job_outcome_record,
+    job_outcome_write,
+    max_extended_timeout_seconds,
+    retry_delay,
+    tokens_send,
+)
 
 logger = logging.getLogger("chatter.jobs")
 
@@ -153,23 +161,6 @@ def _unlock(conn: psycopg.Connection, job_id: int) -> None:
     )
 
 
-def _finish(conn: psycopg.Connection, job: Claimed, **fields: Any) -> bool:
-    """Write the attempt's outcome, fenced: only if this attempt still owns the job.
-
-    Returns whether it was written (False: the attempt had been taken over)."""
-    fields["updated_at"] = timezone.now()
-    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-    params = {
-        name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
-    }
-    cursor = conn.execute(
-        f"UPDATE jobs_job SET {assignments} "
-        "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
-        {**params, "job_id": job.id, "attempt": job.attempt},
-    )
-    return cursor.rowcount == 1
-
-
 def failure_outcome(
     *, handler: str, attempt: int, max_attempts: int, priority: str, error: str, trace: str
 ) -> dict[str, Any]:
@@ -276,6 +267,14 @@ class _Alarm:
         self.previous_delay, _ = signal.setitimer(signal.ITIMER_REAL, self.seconds)
         return self
 
+    def extend(self, seconds: int) -> None:
+        """Fire at ``seconds`` after the start instead (a handler extended its timeout)."""
+        if not self.armed or seconds <= self.seconds:
+            return
+        self.seconds = seconds
+        remaining = seconds - (time.monotonic() - self.started)
+        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+
     def __exit__(self, *exc: object) -> None:
         self.armed = False
         if self.previous_handler is None:
@@ -287,7 +286,19 @@ class _Alarm:
             signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
 
 
-def _context(conn: psycopg.Connection, job: Claimed) -> JobContext:
+# The row's timeout becomes elapsed (by the database's clock, as the jobs clock measures it)
+# + the seconds asked for, never less than it was, at most the cap.
+_EXTEND_SQL = """
+UPDATE jobs_job
+SET timeout_seconds = GREATEST(timeout_seconds, LEAST(%(cap)s,
+        CEIL(EXTRACT(EPOCH FROM clock_timestamp() - started_at) + %(seconds)s)::int)),
+    updated_at = clock_timestamp()
+WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'running'
+RETURNING timeout_seconds
+"""
+
+
+def _context(conn: psycopg.Connection, job: Claimed, alarm: _Alarm) -> JobContext:
     def write_progress(percent: int, message: str) -> bool:
         row = conn.execute(
             "UPDATE jobs_job SET progress = %s, progress_message = %s, updated_at = now() "
@@ -300,6 +311,22 @@ def _context(conn: psycopg.Connection, job: Claimed) -> JobContext:
     def read_cancelled() -> bool:
         return _cancel_requested(conn, job.id)
 
+    def extend_timeout(seconds: float) -> int:
+        row = conn.execute(
+            _EXTEND_SQL,
+            {
+                "cap": max_extended_timeout_seconds(),
+                "seconds": max(0.0, float(seconds)),
+                "id": job.id,
+                "attempt": job.attempt,
+            },
+        ).fetchone()
+        if row is None:  # taken over: this attempt's budget is no longer its to change
+            return alarm.seconds
+        alarm.extend(row[0])
+        logger.info("job %s (%s) extended its timeout to %s s", job.id, job.handler, row[0])
+        return int(row[0])
+
     return JobContext(
         job_id=job.id,
         attempt=job.attempt,
@@ -307,6 +334,7 @@ def _context(conn: psycopg.Connection, job: Claimed) -> JobContext:
         timeout_seconds=job.timeout_seconds,
         _write_progress=write_progress,
         _read_cancelled=read_cancelled,
+        _extend_timeout=extend_timeout,
     )
 
 
@@ -317,8 +345,8 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
     try:
         if spec is None:
             raise PermanentJobError(f"no handler '{job.handler}' is registered in this worker")
-        with _StopSignal(), _Alarm(job.timeout_seconds):
-            value = spec.func(_context(conn, job), **job.args)
+        with _StopSignal(), _Alarm(job.timeout_seconds) as alarm:
+            value = spec.func(_context(conn, job, alarm), **job.args)
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
@@ -333,7 +361,10 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         }
     except WorkerStopping:
         try:
-            if _finish(conn, job, **handed_back_outcome(job.attempt)):
+            handed_back = handed_back_outcome(job.attempt)
+            if job_outcome_write(
+                job_id=job.id, attempt=job.attempt, outcome=handed_back, conn=conn
+            ):
                 tokens_send([job.id])  # the broker keeps it for the next cluster to start
         finally:
             _unlock(conn, job.id)
@@ -363,17 +394,16 @@ def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
         # Cancel was asked for: whatever the attempt died of, the job must not run again.
         outcome = cancelled_outcome(outcome["error"])
     try:
-        written = _finish(conn, job, **outcome)
-    finally:
-        _unlock(conn, job.id)
-    if written:
-        job_gave_up(
+        job_outcome_record(
             job_id=job.id,
+            attempt=job.attempt,
             handler=job.handler,
             args=job.args,
-            status=outcome["status"],
-            error=outcome.get("error", ""),
+            outcome=outcome,
+            conn=conn,
         )
+    finally:
+        _unlock(conn, job.id)
     level = logging.DEBUG if outcome["status"] == JobStatus.SUCCEEDED else logging.INFO
     logger.log(
         level, "job %s (%s) attempt %s: %s", job.id, job.handler, job.attempt, outcome["status"]

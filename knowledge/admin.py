@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from core.admin_base import ReadOnlyModelAdmin
 from core.errors import ApplicationError, Conflict
 from knowledge.models import Chunk, Document
-from knowledge.selectors import knowledge_search
+from knowledge.search import knowledge_search
 from knowledge.services import document_reprocess
 
 # all-MiniLM-L6-v2 puts unrelated passages around 0-0.2 and related ones from ~0.3 up.

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -15,34 +14,38 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.services import security_event_record
 from core.errors import ApplicationError
 from core.validation import (
     METADATA_SCHEMA,
+    InvalidInput,
     RejectUnknownFields,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
+    json_object,
     require_json_body,
 )
-from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document
-from knowledge.selectors import (
+from knowledge.schema import MetadataFilterField
+from knowledge.search import (
     CONTENT_TYPE_NAMES,
     MAX_K,
     SEARCH_MODES,
-    chunk_list,
-    document_get,
-    document_list,
+    DocumentFilter,
     document_metadata_query,
     document_similar,
     knowledge_search,
 )
-from knowledge.services import document_delete, document_reprocess, document_upload
+from knowledge.selectors import chunk_list, document_get, document_list
+from knowledge.services import (
+    document_delete,
+    document_reprocess,
+    document_upload,
+    upload_size_check,
+)
 from knowledge.uploads import client_file_name
 from web.http_policy import RoutePolicy, route_policy
-from web.threats import scan as threat_scan
-from web.threats import unstorable_fields
+from web.threats import upload_threats_refuse
 
 
 class DocumentSerializer(serializers.ModelSerializer):
@@ -92,9 +95,10 @@ class UploadSerializer(RejectUnknownFields, serializers.Serializer):
             parsed = json.loads(value)
         except ValueError as exc:
             raise serializers.ValidationError(f"Not valid JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return parsed
+        try:
+            return json_object(parsed)
+        except InvalidInput as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 class ChunkSerializer(serializers.ModelSerializer):
@@ -147,25 +151,18 @@ class DocumentViewSet(
     )
     @route_policy(rate="expensive", uploads=True)
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        # Refuse before reading the body: multipart overhead is far below 1 MiB.
-        if declared > limit + 1024 * 1024:
-            raise FileTooLarge(
-                f"The request is {declared} bytes; the file limit is {limit}.",
-                details={"size": declared, "limit": limit},
-            )
+        # Refused before the body is read, then before the file is.
+        upload_size_check(int(request.META.get("CONTENT_LENGTH") or 0), whole_request=True)
         serializer = UploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         filename = client_file_name(upload)
-        metadata_keys = _metadata_keys(serializer.validated_data.get("metadata") or {}, "metadata")
-        _refuse_threats(request, [("file.filename", filename), *metadata_keys])
-        if upload.size > limit:
-            raise FileTooLarge(
-                f"The file is {upload.size} bytes; the limit is {limit}.",
-                details={"size": upload.size, "limit": limit},
-            )
+        upload_threats_refuse(
+            request,
+            {"file.filename": filename},
+            {"metadata": serializer.validated_data.get("metadata") or {}},
+        )
+        upload_size_check(upload.size)
         document, created = document_upload(
             owner=request.user,
             data=upload.read(),
@@ -219,56 +216,6 @@ class DocumentViewSet(
         )
 
 
-def _metadata_keys(value: Any, name: str) -> list[tuple[str, str]]:
-    """(field, key) for every object key in the metadata, at any depth: keys are
-    identifiers, scanned like the keys of a JSON body (the middleware sees only the string)."""
-    keys: list[tuple[str, str]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            keys.append((f"{name}.{key}", str(key)))
-            keys.extend(_metadata_keys(item, f"{name}.{key}"))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            keys.extend(_metadata_keys(item, f"{name}[{index}]"))
-    return keys
-
-
-def _refuse_threats(request: Request, values: list[tuple[str, str]]) -> None:
-    """Refuse structured values (the upload's name as sent, metadata keys) that look like an
-    attack, as the threat middleware does for JSON bodies: 400 ``threat_detected``; text
-    PostgreSQL cannot store (a NUL in a metadata key) is a 400 ``invalid_characters`` first."""
-    scanned = [(name, text, True) for name, text in values]
-    unstorable = unstorable_fields(scanned)
-    if unstorable:
-        raise ApplicationError(
-            "Text cannot be stored.", code="invalid_characters", details=unstorable
-        )
-    findings = threat_scan(scanned)
-    if not findings:
-        return
-    security_event_record(
-        event="security.threat_refused",
-        request=request._request,
-        actor=request.user if request.user.is_authenticated else None,
-        details={
-            "method": request.method,
-            "path": request.path[:200],
-            "findings": [
-                {"field": f.field[:100], "score": f.assessment.score, "kinds": f.assessment.kinds}
-                for f in findings[:20]
-            ],
-        },
-    )
-    raise ApplicationError(
-        "The request contains values that look like an attack.",
-        code="threat_detected",
-        details={
-            f.field: [f"Refused: looks like {f.assessment.label} (risk {f.assessment.score})."]
-            for f in findings
-        },
-    )
-
-
 def _int_param(request: Request, name: str, *, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -308,7 +255,7 @@ class DateOrDateTimeField(serializers.DateTimeField):
 
 
 class FilterSerializer(RejectUnknownFields, serializers.Serializer):
-    metadata_filter = serializers.DictField(required=False, default=dict)
+    metadata_filter = MetadataFilterField(required=False, default=dict)
     date_from = DateOrDateTimeField(required=False, allow_null=True)
     date_to = DateOrDateTimeField(required=False, allow_null=True)
     content_types = serializers.ListField(
@@ -357,11 +304,19 @@ class SearchView(APIView):
         require_json_body(request)
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        hits = knowledge_search(user=request.user, **serializer.validated_data)
+        data = serializer.validated_data
+        hits = knowledge_search(
+            user=request.user,
+            query=data["query"],
+            k=data["k"],
+            mode=data["mode"],
+            filters=DocumentFilter.from_data(data),
+            similarity_threshold=data.get("similarity_threshold"),
+        )
         return Response(
             {
                 "count": len(hits),
-                "mode": serializer.validated_data["mode"],
+                "mode": data["mode"],
                 "results": [hit.as_dict() for hit in hits],
             }
         )
@@ -387,7 +342,9 @@ class MetadataQueryView(APIView):
         require_json_body(request)
         serializer = FilterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        documents = document_metadata_query(user=request.user, **serializer.validated_data)
+        documents = document_metadata_query(
+            user=request.user, filters=DocumentFilter.from_data(serializer.validated_data)
+        )
         paginator = DocumentViewSet.pagination_class()
         page = paginator.paginate_queryset(documents, request, view=self)
         return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)

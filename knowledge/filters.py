@@ -20,7 +20,9 @@ from typing import Any
 from core.errors import ApplicationError
 
 _COMPARISONS = {"$gte": ">=", "$lte": "<=", "$gt": ">", "$lt": "<"}
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
+# ASCII digits only (Python's \d also takes other scripts' digits); the schema states the same.
+ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+_ISO_DATE = re.compile(ISO_DATE_PATTERN)
 
 
 def _invalid(message: str, path: list[str]) -> ApplicationError:

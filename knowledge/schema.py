@@ -8,9 +8,10 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
+from knowledge.filters import ISO_DATE_PATTERN
+
 # A key is a path (dotted); `$` starts an operator, never a key. ECMA and Python alike.
 FILTER_KEY_PATTERN = "^[^$\\x00][^\\x00]*$"
-ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
 _FILTER = "MetadataFilter"
 _OPERATORS = "MetadataFilterOperators"
 
@@ -23,7 +24,8 @@ def _components() -> dict[str, dict[str, Any]]:
     bound = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": ISO_DATE_PATTERN}]}
     value = {
         "anyOf": [
-            {"not": {"type": "object"}},  # equality (an array: it contains the value)
+            # equality (an array: it contains the value)
+            {"type": ["string", "number", "boolean", "null", "array"]},
             {"type": "object", "maxProperties": 0},  # equality with {}
             _ref(_OPERATORS),
             _ref(_FILTER),  # nested keys: {"a": {"b": 1}} is {"a.b": 1}

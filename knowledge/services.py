@@ -57,6 +57,24 @@ def _validate_metadata(metadata: Any) -> dict[str, Any] | None:
         ) from exc
 
 
+# What a multipart body may add around the file (boundaries, part headers, the other fields).
+MULTIPART_ALLOWANCE_BYTES = 1024 * 1024
+
+
+def upload_size_check(size: int, *, whole_request: bool = False) -> None:
+    """413 ``file_too_large`` for a file over KNOWLEDGE_MAX_UPLOAD_BYTES (the one home of
+    the rule); ``whole_request``: ``size`` is a request body's, allowed the multipart
+    framing on top (so an upload route can refuse before reading it)."""
+    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    if size <= limit + (MULTIPART_ALLOWANCE_BYTES if whole_request else 0):
+        return
+    what = "request" if whole_request else "file"
+    raise FileTooLarge(
+        f"The {what} is {size} bytes; the file limit is {limit}.",
+        details={"size": size, "limit": limit},
+    )
+
+
 def _validate_filename(filename: str) -> str:
     """A bare file name, as the client sent it: a path in it is refused, never cut off.
     (Unlike ``validate_filename``, Windows device names such as ``aux.md`` are fine: the
@@ -111,12 +129,7 @@ def document_upload(
     owner already uploaded (same SHA-256) returns the existing document, its title and
     metadata replaced by those given (``created`` False).
     """
-    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
-    if len(data) > limit:
-        raise FileTooLarge(
-            f"The file is {len(data)} bytes; the limit is {limit}.",
-            details={"size": len(data), "limit": limit},
-        )
+    upload_size_check(len(data))
     name = _validate_filename(filename)
     metadata = _validate_metadata(metadata)
     content_type = inspect_upload(data, name)
@@ -165,6 +178,17 @@ def processing_timeout_seconds(size: int) -> int:
     chunks = size / step
     seconds = 120 + chunks / settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
     return int(min(max_timeout_seconds(), max(300, seconds)))
+
+
+def processing_remaining_seconds(chunks: int, *, rate: float | None = None) -> float:
+    """What processing still needs for ``chunks`` not yet embedded: embedding them at
+    ``rate`` chunks/s (at most KNOWLEDGE_MIN_CHUNKS_PER_SECOND, its default), plus the same
+    fixed allowance (storing the chunks and their index entries). The job extends its
+    budget by it once split (the size-based budget only guessed the chunk count: text of
+    short lines makes more) and after each batch, at the rate measured, so a machine
+    slower than the floor still finishes while the work moves."""
+    floor = settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND
+    return 120 + chunks / (floor if rate is None else max(min(rate, floor), 1e-3))
 
 
 def _schedule_processing(document: Document) -> None:
@@ -284,14 +308,16 @@ def document_process(
     *,
     document_id: UUID | str,
     on_progress: Callable[[int, str], None] | None = None,
+    on_chunks: Callable[[int, int], None] | None = None,
 ) -> Document | None:
     """Parse, split, embed and store a pending document's chunks; never raises for bad input.
 
     Safe to call from a job handler: it claims the document with a conditional update, so a
     second call for a document already processing or processed does nothing. Any failure
     leaves the document ``failed`` with a reason a person can read. ``on_progress(percent,
-    message)`` is called after each batch with the document's new progress; what it raises
-    (a job's ``JobCancelled``, ``JobTimeout``) ends the processing and propagates.
+    message)`` is called after each batch with the document's new progress, ``on_chunks(done,
+    total)`` once the text is split (done 0) and after each batch; what they raise (a job's ``JobCancelled``,
+    ``JobTimeout``) ends the processing and propagates.
     Returns None when the document does not exist (or was deleted meanwhile).
     """
     claimed = Document.objects.filter(pk=document_id, status=DocumentStatus.PENDING).update(
@@ -313,15 +339,17 @@ def document_process(
         blocks = extract_text(bytes(document.source), document.content_type)
         chunks = split_blocks(blocks, document.content_type)
         texts = [chunk.content for chunk in chunks]
+        if on_chunks is not None:
+            on_chunks(0, len(texts))
         progress(10, f"split into {len(texts)} chunks")
         tokens = embedder.count_tokens(texts)
-        vectors = _embed_in_batches(
-            embedder,
-            texts,
-            lambda done: progress(
-                10 + int(85 * done / len(texts)), f"embedded {done}/{len(texts)} chunks"
-            ),
-        )
+
+        def embedded(done: int) -> None:
+            progress(10 + int(85 * done / len(texts)), f"embedded {done}/{len(texts)} chunks")
+            if on_chunks is not None:
+                on_chunks(done, len(texts))
+
+        vectors = _embed_in_batches(embedder, texts, embedded)
         with transaction.atomic():
             Chunk.objects.filter(document_id=document.pk).delete()
             chunks_copy(_chunk_rows(document.pk, chunks, tokens, vectors))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -24,7 +24,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
 
-from core.errors import error_response
+from core.errors import ApplicationError, error_response
 from core.validation import normalize_line
 from web.middleware import GateMiddleware
 
@@ -213,18 +213,19 @@ def _structured_name(name: str) -> bool:
     return last in fields or last.rsplit("_", 1)[-1] in ("url", "uri", "path", "filename", "slug")
 
 
-def _walk(value: Any, name: str, out: list[tuple[str, str, bool]]) -> None:
-    """(field, text, structured) for every string in a JSON body. Object keys are
-    identifiers, so always structured; values by their field's name."""
+def _walk(value: Any, name: str, out: list[tuple[str, str, bool]], *, values: bool = True) -> None:
+    """(field, text, structured) for every string in a JSON body (only its object keys
+    unless ``values``). Object keys are identifiers, so always structured; values by their
+    field's name."""
     if isinstance(value, dict):
         for key, item in list(value.items())[:500]:
             key = str(key)
             out.append((f"{name}.{key}" if name else key, key, True))
-            _walk(item, f"{name}.{key}" if name else key, out)
+            _walk(item, f"{name}.{key}" if name else key, out, values=values)
     elif isinstance(value, list):
         for index, item in enumerate(value[:500]):
-            _walk(item, f"{name}[{index}]", out)
-    elif isinstance(value, str):
+            _walk(item, f"{name}[{index}]", out, values=values)
+    elif isinstance(value, str) and values:
         out.append((name, value, _structured_name(name)))
 
 
@@ -356,6 +357,42 @@ def inspect(request: HttpRequest, *, record: Callable[..., None] = _record) -> H
         )
     return error_response(
         400, "threat_detected", "The request contains values that look like an attack.", details
+    )
+
+
+def upload_threats_refuse(
+    request: Any, fields: Mapping[str, str], objects: Mapping[str, Any] | None = None
+) -> None:
+    """For an upload route: refuse what the middleware cannot see in a multipart body, the
+    file name as the client sent it and the keys of JSON objects sent as text parts
+    (``fields``: name -> text, structured; ``objects``: name -> parsed object, keys only).
+
+    The middleware's rules: text PostgreSQL cannot store is a 400 ``invalid_characters``;
+    a value that looks like an attack is recorded as a security event and refused, 400
+    ``threat_detected`` (raised as ApplicationError). ``request`` is Django's or DRF's."""
+    values = [(name, text, True) for name, text in fields.items()]
+    for name, value in (objects or {}).items():
+        _walk(value, name, values, values=False)
+    unstorable = unstorable_fields(values)
+    if unstorable:
+        raise ApplicationError(
+            "Text cannot be stored.", code="invalid_characters", details=unstorable
+        )
+    if not settings.CHATTER_THREAT_DETECTION:
+        return
+    findings = scan(values)
+    if not findings:
+        return
+    _record(getattr(request, "_request", request), findings, True)
+    details: dict[str, list[str]] = {}
+    for finding in findings:
+        details.setdefault(finding.field, []).append(
+            f"Refused: looks like {finding.assessment.label} (risk {finding.assessment.score})."
+        )
+    raise ApplicationError(
+        "The request contains values that look like an attack.",
+        code="threat_detected",
+        details=details,
     )
 
 

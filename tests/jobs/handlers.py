@@ -4,8 +4,10 @@ CHATTER_JOBS_HANDLER_MODULES; the test process imports it from conftest."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs.models import Job
@@ -93,3 +95,17 @@ def gives_up(ctx: JobContext, *, how: str) -> None:
         except Exception:  # what a careless handler writes: it must not catch the timeout
             return None
     raise RuntimeError("fails every time")
+
+
+@job_handler("test.outlives_its_timeout", timeout=2, max_attempts=1)
+def outlives_its_timeout(ctx: JobContext, *, extend: bool, older_than: float = 4) -> dict[str, int]:
+    """Runs until the database says its attempt started over ``older_than`` seconds ago
+    (past its 2 s timeout), having first extended its timeout when ``extend``."""
+    if extend:
+        ctx.extend_timeout(120)
+    ctx.progress(1, "working")
+    while not Job.objects.filter(
+        pk=ctx.job_id, started_at__lt=Now() - timedelta(seconds=older_than)
+    ).exists():
+        time.sleep(0.05)
+    return {"timeout_seconds": ctx.timeout_seconds}

@@ -144,6 +144,40 @@ def test_a_handler_that_overruns_its_timeout_is_interrupted():
     assert job.error == "JobTimeout: exceeded its timeout of 1 s"
 
 
+def test_a_handler_that_extends_its_timeout_outlives_the_original_one_and_succeeds():
+    job = enqueue("test.outlives_its_timeout", args={"extend": True})
+
+    assert worker.run_next_job() == JobStatus.SUCCEEDED
+
+    job.refresh_from_db()
+    assert job.timeout_seconds >= 120
+    assert job.result == {"timeout_seconds": job.timeout_seconds}
+
+
+def test_a_handler_that_does_not_extend_still_times_out():
+    job = enqueue("test.outlives_its_timeout", args={"extend": False})
+
+    assert worker.run_next_job() == JobStatus.DEAD
+
+    job.refresh_from_db()
+    assert job.timeout_seconds == 2
+    assert job.error == "JobTimeout: exceeded its timeout of 2 s"
+
+
+def test_an_extension_never_shortens_and_stops_at_the_cap(settings):
+    settings.JOBS_MAX_EXTENDED_TIMEOUT_SECONDS = 600
+    enqueue("test.record", timeout=300)
+    claimed = worker.job_claim_next()
+    assert claimed is not None
+    with worker._Alarm(claimed.timeout_seconds) as alarm:
+        ctx = worker._context(worker.executor_connection(), claimed, alarm)
+
+        assert ctx.extend_timeout(10) == 300  # asks for less than it has: unchanged
+        assert ctx.extend_timeout(10_000) == 600
+        assert alarm.seconds == 600
+    assert Job.objects.get(pk=claimed.id).timeout_seconds == 600
+
+
 def test_retry_delay_grows_exponentially_within_the_jitter_and_stops_at_the_cap():
     for attempt, nominal in [(1, 2), (2, 4), (3, 8), (4, 16)]:
         delays = [retry_delay(attempt, base=2, cap=100) for _ in range(200)]

@@ -17,6 +17,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs.clock import Clock, jobs_reap
@@ -132,6 +133,24 @@ def test_a_handler_python_cannot_interrupt_is_killed_after_its_timeout(cluster, 
     # The cluster replaced the worker: the queue still works.
     after = enqueue("test.record")
     wait_for(job_in(after.pk, JobStatus.SUCCEEDED), what="a job after the kill runs")
+
+
+def test_the_clock_leaves_alone_a_job_that_extended_its_timeout(cluster, settings):
+    settings.JOBS_HARD_KILL_GRACE_SECONDS = 0
+    cluster(workers=1)
+    job = enqueue("test.outlives_its_timeout", args={"extend": True, "older_than": 6})
+    wait_for(
+        lambda: Job.objects.filter(
+            pk=job.pk, progress_message="working", started_at__lt=Now() - timedelta(seconds=3)
+        ).exists(),
+        what="the job runs past its original timeout and the kill grace",
+    )
+
+    # Without the extension in its row, the clock would kill this worker now.
+    assert jobs_reap() == {"reaped": 0, "killed": 0}
+
+    done = wait_for(job_in(job.pk, JobStatus.SUCCEEDED), what="the extended job succeeds")
+    assert done.attempts == 1 and done.timeout_seconds >= 120
 
 
 def free_port() -> int:

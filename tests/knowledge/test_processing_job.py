@@ -11,6 +11,8 @@ from django.utils import timezone
 from jobs.models import Job, JobStatus
 from jobs.worker import run_next_job
 from knowledge.models import Document
+from knowledge.parsing import extract_text
+from knowledge.splitting import split_blocks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -222,6 +224,22 @@ def test_a_job_the_clock_buries_leaves_the_document_failed_with_the_reason(api_c
     assert processing_job().status == JobStatus.DEAD
     document = Document.objects.get(pk=document_id)
     assert document.status == "failed" and "JobTimeout" in document.failure_reason
+
+
+def test_once_split_the_processing_job_extends_its_budget_to_its_chunks(api_client, settings):
+    from jobs.services import max_timeout_seconds
+    from knowledge.services import processing_remaining_seconds
+
+    chunks = len(split_blocks(extract_text(LONG_TEXT, "text/plain"), "text/plain"))
+    # A rate at which those chunks need more than the longest budget a size can get.
+    settings.KNOWLEDGE_MIN_CHUNKS_PER_SECOND = chunks / (2 * max_timeout_seconds())
+    document_id = upload(api_client, "long.txt", LONG_TEXT).json()["id"]
+    assert processing_job().timeout_seconds == max_timeout_seconds()
+
+    assert run_next_job() == JobStatus.SUCCEEDED
+
+    assert Document.objects.get(pk=document_id).chunks.count() == chunks
+    assert processing_job().timeout_seconds >= processing_remaining_seconds(chunks)
 
 
 def test_the_processing_budget_grows_with_the_document(api_client, settings):
