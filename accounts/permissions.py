@@ -1,8 +1,6 @@
 """API permissions: scopes on keys, staff-only operations.
 
-One scope rule (``scope_for_method``/``api_key_allows``) for DRF (``HasApiScope``) and Ninja
-(``NinjaApiKeyAuth``, which refuses with 403 where it authenticates): a route added to
-either framework is covered without naming it anywhere.
+Why and how: docs/architecture.md, "accounts/permissions.py".
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """One error family and one envelope, ``{"error": {"code", "message", "details"}}``.
 
-Services raise ``ApplicationError`` (or a subclass); DRF's and Ninja's exception handlers
-(``exception_handlers``) and the envelope middleware (for what never reaches either
-framework: unknown paths, Django-level 405s and 500s) all render the same envelope.
+Why and how: docs/architecture.md, "core/errors.py".
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
 """The jobs clock: the one loop beside django-q2 (``manage.py jobs_clock``, run by ``make run``).
 
-Each tick (``JOBS_CLOCK_INTERVAL_SECONDS``, default 0.5 s) it
-- **promotes** scheduled jobs whose time has come (run_at, a retry's backoff) to pending and
-  sends their tokens;
-- **reaps** running jobs whose worker is gone: their advisory lock is free (see
-  ``jobs.worker``), so the attempt counts as failed and the job is retried or dead. A job
-  whose lock is still held is left alone, however late: no job runs twice at once;
-- **kills** a worker on this host that holds a job past its timeout plus
-  ``JOBS_HARD_KILL_GRACE_SECONDS`` (a handler SIGALRM could not interrupt); the next tick
-  reaps the job. Run one clock on every host that runs workers;
-- **re-sends lost tokens**: when due jobs wait while live workers have been idle for
-  ``JOBS_REDISPATCH_SECONDS`` (a crash between commit and send, a Redis restart), it sends
-  their tokens again. Extra tokens are harmless: a token that finds nothing does nothing.
-
-Every step is a conditional update or ``SKIP LOCKED``, so any number of clocks may run, and
-a clock may die at any moment: the state is all in PostgreSQL.
+Why and how: docs/architecture.md, "jobs/clock.py".
 """
 
 from __future__ import annotations

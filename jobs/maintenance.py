@@ -1,8 +1,6 @@
 """Maintenance: the built-in steps and the run that executes every registered step.
 
-Higher apps add their own steps from their ``tasks.py`` with
-``@jobs.registry.maintenance_step(name)`` (conversations: prune LangGraph checkpoints of
-deleted conversations; datamgmt: expire exports). ``ANALYZE`` runs last, after the deletes.
+Why and how: docs/architecture.md, "jobs/maintenance.py".
 """
 
 from __future__ import annotations

@@ -1,54 +1,6 @@
 """The registries other apps put their background work into: job handlers and maintenance steps.
 
-``jobs`` never imports a higher app; each app registers from its own ``tasks.py`` (imported by
-``JobsConfig.ready``, together with the modules in ``settings.JOBS_HANDLER_MODULES``)::
-
-    from jobs.registry import JobContext, PermanentJobError, job_handler, maintenance_step
-
-    @job_handler("document_processing", timeout=600, max_attempts=5)
-    def process_document(ctx: JobContext, *, document_id: int) -> dict:
-        for done, total in knowledge.services.document_process(document_id=document_id):
-            ctx.progress(100 * done // total, f"{done}/{total} chunks")
-            ctx.raise_if_cancelled()
-        return {"chunks": total}
-
-    @maintenance_step("expire_exports")
-    def expire_exports() -> dict:
-        return {"deleted": datamgmt.services.export_expire()}
-
-The handler contract
---------------------
-- **Arguments.** A handler receives a ``JobContext`` as its one positional argument and the
-  job's ``args`` (a JSON object) as keyword arguments: pass ids, never model instances, and
-  load rows inside the handler. ``enqueue`` checks the args against the signature.
-- **Result.** Whatever it returns is stored as the job's ``result``; it must be JSON-serialisable
-  (``None`` is fine). A value that is not fails the job permanently.
-- **Progress.** ``ctx.progress(percent, message)`` writes 0-100 and a short message to the
-  job's row at once (visible in the API and the admin while it runs).
-- **Cancellation.** A cancelled pending job never starts. For a running one the cancel sets a
-  flag: ``ctx.cancelled`` reads it, ``ctx.raise_if_cancelled()`` raises ``JobCancelled``,
-  which ends the job as *cancelled*. A handler that never checks simply runs to completion.
-  A job whose cancel was requested is never retried: whatever its attempt ends with (an
-  error, a timeout, its worker's death), it ends *cancelled*.
-- **Failure.** Any exception fails the attempt; the job is retried with exponential backoff
-  and jitter until ``max_attempts``, then it is *dead* (traceback kept). Raise
-  ``PermanentJobError`` for failures a retry cannot fix: the job is *failed* at once.
-- **Timeout.** At ``timeout`` seconds ``JobTimeout`` (a ``BaseException``, so ``except
-  Exception`` cannot swallow it) is raised inside the handler; a handler stuck where Python
-  cannot interrupt it (C code holding the GIL) has its worker process killed by the jobs clock
-  shortly after. Either way the attempt counts as failed. A handler that learns how long it
-  needs once running calls ``ctx.extend_timeout(seconds)`` (at most
-  ``JOBS_MAX_EXTENDED_TIMEOUT_SECONDS``, default 4 h); the job keeps that budget for its retries.
-- **Giving up.** ``on_give_up(outcome)`` (optional) is called once a job ends for good without
-  succeeding: *dead*, *failed* or *cancelled*, from wherever that is decided (the worker, the
-  jobs clock's reaper, the cancel of a waiting job). It gets a ``GiveUp`` (job id, args,
-  status, error) and is where a handler's domain object is put in a final state (a document
-  ``failed`` with the reason), so nothing stays "processing" behind a dead job. It runs after
-  the job's row is final, may run in any process, and must be idempotent; its own failure is
-  logged and changes nothing about the job.
-- **At least once.** An attempt whose worker dies is retried, so a handler must be idempotent:
-  running it again after a partial run must be harmless. Two attempts of one job never run at
-  the same time.
+Why and how: docs/architecture.md, "jobs/registry.py".
 """
 
 from __future__ import annotations

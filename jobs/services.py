@@ -1,24 +1,6 @@
 """Writes for jobs: enqueue, cancel, retry, and the tokens that wake django-q2 workers.
 
-How Chatter's queue sits on django-q2 (the design, in short)
-------------------------------------------------------------
-django-q2 has no priorities and its ORM broker fetches in no particular order, so the order
-of work is not left to it. Every job is a row in ``jobs_job``; for each job that becomes due
-one interchangeable *token* (``jobs.tasks.run_next_job``) goes to django-q2. Whichever worker
-runs a token then claims, in one statement, the best due job at that moment
-(``SELECT ... ORDER BY rank_at, id FOR UPDATE SKIP LOCKED``, see ``jobs.worker``). The
-decision is taken when a worker is free, never when the token was queued: so under any
-backlog a free worker takes the highest priority first, FIFO within a priority, whatever
-order the broker (ORM or Redis) delivers tokens in. A token that finds nothing is a no-op,
-so lost or duplicated tokens cost nothing but a query; the jobs clock re-sends tokens for
-due jobs when workers sit idle while work waits.
-
-No starvation (aging): ``rank_at = available_at + aging offset of the priority`` (critical 0,
-high 1x, normal 2x, low 3x ``JOBS_PRIORITY_AGING_SECONDS``, default 600 s). Jobs of one
-priority are FIFO; a job outranks every job of a higher priority that became due more than
-the offset difference after it. So a low job waits at most ~30 minutes behind a continuous
-stream of critical work, and strict priority holds among jobs that became due within that
-window (every realistic backlog). The rank is a plain column, so the claim is an index scan.
+Why and how: docs/architecture.md, "jobs/services.py".
 """
 
 from __future__ import annotations

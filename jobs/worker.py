@@ -1,21 +1,6 @@
 """The executor: what a django-q2 worker does with a token. Claim, run, record.
 
-Exclusive execution. The claim is one statement that picks the best due job
-(``ORDER BY rank_at, id ... FOR UPDATE SKIP LOCKED``), takes a PostgreSQL *session* advisory
-lock on it and marks it running. The lock lives on a connection this process keeps for
-itself (never Django's pooled ones) and is released only after the outcome is committed. So
-"the attempt's process is alive" is exactly "its lock is held": when a worker is killed the
-server drops its session and the lock with it, and the jobs clock (``jobs.clock``) then, and
-only then, re-queues the job. A worker that hangs, or is stopped, keeps its lock and its job:
-a job never runs twice at the same time. Every write of an attempt is fenced by the attempt
-number, so a late write from an old attempt changes nothing. (This holds while PostgreSQL
-stays up: if the server itself restarts, every lock is gone with it, and an attempt still
-running in a worker may overlap its retry; "at least once" still holds.)
-
-Timeouts. ``SIGALRM`` raises ``JobTimeout`` in the handler at the job's timeout (django-q2's
-own alarm for the token is saved and restored around it); ``ctx.extend_timeout`` moves it
-and the row's ``timeout_seconds``, which the clock reads. Where Python cannot be
-interrupted, the jobs clock SIGKILLs the worker process after a grace period.
+Why and how: docs/architecture.md, "jobs/worker.py".
 """
 
 from __future__ import annotations

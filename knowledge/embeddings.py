@@ -1,8 +1,6 @@
 """The active embedding space: the bundled offline model, or OpenAI when configured.
 
-One space is active per deployment (``settings.KNOWLEDGE_EMBEDDINGS``). Each embedder names
-its space (stored on every document it embedded) and must produce vectors as wide as the
-chunk column, or it fails with a clear error rather than storing something unsearchable.
+Why and how: docs/architecture.md, "knowledge/embeddings.py".
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """Metadata filters to SQL: ``{"author": "ann", "year": {"$gte": 2020}, "a.b": {"$in": [1, 2]}}``.
 
-Keys are paths (dotted, or nested objects without ``$`` keys). Operators: equality (a value),
-``$in`` (a list), ``$gte``/``$lte``/``$gt``/``$lt`` on numbers or ISO dates. Equality uses
-``@>`` so the GIN index on ``metadata`` serves it. On an array field, equality (and each
-``$in`` item) matches when the array contains the value: jsonb containment only looks
-inside arrays at the top level, so ``{"tags": "a"}`` also tries ``{"tags": ["a"]}``. A list
-value matches an array holding all its items, or holding that list as one item (nested
-lists). Values compare with their JSON type: ``3`` never matches ``"3"``. Comparisons only look at values of the
-right JSON type (a CASE guards the cast), so a document whose "year" is a string is simply
-not matched instead of failing the whole query.
+Why and how: docs/architecture.md, "knowledge/filters.py".
 """
 
 from __future__ import annotations

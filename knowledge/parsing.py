@@ -1,13 +1,6 @@
 """Typing uploads by their bytes, refusing bad ones up front, and extracting their text.
 
-``inspect_upload`` is cheap and runs in the request: it decides the content type from the
-content (the extension only chooses between text formats) and refuses what can be told
-at once: empty, binary, a type that contradicts its extension, malformed JSON, an encrypted
-or unparsable PDF, a PDF with too many pages or whose first pages decode past the
-per-stream limit (decompression bombs), a docx that is not a Word file or would inflate
-like a zip bomb. Processing decodes every page under the same limits and caps the text.
-``extract_text`` runs in processing and turns the bytes into ``TextBlock``s: markdown-ish
-text (headings as ``#`` lines, so the splitter can follow them) with a page number for PDFs.
+Why and how: docs/architecture.md, "knowledge/parsing.py".
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Search over the knowledge base: ``knowledge_search`` (its public read service), similar
 documents and the metadata query, all narrowed by one ``DocumentFilter``.
 
-Other apps (conversations' RAG, agents' knowledge tools) call ``knowledge_search`` and
-nothing else here: it applies the same ownership rule, filters and scoring as the API.
+Why and how: docs/architecture.md, "knowledge/search.py".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Upload file names as the client sent them.
 
-Django keeps only the last path segment of a multipart file name (``../../etc/passwd.txt``
-arrives as ``passwd.txt``), so nothing downstream can tell that a client sent a path. This
-upload handler parses multipart bodies with Django's own parser, which it subclasses only to
-record each file's name before that sanitizing, as ``client_name`` on the uploaded file. The
-document upload refuses a name with a path in it (see ``knowledge.api``).
-
-Installed first in ``FILE_UPLOAD_HANDLERS``; the other handlers (memory, temporary file)
-still receive the data.
+Why and how: docs/architecture.md, "knowledge/uploads.py".
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """Threat scoring for SQL injection, XSS and path traversal.
 
-A value gets a risk score (0-100) from weighted signatures, matched on the value as sent and
-on its URL- and HTML-decoded forms (attackers encode). The score means different things in
-different places: people paste SQL and HTML into chat, so free text is only *flagged* at a
-high score, while structured fields (file names, URLs, slugs, metadata keys, the path) are
-*refused* at a low one: nothing legitimate there looks like an attack.
+Why and how: docs/architecture.md, "web/threats.py".
 """
 
 from __future__ import annotations
