@@ -71,7 +71,7 @@ from core.validation import (
     require_json_body,
     validate_message_content,
 )
-from web.exception_handlers import _ninja_field_errors
+from web.exception_handlers import ninja_field_errors
 from web.http_policy import route_policy
 
 COST_HELP = (
@@ -112,7 +112,7 @@ def message_input(data: Any) -> MessageIn:
         return MessageIn.model_validate(data)
     except PydanticValidationError as exc:
         raise ApplicationError(
-            "Invalid input.", code="validation_error", details=_ninja_field_errors(exc.errors())
+            "Invalid input.", code="validation_error", details=ninja_field_errors(exc.errors())
         ) from exc
 
 

@@ -91,7 +91,7 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 
 # --- Ninja -------------------------------------------------------------------------------
-def _ninja_field_errors(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
+def ninja_field_errors(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for error in errors:
         loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload")]
@@ -108,7 +108,7 @@ def install_ninja_handlers(api: Any) -> None:
 
     def on_validation(request: HttpRequest, exc: ValidationError) -> JsonResponse:
         return error_response(
-            400, "validation_error", "Invalid input.", _ninja_field_errors(exc.errors)
+            400, "validation_error", "Invalid input.", ninja_field_errors(exc.errors)
         )
 
     def on_auth(request: HttpRequest, exc: AuthenticationError) -> JsonResponse:
