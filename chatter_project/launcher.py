@@ -169,12 +169,21 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def start(self, *, handle_signals: bool = True) -> None:
+    def start(self, *, handle_signals: bool = True, only: tuple[str, ...] = ()) -> None:
+        """Spawn the children (``only`` those named: the rest wait for ``start_rest``)."""
         if handle_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         for name in self.commands:
+            if not only or name in only:
+                self._spawn(name)
+
+    def start_rest(self) -> list[str]:
+        """Spawn every child not started yet; their names."""
+        rest = [name for name in self.commands if name not in self.children]
+        for name in rest:
             self._spawn(name)
+        return rest
 
     def _spawn(self, name: str) -> None:
         self.children[name] = subprocess.Popen(
