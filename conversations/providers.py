@@ -28,12 +28,21 @@ class ModelOptions:
 
 ProviderFactory = Callable[[str, ModelOptions], "BaseChatModel"]
 _providers: dict[str, ProviderFactory] = {}
+# Providers that answer only once configured (a key, a server URL): checked when a spec is set.
+_configured: dict[str, Callable[[], bool]] = {}
 _modules_loaded = False
+# Providers whose specs must name a model (`openai:gpt-4o-mini`); others default one.
+NAMED_MODEL_PROVIDERS = frozenset({"openai", "anthropic"})
 
 
-def register_provider(name: str, factory: ProviderFactory) -> None:
-    """Make `name:<model>` specs resolve through `factory(model, options)`."""
+def register_provider(
+    name: str, factory: ProviderFactory, *, configured: Callable[[], bool] | None = None
+) -> None:
+    """Make `name:<model>` specs resolve through `factory(model, options)`; `configured` says
+    whether this deployment can reach it (settings are read when a spec is checked)."""
     _providers[name] = factory
+    if configured is not None:
+        _configured[name] = configured
 
 
 def _load_provider_modules() -> None:
@@ -79,13 +88,31 @@ def validate_spec(spec: str) -> str:
             code="unknown_model",
             details={"model": [f"Known providers: {', '.join(sorted(_providers))}."]},
         )
-    if provider in {"openai", "anthropic"} and not model:
+    if provider in NAMED_MODEL_PROVIDERS and not model:
         raise ApplicationError(
             "Name the model, e.g. openai:gpt-4o-mini.",
             code="unknown_model",
             details={"model": ["Use provider:model."]},
         )
+    if not _is_configured(provider):
+        # Refused now, not at the first message with a 503: nothing could answer it.
+        raise ApplicationError(
+            f"The {provider} provider is not configured on this deployment.",
+            code="model_unavailable",
+            details={"model": [f"Available: {', '.join(available_providers())}."]},
+        )
     return spec
+
+
+def _is_configured(provider: str) -> bool:
+    check = _configured.get(provider)
+    return check is None or check()
+
+
+def available_providers() -> list[str]:
+    """The providers a conversation may name here (known and configured)."""
+    _load_provider_modules()
+    return sorted(p for p in _providers if _is_configured(p))
 
 
 # --- provider failures ---------------------------------------------------------------------
@@ -204,18 +231,22 @@ def _local(model: str, options: ModelOptions) -> BaseChatModel:
     return LocalChatModel()
 
 
-register_provider("openai", _openai)
-register_provider("anthropic", _anthropic)
+register_provider(
+    "openai", _openai, configured=lambda: bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+)
+register_provider("anthropic", _anthropic, configured=lambda: bool(settings.ANTHROPIC_API_KEY))
 register_provider("local", _local)
 
 
 def spec_pattern() -> str:
     """The specs `validate_spec` accepts, as one regex for the OpenAPI document (ECMA and
-    Python alike): a known provider, then `:model` (required for openai and anthropic)."""
-    _load_provider_modules()
-    named = sorted(p for p in _providers if p in {"openai", "anthropic"})
-    optional = sorted(p for p in _providers if p not in {"openai", "anthropic"})
-    choices = [f"(?:{'|'.join(named)}):[^\\x00]+"] if named else []
+    Python alike): an available provider, then `:model` (a model name that is not blank once
+    control characters are stripped, for the providers that need one)."""
+    available = available_providers()
+    named = [p for p in available if p in NAMED_MODEL_PROVIDERS]
+    optional = [p for p in available if p not in NAMED_MODEL_PROVIDERS]
+    visible = "(?:[^\\x00-\\x1f\\x7f-\\x9f\\s]|\\ufeff)"  # what normalize_line keeps
+    choices = [f"(?:{'|'.join(named)}):[^\\x00]*{visible}[^\\x00]*"] if named else []
     if optional:
         choices.append(f"(?:{'|'.join(optional)})(?::[^\\x00]*)?")
     return f"^(?:{'|'.join(choices)})$"

@@ -80,12 +80,31 @@ def test_the_schema_closes_every_request_body(api_client):
     assert open_bodies == []
 
 
-def test_the_schema_names_the_model_providers_a_conversation_accepts(api_client):
+def _model_pattern(api_client) -> str:
     schema = api_client.get("/api/schema/?format=json").json()
     model = schema["components"]["schemas"]["ConversationRequest"]["properties"]["model"]
-    pattern = model["oneOf"][0]["pattern"] if "oneOf" in model else model["pattern"]
+    return model["oneOf"][0]["pattern"] if "oneOf" in model else model["pattern"]
 
-    assert "local" in pattern and "openai" in pattern
-    response = api_client.post("/api/v1/conversations/", {"model": "nosuch:x"}, format="json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "unknown_model"
+
+def test_the_schema_names_the_model_providers_a_conversation_accepts(api_client, settings):
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+
+    assert "local" in _model_pattern(api_client)
+    assert "openai" not in _model_pattern(api_client)
+    unknown = api_client.post("/api/v1/conversations/", {"model": "nosuch:x"}, format="json")
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "unknown_model"
+
+
+def test_a_provider_is_refused_until_it_is_configured(api_client, settings):
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    refused = api_client.post("/api/v1/conversations/", {"model": "openai:gpt-4o"}, format="json")
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "model_unavailable"
+
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"  # an OpenAI-compatible server (Ollama)
+    accepted = api_client.post("/api/v1/conversations/", {"model": "openai:gpt-4o"}, format="json")
+
+    assert accepted.status_code == 201, accepted.content
+    assert "openai" in _model_pattern(api_client)
