@@ -6,7 +6,9 @@ Why and how: docs/architecture.md, "chatter_project/asgi.py".
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from importlib import import_module
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
@@ -57,7 +59,19 @@ def get_application() -> ChatterASGIHandler:
     from knowledge.embeddings import embeddings_warm
 
     embeddings_warm()  # in a background thread: requests are served meanwhile
+    threading.Thread(target=_import_turn_path, name="turn-path-warm", daemon=True).start()
     return handler
+
+
+def _import_turn_path() -> None:
+    """LangGraph and LangChain load with a process's first turn, not with Django; importing
+    them in the background as the worker starts spares that turn the wait."""
+    for module in (
+        "conversations.graph",
+        "conversations.pooled_saver",
+        "conversations.local_model",
+    ):
+        import_module(module)
 
 
 application = get_application()
