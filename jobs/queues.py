@@ -5,6 +5,7 @@ Why and how: docs/architecture.md, "jobs/queues.py".
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -47,7 +48,7 @@ class ProcessDeathSafeLock:
             return False
         try:
             if block and deadline is None:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX)  # the kernel wakes us when it is free
+                self._lock_blocking()
             else:
                 while True:
                     try:
@@ -63,6 +64,21 @@ class ProcessDeathSafeLock:
             raise
         self._owner, self._depth = me, 1
         return True
+
+    def _lock_blocking(self) -> None:
+        while True:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX)  # the kernel wakes us when it is free
+                return
+            except OSError as exc:
+                if exc.errno != errno.EDEADLK:
+                    raise
+                # Record locks belong to processes, so the kernel's deadlock check sees a
+                # cycle where threads merely wait: this process's feeder thread waits for
+                # one queue's writer lock while its main thread holds the other queue's
+                # reader lock, and a thread of the holder's process waits for that one.
+                # Nothing was taken; ask again once the other side has moved.
+                time.sleep(0.002)
 
     def release(self) -> None:
         if self._owner != threading.get_ident():
