@@ -207,8 +207,21 @@ def _drf(rule: Callable[..., Any]) -> Callable[[Any], Any]:
     return run
 
 
+# A text that is not blank once normalized, as a regex for both Python and ECMA (the schema):
+# one character that normalize_line keeps (not a control character, not whitespace; \ufeff
+# is whitespace to ECMA only), or that normalize_text keeps (tab and newlines too).
+VISIBLE_LINE_PATTERN = r"^[^\x00]*(?:[^\x00-\x1f\x7f-\x9f\s]|\ufeff)[^\x00]*$"
+VISIBLE_TEXT_PATTERN = r"^[^\x00]*[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f][^\x00]*$"
+
+
 class _RuleCharField(serializers.CharField):
     rule: Callable[[str], str] = staticmethod(normalize_line)
+    visible: str = VISIBLE_LINE_PATTERN
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.allow_blank:  # declared as the schema's `pattern`; always true once cleaned
+            self.validators.append(RegexValidator(self.visible))
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
@@ -228,6 +241,7 @@ class SafeTextField(_RuleCharField):
     """Multi-line structured text (title, prompt): controls but newlines stripped, NFC."""
 
     rule = staticmethod(validate_text)
+    visible = VISIBLE_TEXT_PATTERN
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)

@@ -85,14 +85,48 @@ def _closed(node: dict[str, Any], components: dict[str, Any]) -> None:
         node.setdefault("additionalProperties", False)
 
 
+STORABLE_JSON = "StorableJson"
+_STORABLE_REF = {"$ref": f"{_REF_PREFIX}{STORABLE_JSON}"}
+
+
+def _storable_json() -> dict[str, Any]:
+    """Any JSON value PostgreSQL can store: no NUL in a string or a key, at any depth."""
+    return {
+        "description": "Any JSON value without NUL characters (in strings or keys).",
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL_PATTERN},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": _STORABLE_REF},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL_PATTERN},
+                "additionalProperties": _STORABLE_REF,
+            },
+        ],
+    }
+
+
+def _declare_open(node: dict[str, Any]) -> None:
+    """Free-form parts of a body (job args, an equality value in a filter) hold storable JSON:
+    the scanner refuses a NUL anywhere, so the schema says so at every depth."""
+    extra = node.get("additionalProperties")
+    if extra is True or extra == {}:
+        node["additionalProperties"] = dict(_STORABLE_REF)
+    kind = node.get("type")
+    if (kind == "array" or (isinstance(kind, list) and "array" in kind)) and not node.get("items"):
+        node["items"] = dict(_STORABLE_REF)
+
+
 def declare_storable_text(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: the NUL rule on every request input, and request
     bodies closed to fields they do not declare."""
-    components = result.get("components", {}).get("schemas", {})
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components[STORABLE_JSON] = _storable_json()
     seen: set[str] = set()
     seen_keys: set[str] = set()
+    seen_open: set[str] = {STORABLE_JSON}
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or method == "parameters":
@@ -103,6 +137,7 @@ def declare_storable_text(
             for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 if isinstance(media.get("schema"), dict):
                     _closed(media["schema"], components)
+                    _walk(media["schema"], components, seen_open, _declare_open)
                     _walk(media["schema"], components, seen, _declare_text)
                     if media_type == "application/json":
                         _walk(media["schema"], components, seen_keys, _declare_keys)
