@@ -44,59 +44,82 @@ def _invalid(field: str, message: str, code: str = "validation_error") -> Applic
     return ApplicationError("Invalid input.", code=code, details={field: [message]})
 
 
+def _check_type(value: Any) -> None:
+    if value not in agent_types():
+        raise _invalid("type", f"Use one of: {', '.join(sorted(agent_types()))}.")
+
+
+def _check_capabilities(capabilities: Any) -> None:
+    if not isinstance(capabilities, list) or not all(
+        isinstance(item, dict)
+        and set(item) == {"name", "description"}
+        and isinstance(item["name"], str)
+        and 0 < len(item["name"]) <= 100
+        and isinstance(item["description"], str)
+        and len(item["description"]) <= 2000
+        for item in capabilities
+    ):
+        raise _invalid(
+            "capabilities", "A list of {name, description} objects (text, name not empty)."
+        )
+    if len(capabilities) > MAX_CAPABILITIES:
+        raise _invalid("capabilities", f"At most {MAX_CAPABILITIES} capabilities.")
+    names = [item["name"] for item in capabilities]
+    if len(set(names)) != len(names):
+        raise _invalid("capabilities", "Capability names must be unique.")
+
+
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list) or not all(isinstance(name, str) for name in tools):
+        raise _invalid("tools", "A list of tool names.")
+    if len(tools) > MAX_TOOLS or len(set(tools)) != len(tools):
+        raise _invalid("tools", f"At most {MAX_TOOLS} tools, each named once.")
+    for name in tools:
+        try:
+            tool_get(name)
+        except ApplicationError as exc:
+            raise _invalid("tools", exc.message, code="unknown_tool") from exc
+
+
+def _check_knowledge_filter(scope: Any) -> None:
+    if not isinstance(scope, dict):
+        raise _invalid("knowledge_filter", "A metadata filter object ({} for everything).")
+    # The same grammar (and the same error) as knowledge search's metadata_filter.
+    try:
+        metadata_filter_sql(scope or None, "metadata")
+    except ApplicationError as exc:
+        problems = exc.details.get("metadata_filter", {}) if isinstance(exc.details, dict) else {}
+        raise ApplicationError(
+            exc.message, code=exc.code, details={"knowledge_filter": problems or [exc.message]}
+        ) from exc
+
+
+_CHECKS = {
+    "type": _check_type,
+    "model": lambda spec: validate_model_spec(spec, field="model"),
+    "fallback_model": lambda spec: validate_model_spec(spec, field="fallback_model"),
+    "capabilities": _check_capabilities,
+    "tools": _check_tools,
+    "knowledge_filter": _check_knowledge_filter,
+}
+
+
 def agent_validate(fields: dict[str, Any]) -> dict[str, Any]:
     """The domain rules of agent fields (type, models, capabilities, tools, knowledge scope);
-    ApplicationError naming the field. The admin's form runs it before saving."""
-    if "type" in fields and fields["type"] not in agent_types():
-        raise _invalid("type", f"Use one of: {', '.join(sorted(agent_types()))}.")
-    for name in ("model", "fallback_model"):
+    one ApplicationError naming every field that breaks one. The admin's form runs it too."""
+    problems: dict[str, Any] = {}
+    codes: list[str] = []
+    for name, check in _CHECKS.items():
         if name in fields:
-            validate_model_spec(fields[name], field=name)
-    if "capabilities" in fields:
-        capabilities = fields["capabilities"]
-        if not isinstance(capabilities, list) or not all(
-            isinstance(item, dict)
-            and set(item) == {"name", "description"}
-            and isinstance(item["name"], str)
-            and 0 < len(item["name"]) <= 100
-            and isinstance(item["description"], str)
-            and len(item["description"]) <= 2000
-            for item in capabilities
-        ):
-            raise _invalid(
-                "capabilities", "A list of {name, description} objects (text, name not empty)."
-            )
-        if len(capabilities) > MAX_CAPABILITIES:
-            raise _invalid("capabilities", f"At most {MAX_CAPABILITIES} capabilities.")
-        names = [item["name"] for item in capabilities]
-        if len(set(names)) != len(names):
-            raise _invalid("capabilities", "Capability names must be unique.")
-    if "tools" in fields:
-        tools = fields["tools"]
-        if not isinstance(tools, list) or not all(isinstance(name, str) for name in tools):
-            raise _invalid("tools", "A list of tool names.")
-        if len(tools) > MAX_TOOLS or len(set(tools)) != len(tools):
-            raise _invalid("tools", f"At most {MAX_TOOLS} tools, each named once.")
-        for name in tools:
             try:
-                tool_get(name)
+                check(fields[name])
             except ApplicationError as exc:
-                raise _invalid("tools", exc.message, code="unknown_tool") from exc
-    if "knowledge_filter" in fields:
-        if not isinstance(fields["knowledge_filter"], dict):
-            raise _invalid("knowledge_filter", "A metadata filter object ({} for everything).")
-        # The same grammar (and the same error) as knowledge search's metadata_filter.
-        try:
-            metadata_filter_sql(fields["knowledge_filter"] or None, "metadata")
-        except ApplicationError as exc:
-            problems = (
-                exc.details.get("metadata_filter", {}) if isinstance(exc.details, dict) else {}
-            )
-            raise ApplicationError(
-                exc.message,
-                code=exc.code,
-                details={"knowledge_filter": problems or [exc.message]},
-            ) from exc
+                codes.append(exc.code)
+                details = exc.details if isinstance(exc.details, dict) else {}
+                problems.update(details or {name: [exc.message]})
+    if problems:
+        code = codes[0] if len(codes) == 1 else "validation_error"
+        raise ApplicationError("Invalid input.", code=code, details=problems)
     return fields
 
 
