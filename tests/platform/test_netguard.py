@@ -230,3 +230,29 @@ def test_an_unresolvable_name_is_an_outbound_failure():
         check_url("http://no-such-host.invalid/")
 
     assert failed.value.code == "outbound_unresolvable"
+
+
+def test_it_connects_to_the_checked_address_without_a_second_lookup(server, monkeypatch):
+    """DNS rebinding: a name that resolves to an allowed address for the check and to
+    another one afterwards is still fetched from the checked address, looked up once."""
+    import socket
+
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host, *args, **kwargs):
+        if host == "rebind.test":
+            lookups.append(host)
+            if len(lookups) > 1:  # a second lookup would land on the metadata address
+                return real("169.254.169.254", *args, **kwargs)
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    server.route("/", body=b"from the checked address")
+
+    result = fetch(f"http://rebind.test:{server.port}/", allowlist=[f"127.0.0.1:{server.port}"])
+
+    assert result.text() == "from the checked address"
+    assert result.headers["x-seen-host"] == f"rebind.test:{server.port}"
+    assert lookups == ["rebind.test"]
