@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from agents.models import Agent, AgentPromptVersion, AgentVariant, AgentVariantChoice
+from agents.mcp import mcp_server_refresh, mcp_server_save
+from agents.models import Agent, AgentPromptVersion, AgentVariant, AgentVariantChoice, MCPServer
 from agents.services import (
     EDITABLE_FIELDS,
     agent_create,
@@ -25,15 +26,16 @@ from agents.services import (
 from agents.tools import tool_list
 from core.admin_base import ReadOnlyModelAdmin
 from core.errors import ApplicationError
+from core.validation import InvalidInput, validate_url
 
 
 def _form_errors(form: forms.ModelForm, exc: ApplicationError) -> None:
     details = exc.details if isinstance(exc.details, dict) else {}
     if not details:
         form.add_error(None, exc.message)
-    for field, messages in details.items():
+    for field, problems in details.items():
         target = field if field in form.fields else None
-        texts = messages if isinstance(messages, list) else [str(messages)]
+        texts = problems if isinstance(problems, list) else [str(problems)]
         form.add_error(target, [str(text) for text in texts])
 
 
@@ -238,3 +240,71 @@ class AgentVariantChoiceAdmin(ReadOnlyModelAdmin):
     ]
     readonly_fields = fields
     date_hierarchy = "created_at"
+
+
+class MCPServerForm(forms.ModelForm):
+    class Meta:
+        model = MCPServer
+        fields = ["name", "transport", "command", "args", "url", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        transport = cleaned.get("transport")
+        if transport == MCPServer.Transport.STDIO and not cleaned.get("command"):
+            self.add_error("command", "A stdio server needs a command.")
+        if transport == MCPServer.Transport.STREAMABLE_HTTP:
+            try:
+                cleaned["url"] = validate_url(cleaned.get("url") or "")
+            except InvalidInput as exc:
+                self.add_error("url", str(exc))
+        args = cleaned.get("args")
+        if args is not None and (
+            not isinstance(args, list) or not all(isinstance(a, str) for a in args)
+        ):
+            self.add_error("args", "A list of strings.")
+        return cleaned
+
+
+@admin.register(MCPServer)
+class MCPServerAdmin(admin.ModelAdmin):
+    """Operators register MCP servers; saving lists their tools and records their health."""
+
+    form = MCPServerForm
+    list_display = ["name", "transport", "enabled", "healthy", "tool_count", "checked_at"]
+    list_filter = ["enabled", "healthy", "transport"]
+    readonly_fields = ["healthy", "last_error", "tool_names", "checked_at", "created_at"]
+    actions = ["refresh"]
+
+    @admin.display(description="tools")
+    def tool_count(self, obj: MCPServer) -> int:
+        return len(obj.tools)
+
+    @admin.display(description="tools (as agents name them)")
+    def tool_names(self, obj: MCPServer) -> SafeString:
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><code>mcp__{}__{}</code>: {}</li>",
+                ((obj.name, t.get("name", ""), t.get("description", "")) for t in obj.tools),
+            ),
+        )
+
+    def save_model(self, request: HttpRequest, obj: MCPServer, form: Any, change: bool) -> None:
+        server = mcp_server_save(server=obj, actor=request.user)
+        if server.healthy:
+            self.message_user(request, f"{server.name}: {len(server.tools)} tools.")
+        else:
+            self.message_user(
+                request, f"{server.name} is unhealthy: {server.last_error}", messages.WARNING
+            )
+
+    @admin.action(description="Refresh tools and health")
+    def refresh(self, request: HttpRequest, queryset: QuerySet[MCPServer]) -> None:
+        healthy = sum(bool(mcp_server_refresh(server=server).healthy) for server in queryset)
+        total = queryset.count()
+        self.message_user(
+            request,
+            f"Refreshed {total} servers: {healthy} healthy, {total - healthy} unhealthy.",
+            messages.SUCCESS if healthy == total else messages.WARNING,
+        )

@@ -149,3 +149,35 @@ class AgentVariantChoice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.variant_id} @ {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MCPServer(models.Model):
+    """A Model Context Protocol server whose tools agents may use: a stdio command or a
+    streamable-HTTP URL. Its tools are listed when it is refreshed; a server that fails is
+    marked unhealthy (its tools are then not offered), never fatal."""
+
+    class Transport(models.TextChoices):
+        STDIO = "stdio", "stdio (a command)"
+        STREAMABLE_HTTP = "streamable_http", "Streamable HTTP (a URL)"
+
+    name = models.SlugField(
+        max_length=40, unique=True, help_text="Its tools are named mcp__<name>__<tool>."
+    )
+    transport = models.CharField(max_length=20, choices=Transport.choices)
+    command = models.CharField(max_length=500, blank=True, help_text="stdio: the executable.")
+    args = models.JSONField(default=list, blank=True, help_text="stdio: its arguments.")
+    # An operator's own server may be internal: the SSRF guard is for what users name.
+    url = models.CharField(max_length=2000, blank=True, help_text="streamable_http: the URL.")
+    enabled = models.BooleanField(default=True)
+    healthy = models.BooleanField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    tools = models.JSONField(default=list, blank=True)  # [{name, description, inputSchema}]
+    checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "MCP server"
+
+    def __str__(self) -> str:
+        return self.name

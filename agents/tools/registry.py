@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.tools import BaseTool
 
@@ -39,6 +39,23 @@ class ToolSpec:
 _tools: dict[str, ToolSpec] = {}
 
 
+class ToolSource(Protocol):
+    """Tools that live elsewhere (MCP servers registered in the database): listed and
+    looked up on demand, beside the registered ones."""
+
+    def specs(self) -> list[ToolSpec]: ...
+
+    def spec(self, name: str) -> ToolSpec | None: ...
+
+
+_sources: list[ToolSource] = []
+
+
+def tool_source_register(source: ToolSource) -> None:
+    if source not in _sources:
+        _sources.append(source)
+
+
 def tool_register(spec: ToolSpec, *, replace: bool = False) -> None:
     """Add a tool; a second tool of the same name is an error unless ``replace``."""
     if spec.name in _tools and not replace:
@@ -51,18 +68,26 @@ def tool_unregister(name: str) -> None:
 
 
 def tool_get(name: str) -> ToolSpec:
-    try:
+    if name in _tools:
         return _tools[name]
-    except KeyError:
-        raise ApplicationError(
-            f"Unknown tool {name!r}.",
-            code="unknown_tool",
-            details={"tools": [f"Known tools: {', '.join(sorted(_tools))}."]},
-        ) from None
+    for source in _sources:
+        spec = source.spec(name)
+        if spec is not None:
+            return spec
+    known = sorted(spec.name for spec in tool_list())
+    raise ApplicationError(
+        f"Unknown tool {name!r}.",
+        code="unknown_tool",
+        details={"tools": [f"Known tools: {', '.join(known)}."]},
+    )
 
 
 def tool_list() -> list[ToolSpec]:
-    return [_tools[name] for name in sorted(_tools)]
+    specs = dict(_tools)
+    for source in _sources:
+        for spec in source.specs():
+            specs.setdefault(spec.name, spec)
+    return [specs[name] for name in sorted(specs)]
 
 
 def tools_for(*, user: User, agent: Agent) -> list[BaseTool]:
