@@ -8,3 +8,6 @@ class AgentsConfig(AppConfig):
 
     name = "agents"
     verbose_name = "Agents"
+
+    def ready(self) -> None:
+        from agents import mcp  # noqa: F401  (MCP servers become a source of tools)

@@ -12,6 +12,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import ApiKeyViewSet, SecurityCounterList
 from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
+from agents.api import AgentViewSet
 from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
 from conversations.api import router as conversations_router
 from jobs.api import JobViewSet
@@ -27,6 +28,7 @@ router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")
 router.register("documents", DocumentViewSet, basename="document")
+router.register("agents", AgentViewSet, basename="agent")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",

@@ -10,5 +10,9 @@ class ChatterConfig(AppConfig):
     verbose_name = "Chatter"
 
     def ready(self) -> None:
-        # Each registers its system check.
-        from web import http_policy, versioning  # noqa: F401
+        from agents.specs import register_model_spec_check
+        from conversations.providers import validate_spec
+        from web import http_policy, versioning  # noqa: F401  (each registers its system check)
+
+        # agents sits below conversations: the composition root hands it the provider check.
+        register_model_spec_check(validate_spec)

@@ -388,6 +388,14 @@ CORS_EXPOSE_HEADERS = [
 # Client addresses: X-Forwarded-For is believed only from these proxies (IPs or CIDRs).
 CHATTER_TRUSTED_PROXIES = env_list("CHATTER_TRUSTED_PROXIES")
 
+# Outbound HTTP (core.netguard: agents' http_get, webhooks): private, loopback and metadata
+# addresses are refused unless listed here (IPs, CIDRs or host names, each with an optional
+# :port; comma-separated).
+CHATTER_OUTBOUND_ALLOWLIST = env_list("CHATTER_OUTBOUND_ALLOWLIST")
+# The agents' http_get tool: the most of a body it reads, and the whole exchange's time.
+CHATTER_HTTP_GET_MAX_BYTES = int(os.environ.get("CHATTER_HTTP_GET_MAX_BYTES", 512 * 1024))
+CHATTER_HTTP_GET_TIMEOUT = float(os.environ.get("CHATTER_HTTP_GET_TIMEOUT", "10"))
+
 # Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP;
 # each view declares its class (http_policy.route_policy), else "default".
 RATELIMIT_ENABLE = env_bool("CHATTER_RATE_LIMITS_ENABLED", True)

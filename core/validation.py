@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -22,6 +23,7 @@ from rest_framework.utils import html
 # C0 and C1 controls, DEL; tab/newline/CR are kept in multi-line text only.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10))} | {
     f"lpt{i}" for i in range(1, 10)
@@ -50,6 +52,34 @@ def normalize_text(value: str) -> str:
 
 
 # --- rules ---------------------------------------------------------------------------------
+def validate_slug(value: str, *, max_length: int = 64) -> str:
+    value = normalize_line(value)
+    if len(value) > max_length or not _SLUG.match(value):
+        raise InvalidInput("Use lowercase letters, digits and single - or _ between them.")
+    return value
+
+
+def validate_url(value: str, *, max_length: int = 2048) -> str:
+    """An absolute http(s) URL with a host and no embedded credentials."""
+    value = normalize_line(value)
+    if len(value) > max_length:
+        raise InvalidInput(f"At most {max_length} characters.")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidInput("Enter a valid URL.") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput("Only http and https URLs are allowed.")
+    if not parts.hostname:
+        raise InvalidInput("The URL needs a host.")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("URLs must not carry credentials.")
+    if port == 0 or any(c.isspace() for c in value):
+        raise InvalidInput("Enter a valid URL.")
+    return value
+
+
 def validate_filename(value: str, *, max_length: int = 255) -> str:
     """A bare file name: no directories, no traversal, no control characters."""
     if _CONTROL_ALL.search(value):

@@ -18,6 +18,7 @@ DECLARED = {
     ("GET", "api/v1/documents/<uuid:pk>/similar/"): ("expensive", False),
     ("POST", "api/v1/knowledge/search/"): ("expensive", False),
     ("POST", "api/v1/knowledge/metadata-query/"): ("expensive", False),
+    ("POST", "api/v1/agents/route/"): ("expensive", False),
     ("GET", "api/v1/health/"): (None, False),
     ("GET", "api/v1/ready/"): (None, False),
 }
@@ -50,6 +51,15 @@ DEFAULT = {
     ("GET", "api/v1/usage/"),
     ("GET", "api/v1/security/events/"),
     ("GET", "api/v1/whoami/"),
+    ("GET", "api/v1/agents/"),
+    ("POST", "api/v1/agents/"),
+    ("GET", "api/v1/agents/tools/"),
+    ("GET", "api/v1/agents/types/"),
+    ("GET", "api/v1/agents/<uuid:pk>/"),
+    ("PUT", "api/v1/agents/<uuid:pk>/"),
+    ("PATCH", "api/v1/agents/<uuid:pk>/"),
+    ("DELETE", "api/v1/agents/<uuid:pk>/"),
+    ("GET", "api/v1/agents/<uuid:pk>/prompt-history/"),
     ("GET", "api/schema/"),
     ("GET", "api/docs/"),
 }

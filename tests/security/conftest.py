@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import api_key_create
+from agents.models import Agent
 from conversations.models import Conversation, Message
 from jobs.models import Job
 from knowledge.models import ContentType, Document
@@ -50,6 +51,14 @@ def _document(user: User) -> str:
     )
 
 
+def _agent(user: User) -> str:
+    return str(
+        Agent.objects.create(
+            owner=user, created_by=user, name="mine", slug=f"mine-{uuid.uuid4().hex[:8]}"
+        ).pk
+    )
+
+
 def _api_key(user: User) -> str:
     return str(api_key_create(user=user, name="victim")[0].pk)
 
@@ -62,6 +71,7 @@ FACTORIES: dict[str, Callable[[User], str]] = {
     "api-keys": _api_key,
     "jobs": _job,
     "documents": _document,
+    "agents": _agent,
 }
 
 

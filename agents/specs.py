@@ -1,0 +1,50 @@
+"""Model specs on agents: the `provider:model` grammar here, provider checks by registry.
+
+agents sits below conversations (which knows the providers), so it checks the grammar itself
+and asks whatever checks were registered (``register_model_spec_check``): the composition root
+registers conversations' ``validate_spec`` at start-up, so an unknown provider is refused
+when the agent is saved, as a conversation's model is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from core.errors import ApplicationError
+
+# A provider name, then optionally :model (no whitespace, no NUL); `local` alone is valid.
+SPEC_PATTERN = r"^[a-z][a-z0-9_.-]{0,49}(?::[^\s\x00]{1,150})?$"
+_SPEC = re.compile(SPEC_PATTERN)
+_checks: list[Callable[[str], object]] = []
+
+
+def register_model_spec_check(check: Callable[[str], object]) -> None:
+    """``check(spec)`` raises ApplicationError for a spec it refuses."""
+    if check not in _checks:
+        _checks.append(check)
+
+
+def validate_model_spec(spec: str, *, field: str = "model") -> str:
+    """A `provider:model` spec (empty: the deployment's default), checked by every
+    registered check; ApplicationError naming ``field`` otherwise."""
+    if spec == "":
+        return spec
+    if not _SPEC.match(spec):
+        raise ApplicationError(
+            "A model is provider:model, e.g. openai:gpt-4o-mini.",
+            code="invalid_model",
+            details={field: ["Use provider:model (lowercase provider, no spaces)."]},
+        )
+    for check in _checks:
+        try:
+            check(spec)
+        except ApplicationError as exc:
+            messages: list[str] = []
+            if isinstance(exc.details, dict):
+                for value in exc.details.values():
+                    messages.extend(value if isinstance(value, list) else [str(value)])
+            raise ApplicationError(
+                exc.message, code=exc.code, details={field: messages or [exc.message]}
+            ) from exc
+    return spec
