@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -15,11 +16,12 @@ from rest_framework.response import Response
 from agents.models import Agent, AgentPromptVersion
 from agents.selectors import agent_list, agent_prompt_history
 from agents.services import EDITABLE_FIELDS, agent_create, agent_delete, agent_route, agent_update
-from agents.specs import SPEC_PATTERN
+from agents.specs import model_spec_pattern
 from agents.tools import tool_list
 from agents.tools.registry import tool_describe
 from agents.types import agent_types
 from core.validation import (
+    InvalidInput,
     RejectUnknownFields,
     StrictCharField,
     StrictFloatField,
@@ -27,14 +29,27 @@ from core.validation import (
     StrictMessageContentField,
     StrictTextField,
     require_json_body,
-    validate_slug,
 )
 from knowledge.schema import MetadataFilterField
 from web.http_policy import route_policy
 
+SLUG_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
+
+
+def _slug_exact(value: str) -> str:
+    # As sent: a slug is an identifier, so nothing is stripped or normalized into one.
+    if not re.match(SLUG_PATTERN, value):
+        raise InvalidInput("Use lowercase letters, digits and single - or _ between them.")
+    return value
+
 
 class StrictSlugField(StrictCharField):
-    rule = staticmethod(validate_slug)
+    rule = staticmethod(_slug_exact)
+    visible = SLUG_PATTERN  # the schema's pattern
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -47,10 +62,47 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class ModelSpecField(StrictCharField):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # Declares the grammar in the schema; the service checks it (and the provider).
-        self.validators.append(RegexValidator(SPEC_PATTERN))
+    """`provider:model`; the service checks it (grammar and provider)."""
+
+
+class ModelSpecFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ModelSpecField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction != "request":
+            return schema
+        if "oneOf" in schema:  # allow_blank: [the spec, ""]
+            first, *rest = schema["oneOf"]
+            return {**schema, "oneOf": [{**first, "pattern": model_spec_pattern()}, *rest]}
+        return {**schema, "pattern": model_spec_pattern()}
+
+
+class ToolNameField(StrictCharField):
+    """A tool's name; the schema lists the registry's (MCP tools join as servers are added)."""
+
+
+class ToolNameFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ToolNameField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return {"type": "string", "enum": sorted(spec.name for spec in tool_list())}
+
+
+class ToolNamesField(serializers.ListField):
+    """The agent's tools: each named once."""
+
+
+class ToolNamesFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ToolNamesField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "uniqueItems": True}
+
+
+def _type_choices() -> list[tuple[str, str]]:
+    return sorted(agent_types().items())
 
 
 class CapabilitySerializer(RejectUnknownFields, serializers.Serializer):
@@ -61,8 +113,8 @@ class CapabilitySerializer(RejectUnknownFields, serializers.Serializer):
 class AgentSerializer(RejectUnknownFields, serializers.ModelSerializer):
     name = StrictCharField(max_length=200)
     slug = StrictSlugField(max_length=64)
-    type = StrictCharField(
-        max_length=64,
+    type = serializers.ChoiceField(
+        choices=_type_choices(),
         required=False,
         help_text="conversational, task_oriented, or a type a plugin registered.",
     )
@@ -88,8 +140,8 @@ class AgentSerializer(RejectUnknownFields, serializers.ModelSerializer):
         help_text="Used when the primary model fails or times out.",
     )
     capabilities = CapabilitySerializer(many=True, required=False, max_length=50)
-    tools = serializers.ListField(
-        child=StrictCharField(max_length=64),
+    tools = ToolNamesField(
+        child=ToolNameField(max_length=200),
         required=False,
         max_length=50,
         help_text="Tool names: GET /api/v1/agents/tools/.",
@@ -143,8 +195,10 @@ class PromptVersionSerializer(serializers.ModelSerializer):
 
 class RouteSerializer(RejectUnknownFields, serializers.Serializer):
     message = StrictMessageContentField()
-    preferred_type = StrictCharField(
-        required=False, max_length=64, help_text="Only agents of this type are candidates."
+    preferred_type = serializers.ChoiceField(
+        choices=_type_choices(),
+        required=False,
+        help_text="Only agents of this type are candidates.",
     )
 
 

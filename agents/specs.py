@@ -17,6 +17,22 @@ from core.errors import ApplicationError
 SPEC_PATTERN = r"^[a-z][a-z0-9_.-]{0,49}(?::[^\s\x00]{1,150})?$"
 _SPEC = re.compile(SPEC_PATTERN)
 _checks: list[Callable[[str], object]] = []
+_patterns: list[Callable[[], str]] = []
+
+
+def register_model_spec_pattern(pattern: Callable[[], str]) -> None:
+    """``pattern()``: the regex of the specs the registered checks accept, for the schema."""
+    if pattern not in _patterns:
+        _patterns.append(pattern)
+
+
+def model_spec_pattern() -> str:
+    """The OpenAPI pattern of a model spec: the registered one (the providers this
+    deployment can reach), else the grammar alone."""
+    if not _patterns:
+        return SPEC_PATTERN
+    # Both must hold: the grammar here (a lookahead) and the registered check's pattern.
+    return f"^(?={SPEC_PATTERN[1:]}){_patterns[-1]()[1:]}"
 
 
 def register_model_spec_check(check: Callable[[str], object]) -> None:

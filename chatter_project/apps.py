@@ -10,9 +10,10 @@ class ChatterConfig(AppConfig):
     verbose_name = "Chatter"
 
     def ready(self) -> None:
-        from agents.specs import register_model_spec_check
-        from conversations.providers import validate_spec
+        from agents.specs import register_model_spec_check, register_model_spec_pattern
+        from conversations.providers import spec_pattern, validate_spec
         from web import http_policy, versioning  # noqa: F401  (each registers its system check)
 
         # agents sits below conversations: the composition root hands it the provider check.
         register_model_spec_check(validate_spec)
+        register_model_spec_pattern(spec_pattern)

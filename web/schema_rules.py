@@ -75,14 +75,25 @@ def _declare_keys(node: dict[str, Any]) -> None:
         node.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
 
 
-def _closed(node: dict[str, Any], components: dict[str, Any]) -> None:
+def _closed(node: dict[str, Any], components: dict[str, Any], seen: set[str] | None = None) -> None:
     """A request body's own fields are all it may hold (``RejectUnknownFields``; Ninja's
-    input schemas forbid extras): nested free-form objects (metadata, job args) stay open."""
+    input schemas forbid extras), and so are the serializers nested in it (an agent's
+    capabilities); free-form objects (metadata, job args) stay open."""
+    seen = set() if seen is None else seen
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-        node = components.get(ref[len(_REF_PREFIX) :], {})
-    if "properties" in node:
-        node.setdefault("additionalProperties", False)
+        name = ref[len(_REF_PREFIX) :]
+        if name in seen:
+            return
+        seen.add(name)
+        node = components.get(name, {})
+    if "properties" not in node:
+        return
+    node.setdefault("additionalProperties", False)
+    for child in node["properties"].values():
+        for nested in (child, child.get("items", {})):
+            if isinstance(nested, dict) and "$ref" in nested:
+                _closed(nested, components, seen)
 
 
 STORABLE_JSON = "StorableJson"

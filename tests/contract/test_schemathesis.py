@@ -118,12 +118,8 @@ def test_the_api_keeps_every_promise_of_its_schema(chatter_server, make_user, tm
         "60",
         # Revoking its own key would turn the rest of the run into 401s; revocation has its
         # own tests (tests/accounts, tests/security/test_authorization_matrix.py).
-        # The agents API (issue 13, half built) does not state its rules in the document yet
-        # (slug and type grammar, model providers, tool names, closed capability objects):
-        # schemathesis finds them; they are the next step of issue 13. Its routes are covered
-        # by tests/agents, the authorization matrix and tests/security/test_fuzz.py meanwhile.
         "--exclude-path-regex",
-        r"/api-keys/\{id\}/revoke/$|/agents/",
+        r"/api-keys/\{id\}/revoke/$",
         "--no-color",
         "--report",
         "junit",
