@@ -105,6 +105,10 @@ def _type_choices() -> list[tuple[str, str]]:
     return sorted(agent_types().items())
 
 
+# One choice set for `type` and `preferred_type` (named AgentTypeEnum in the schema).
+AGENT_TYPE_CHOICES = _type_choices()
+
+
 class CapabilitySerializer(RejectUnknownFields, serializers.Serializer):
     name = StrictCharField(max_length=100)
     description = StrictTextField(max_length=2000)
@@ -114,7 +118,7 @@ class AgentSerializer(RejectUnknownFields, serializers.ModelSerializer):
     name = StrictCharField(max_length=200)
     slug = StrictSlugField(max_length=64)
     type = serializers.ChoiceField(
-        choices=_type_choices(),
+        choices=AGENT_TYPE_CHOICES,
         required=False,
         help_text="conversational, task_oriented, or a type a plugin registered.",
     )
@@ -196,7 +200,7 @@ class PromptVersionSerializer(serializers.ModelSerializer):
 class RouteSerializer(RejectUnknownFields, serializers.Serializer):
     message = StrictMessageContentField()
     preferred_type = serializers.ChoiceField(
-        choices=_type_choices(),
+        choices=AGENT_TYPE_CHOICES,
         required=False,
         help_text="Only agents of this type are candidates.",
     )

@@ -257,6 +257,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for a choice set two fields share.
+    "ENUM_NAME_OVERRIDES": {"AgentTypeEnum": "agents.api.AGENT_TYPE_CHOICES"},
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.ApiKeyAuthentication"],
     # Setting the hooks replaces the default list: keep the enum hook.
     "POSTPROCESSING_HOOKS": [
