@@ -165,26 +165,8 @@ class AgentSerializer(RejectUnknownFields, serializers.ModelSerializer):
 
     class Meta:
         model = Agent
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "type",
-            "description",
-            "system_prompt",
-            "model",
-            "temperature",
-            "max_tokens",
-            "fallback_model",
-            "capabilities",
-            "tools",
-            "knowledge_filter",
-            "status",
-            "shared",
-            "owner",
-            "created_at",
-            "updated_at",
-        ]
+        # What clients may change is the service's list (EDITABLE_FIELDS); the rest is read.
+        fields = ["id", *EDITABLE_FIELDS, "shared", "owner", "created_at", "updated_at"]
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
 
 
