@@ -181,3 +181,50 @@ class MCPServer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AgentInteraction(models.Model):
+    """One reply an agent produced, in a conversation or through the OpenAI-compatible API:
+    what it cost, how long it took, the tools it called, the model that actually answered
+    (the fallback's, when the primary failed), how confident it was and, later, the user's
+    feedback. The agent's metrics are read from these rows."""
+
+    class Source(models.TextChoices):
+        CONVERSATION = "conversation", "Conversation"
+        OPENAI = "openai", "OpenAI-compatible API"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="interactions")
+    variant = models.ForeignKey(
+        AgentVariant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    choice = models.ForeignKey(
+        AgentVariantChoice, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=20, choices=Source.choices)
+    # Not foreign keys: conversations sit above agents, and an interaction outlives them.
+    conversation_id = models.UUIDField(null=True, blank=True)
+    message_id = models.UUIDField(null=True, blank=True, unique=True)
+    model_used = models.CharField(max_length=200, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    # [{id, name, args, result, latency_ms, error, approval}] in call order.
+    tool_calls = models.JSONField(default=list, blank=True)
+    tool_call_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    confidence_method = models.CharField(max_length=30, blank=True)
+    feedback_reward = models.FloatField(null=True, blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["agent", "-created_at"], name="agent_interaction_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} @ {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import log_action
-from agents.models import Agent, AgentPromptVersion, AgentVariant, AgentVariantChoice
+from agents.confidence import reply_confidence
+from agents.models import (
+    Agent,
+    AgentInteraction,
+    AgentPromptVersion,
+    AgentVariant,
+    AgentVariantChoice,
+)
 from agents.selectors import Performance, agent_performance, agent_usable
 from agents.specs import validate_model_spec
 from agents.tools import tool_get
@@ -380,3 +387,53 @@ def agent_route(
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.where(norms == 0, 1, norms)
+
+
+# --- interactions --------------------------------------------------------------------------------
+TOOL_RESULT_EXCERPT_CHARS = 2000
+
+
+def interaction_record(
+    *,
+    agent: Agent,
+    source: str,
+    user: User | None = None,
+    choice: AgentVariantChoice | None = None,
+    conversation_id: Any = None,
+    message_id: Any = None,
+    model_used: str = "",
+    latency_ms: int | None = None,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    tool_calls: list[dict[str, Any]] | None = None,
+    error: str = "",
+    reply: str = "",
+    sources: list[dict[str, Any]] | None = None,
+    logprobs: list[float] | None = None,
+) -> AgentInteraction:
+    """Store one reply of an agent (agents.confidence says how its confidence is measured).
+    ``tool_calls`` are {id, name, args, result, latency_ms, error, approval} dicts in call
+    order; results are kept as excerpts."""
+    calls = [
+        {**call, "result": str(call.get("result", ""))[:TOOL_RESULT_EXCERPT_CHARS]}
+        for call in tool_calls or []
+    ]
+    confidence, method = reply_confidence(reply=reply, sources=sources or (), logprobs=logprobs)
+    return AgentInteraction.objects.create(
+        agent=agent,
+        variant_id=choice.variant_id if choice else None,
+        choice=choice,
+        user=user,
+        source=source,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        model_used=model_used,
+        latency_ms=latency_ms,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        tool_calls=calls,
+        tool_call_count=len(calls),
+        error=error,
+        confidence=confidence,
+        confidence_method=method,
+    )

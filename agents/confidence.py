@@ -1,0 +1,62 @@
+"""A reply's confidence, from something measured about it, never a constant.
+
+Two measurements, the first one available wins:
+
+- ``logprobs``: the provider returned the log-probability of each token it generated
+  (OpenAI-compatible providers with ``logprobs=true``); confidence is their geometric mean
+  probability, exp(mean log p), in (0, 1]. It is how sure the model was of the words it
+  chose, averaged per token.
+- ``citations``: the reply cites numbered knowledge passages ([1], [2]...); confidence is
+  the mean cosine similarity between the question and the passages it cites (only those it
+  cites; with none cited, the passages it was given, halved, since it answered without
+  using them).
+
+With neither, the confidence is unknown (None) and the method is blank: a made-up number
+would be worse than none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def confidence_from_logprobs(logprobs: Sequence[float]) -> float | None:
+    values = [float(v) for v in logprobs if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None
+    return math.exp(sum(values) / len(values))
+
+
+def confidence_from_citations(reply: str, sources: Sequence[dict[str, Any]]) -> float | None:
+    similarities = {
+        int(s["n"]): float(s["similarity"])
+        for s in sources
+        if s.get("similarity") is not None and s.get("n") is not None
+    }
+    if not similarities:
+        return None
+    cited = [
+        similarities[n] for n in {int(m) for m in CITATION.findall(reply)} if n in similarities
+    ]
+    if cited:
+        return max(0.0, min(1.0, sum(cited) / len(cited)))
+    return max(0.0, min(1.0, sum(similarities.values()) / len(similarities) / 2))
+
+
+def reply_confidence(
+    *, reply: str, sources: Sequence[dict[str, Any]] = (), logprobs: Sequence[float] | None = None
+) -> tuple[float | None, str]:
+    """(confidence, method) for a reply; (None, "") when nothing measured it."""
+    if logprobs:
+        value = confidence_from_logprobs(logprobs)
+        if value is not None:
+            return value, "logprobs"
+    value = confidence_from_citations(reply, sources)
+    if value is not None:
+        return value, "citations"
+    return None, ""
