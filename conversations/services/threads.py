@@ -76,20 +76,28 @@ def relevance_floor(conversation: Conversation) -> float:
     return settings.CHATTER_RAG_RELEVANCE_FLOOR if floor is None else floor
 
 
-def conversation_claim(conversation: Conversation) -> None:
-    """Take the conversation's turn for work other than a reply (a summary): one statement
-    only one caller can win; 409 when a reply or a summary is running."""
-    claimed = Conversation.objects.filter(
-        Q(turn_started_at__isnull=True)
-        | Q(turn_started_at__lt=Now() - timedelta(seconds=settings.CHATTER_TURN_STALE_SECONDS)),
-        pk=conversation.pk,
-    ).update(turn_started_at=Now())
-    if not claimed:
-        raise Conflict(
-            "A reply is still being produced in this conversation; send again when it ends.",
-            code="turn_in_progress",
-        )
+def _idle() -> Q:
+    return Q(turn_started_at__isnull=True) | Q(
+        turn_started_at__lt=Now() - timedelta(seconds=settings.CHATTER_TURN_STALE_SECONDS)
+    )
 
 
-def conversation_release(conversation: Conversation) -> None:
-    Conversation.objects.filter(pk=conversation.pk).update(turn_started_at=None)
+def _busy() -> Conflict:
+    return Conflict(
+        "A reply is still being produced in this conversation; send again when it ends.",
+        code="turn_in_progress",
+    )
+
+
+def conversation_idle_check(conversation: Conversation) -> None:
+    """409 when a reply is running in the conversation (nothing is taken)."""
+    if not Conversation.objects.filter(_idle(), pk=conversation.pk).exists():
+        raise _busy()
+
+
+def conversation_lock_idle(conversation: Conversation) -> None:
+    """Lock the conversation's row until the surrounding transaction ends, provided no reply
+    is running (409 otherwise). A turn that begins meanwhile waits for the lock (its claim
+    is an UPDATE of this row) rather than being refused, so hold it only for milliseconds."""
+    if not Conversation.objects.select_for_update().filter(_idle(), pk=conversation.pk).exists():
+        raise _busy()

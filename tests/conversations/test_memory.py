@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from langchain_core.messages import AIMessage, HumanMessage
 
@@ -129,3 +131,65 @@ def test_the_extractive_summary_keeps_the_sentences_that_matter():
     assert len(summary) <= 120
     assert "launch" in summary and "cereal" not in summary
     assert summary.index("Friday") < summary.index("rocket")  # original order kept
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_background_summary_never_refuses_a_sequential_client(send, user, settings):
+    """100 turns sent back to back, each after the previous reply, while summaries run
+    beside them as fast as they can (a worker that never lets up): every turn is a 201."""
+    settings.RATELIMIT_ENABLE = False  # 100 turns in seconds: past the expensive rate class
+    conversation = Conversation.objects.create(owner=user, model="local", memory_window=4)
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def summarize_without_pause() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    result = conversation_summarize(conversation_id=str(conversation.pk))
+                    outcomes.append("summarized" if result["summarized"] else "nothing")
+                except Conflict:
+                    outcomes.append("busy")
+        finally:
+            connection.close()
+
+    summarizer = threading.Thread(target=summarize_without_pause)
+    summarizer.start()
+    try:
+        statuses = [
+            send(conversation, f"Point {n} about apiculture.").status_code for n in range(100)
+        ]
+    finally:
+        stop.set()
+        summarizer.join()
+
+    assert [s for s in statuses if s != 201] == [] and len(statuses) == 100
+    assert "summarized" in outcomes  # the summaries really ran beside the turns
+    conversation.refresh_from_db()
+    assert conversation.message_count == 200
+    state = context_of(conversation)
+    assert conversation.summarized_messages + len(state["messages"]) == 200
+
+
+def test_a_summary_overtaken_by_a_reply_is_not_applied_twice(send, user, monkeypatch):
+    conversation = Conversation.objects.create(owner=user, model="local", memory_window=4)
+    for text in FACTS[:4]:
+        send(conversation, text)
+    from conversations import graph as graph_module
+
+    real_remember = graph_module.remember
+
+    async def remember_then_overtaken(state, settings, model, *, trigger=None):
+        update = await real_remember(state, settings, model, trigger=trigger)
+        # Meanwhile a reply's own inline summary folds the same messages in first.
+        get_graph().update_state(
+            thread_config(str(conversation.pk)), update, as_node=graph_module.MODEL_NODE
+        )
+        return update
+
+    monkeypatch.setattr(graph_module, "remember", remember_then_overtaken)
+    result = conversation_summarize(conversation_id=str(conversation.pk))
+
+    assert result["summarized"] == 0 and "meanwhile" in result["reason"]
+    state = context_of(conversation)
+    assert state["summarized"] + len(state["messages"]) == 8
