@@ -24,10 +24,20 @@ from jobs.services import enqueue
 SUMMARIZATION_HANDLER = "conversation_summarization"
 
 
-def summary_schedule_if_due(*, conversation: Conversation, state: dict[str, Any]) -> Job | None:
+def summary_schedule_if_due(
+    *, conversation: Conversation, state: dict[str, Any], context_before: int | None = None
+) -> Job | None:
     """After a turn: past the memory window, summarize in the background (low priority,
-    one pending job per conversation), so no reply waits for a summary."""
-    if len(state.get("messages") or []) <= memory_window(conversation):
+    one pending job per conversation), so no reply waits for a summary.
+
+    Given ``context_before`` (the messages in the model's context before this turn), only
+    the turn that crosses the window schedules: every later turn would find the same job
+    pending (a failed insert and a read per turn, for nothing). Once the summary runs the
+    context is back under the window and the next crossing schedules again; if the job
+    fails for good, the turn's inline summary at twice the window takes over."""
+    window = memory_window(conversation)
+    context = len(state.get("messages") or [])
+    if context <= window or (context_before is not None and context_before > window):
         return None
     return enqueue(
         SUMMARIZATION_HANDLER,

@@ -245,6 +245,12 @@ class RunTracker:
                 self._checkpoint_ending[messages[-1].id] = checkpoint_id
 
     @property
+    def context_before(self) -> int | None:
+        """The messages in the model's context before this turn's question (None before the
+        run's first event)."""
+        return None if self._earlier is None else max(0, len(self._earlier) - 1)
+
+    @property
     def steps(self) -> list[BaseMessage]:
         """The turn's model messages in order, the reply last."""
         return list(self._steps.values()) or (self.state.get("messages") or [])[-1:]
@@ -407,5 +413,7 @@ def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
         state=tracker.state,
         checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
     )
-    summary_schedule_if_due(conversation=turn.conversation, state=tracker.state)
+    summary_schedule_if_due(
+        conversation=turn.conversation, state=tracker.state, context_before=tracker.context_before
+    )
     return assistant

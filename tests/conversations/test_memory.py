@@ -42,6 +42,18 @@ def test_past_the_window_a_summary_job_is_queued_once(send, user):
     assert jobs.get().priority == "low"
 
 
+def test_only_the_turn_that_crosses_the_window_schedules_a_summary(send, user):
+    conversation = Conversation.objects.create(owner=user, model="local", memory_window=4)
+    for text in FACTS[:3]:  # 6 messages: the third turn crosses the window of 4
+        send(conversation, text)
+    job = Job.objects.get(handler="conversation_summarization")
+    Job.objects.filter(pk=job.pk).update(status="cancelled")  # a job no longer pending
+
+    send(conversation, FACTS[3])  # still past the window, but it did not cross it
+
+    assert Job.objects.filter(handler="conversation_summarization").count() == 1
+
+
 def test_the_summary_job_shrinks_the_context_and_keeps_every_row(api_client, send, user):
     conversation = Conversation.objects.create(owner=user, model="local", memory_window=4)
     for text in FACTS[:4]:
