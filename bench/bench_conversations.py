@@ -115,9 +115,12 @@ def start_server(port: int) -> subprocess.Popen:
 
 
 def interleaved_turns(
-    base: str, key: str, conversation_id: str, bare_turn
+    base: str, key: str, conversation_id: str, bare_turn, floors: list[float] | None = None
 ) -> tuple[list[float], list[float]]:
-    """Alternate one bare turn and one API turn, so both see the same machine load."""
+    """Alternate one bare turn and one API turn, so both see the same machine load. Given
+    `floors`, also time a trivial authenticated request (the conversation's GET: HTTP,
+    middleware, the key's check, one query) beside them: the part of a turn's cost that
+    any API request pays, whatever it does."""
     import httpx
 
     bare, api = [], []
@@ -134,6 +137,11 @@ def interleaved_turns(
             )
             ended = time.perf_counter()
             assert response.status_code == 201, response.text
+            if floors is not None:
+                trivial = client.get(f"/api/v1/conversations/{conversation_id}/")
+                assert trivial.status_code == 200, trivial.text
+                if index >= 20:
+                    floors.append(time.perf_counter() - ended)
             if index >= 20:
                 bare.append(middle - started)
                 api.append(ended - middle)
@@ -255,7 +263,8 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     bare_turn, saver_context = bare_langgraph_turn(conninfo)
     try:
-        bare, api = interleaved_turns(base, key, str(conversation.pk), bare_turn)
+        floors: list[float] = []
+        bare, api = interleaved_turns(base, key, str(conversation.pk), bare_turn, floors)
         rag_bare, rag = interleaved_turns(base, key, str(rag_conversation.pk), bare_turn)
         bare_flushes, api_flushes = wal_flushes_per_turn(base, key, str(conversation.pk), bare_turn)
         streams = asyncio.run(hold_streams(base, key, stream_conversations))
@@ -272,6 +281,11 @@ def main() -> None:
         f"  Chatter API (HTTP, uvicorn)     p50 {api_p50:7.2f} ms  p99 {api_p99:7.2f} ms  mean {statistics.mean(api) * 1000:.2f} ms"
     )
     print(f"  ratio p50 {api_p50 / bare_p50:.2f}x  p99 {api_p99 / bare_p99:.2f}x  (goal <= 1.5x)")
+    floor_p50 = percentile(floors, 0.5) * 1000
+    print(
+        f"  floor: a trivial authenticated GET p50 {floor_p50:.2f} ms; the turn beyond it "
+        f"{api_p50 - floor_p50:.2f} ms = {(api_p50 - floor_p50) / bare_p50:.2f}x bare LangGraph"
+    )
     print(
         f"  WAL flushes per turn: bare {bare_flushes:.1f}, Chatter {api_flushes:.1f} "
         "(Chatter's intermediate writes are flushed by the turn's final commit)"
