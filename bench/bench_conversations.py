@@ -105,12 +105,20 @@ def start_server(port: int) -> subprocess.Popen:
     )
     import httpx
 
-    for _ in range(300):
+    # Up, and done with its start-up work: the embedding model loads in a background
+    # thread of the web process (importing torch and sentence-transformers holds the GIL
+    # for seconds), and a figure measured during it is the load's, not the turn's.
+    for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/").status_code == 200:
+            ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready/")
+            if ready.status_code == 200 and ready.json()["embeddings"]["state"] not in (
+                "not_loaded",
+                "loading",
+            ):
                 return process
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError("server did not start")
 
 
