@@ -11,7 +11,12 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -389,8 +394,12 @@ class ToolCallTraceSerializer(serializers.Serializer):
 
 class AgentInteractionSerializer(serializers.ModelSerializer):
     variant = serializers.CharField(source="variant.name", allow_null=True, default=None)
-    tool_calls = ToolCallTraceSerializer(many=True, help_text="In call order.")
+    tool_calls = serializers.SerializerMethodField(help_text="In call order, as recorded.")
     user = serializers.CharField(source="user.username", allow_null=True, default=None)
+
+    @extend_schema_field(ToolCallTraceSerializer(many=True))
+    def get_tool_calls(self, interaction: AgentInteraction) -> list[dict[str, Any]]:
+        return list(interaction.tool_calls)
 
     class Meta:
         model = AgentInteraction

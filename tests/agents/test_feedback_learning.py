@@ -126,9 +126,7 @@ def test_a_rating_the_message_refuses_changes_no_posterior(api_client, agent, us
     assert AgentInteraction.objects.get(message_id=message.pk).feedback_reward is None
 
 
-def test_feedback_through_the_message_service_makes_the_better_variant_win(
-    agent, user, make_reply
-):
+def test_feedback_through_the_message_service_makes_the_better_variant_win(agent, user, make_reply):
     # Each variant's chance of a thumbs-up; "b" is the better one. Every round goes the
     # way a conversation's does: choose, reply, record, rate through message_feedback.
     success = {"a": 0.35, "b": 0.8, "c": 0.5}
