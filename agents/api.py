@@ -308,6 +308,8 @@ def _agent_ref(agent: Agent) -> dict[str, Any]:
 
 # --- variants, interactions, metrics ----------------------------------------------------------
 class VariantParametersSerializer(RejectUnknownFields, serializers.Serializer):
+    """Overrides of the agent's model settings."""
+
     model = ModelSpecField(
         required=False, max_length=200, help_text="provider:model, instead of the agent's."
     )
@@ -323,9 +325,9 @@ class AgentVariantSerializer(RejectUnknownFields, serializers.ModelSerializer):
         max_length=20_000,
         help_text="Empty: the agent's own prompt.",
     )
-    parameters = VariantParametersSerializer(
-        required=False, help_text="Overrides of the agent's model settings."
-    )
+    # No help_text: the schema then refers to the closed component directly (its docstring
+    # describes it), and web.schema_rules closes it (additionalProperties: false).
+    parameters = VariantParametersSerializer(required=False)
     active = StrictBooleanField(
         required=False, default=True, help_text="Only active variants are chosen."
     )
@@ -427,8 +429,10 @@ class AgentInteractionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-WINDOW_PATTERN = r"^([1-9][0-9]{0,3})([hd])$"
-MAX_WINDOW = dt.timedelta(days=366)
+# <n>d for 1-366 days or <n>h for 1-8784 hours, exactly: the schema states the bound too.
+_DAYS = r"(?:[1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d"
+_HOURS = r"(?:[1-9]|[1-9][0-9]|[1-9][0-9]{2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h"
+WINDOW_PATTERN = rf"^(?:{_DAYS}|{_HOURS})$"
 DEFAULT_WINDOW = "7d"
 
 
@@ -464,14 +468,12 @@ class MetricsQuerySerializer(RejectUnknownFields, serializers.Serializer):
     until = DateOrDateTimeField(required=False, help_text="ISO 8601; default: now.")
 
     def validate_window(self, value: str) -> dt.timedelta:
-        match = re.match(WINDOW_PATTERN, value)
-        if not match:
-            raise serializers.ValidationError("Use <n>h or <n>d, e.g. 24h, 7d, 30d.")
-        amount, unit = int(match[1]), match[2]
-        length = dt.timedelta(hours=amount) if unit == "h" else dt.timedelta(days=amount)
-        if length > MAX_WINDOW:
-            raise serializers.ValidationError("At most 366 days (366d, 8784h).")
-        return length
+        if not re.match(WINDOW_PATTERN, value):
+            raise serializers.ValidationError(
+                "Use <n>h or <n>d, e.g. 24h, 7d, 30d: at most 366d (8784h)."
+            )
+        amount, unit = int(value[:-1]), value[-1]
+        return dt.timedelta(hours=amount) if unit == "h" else dt.timedelta(days=amount)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "window" in attrs and "since" in attrs:
