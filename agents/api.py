@@ -468,7 +468,7 @@ class MetricsQuerySerializer(RejectUnknownFields, serializers.Serializer):
     until = DateOrDateTimeField(required=False, help_text="ISO 8601; default: now.")
 
     def validate_window(self, value: str) -> dt.timedelta:
-        if not re.match(WINDOW_PATTERN, value):
+        if not re.fullmatch(WINDOW_PATTERN, value):
             raise serializers.ValidationError(
                 "Use <n>h or <n>d, e.g. 24h, 7d, 30d: at most 366d (8784h)."
             )
