@@ -1,19 +1,33 @@
-"""Agents in the admin: prompt history, variants with their posteriors, the tool registry,
-and Thompson-sampling choices (read-only). Saving goes through the services."""
+"""Agents in the admin: metric columns, prompt history, variants with their posteriors, a
+plot of feedback over time, the tool registry, MCP servers, and the read-only records
+(Thompson-sampling choices, interactions with their tool-call traces). Saving goes through
+the services."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from agents.charts import feedback_chart_svg
 from agents.mcp import mcp_server_refresh, mcp_server_save
-from agents.models import Agent, AgentPromptVersion, AgentVariant, AgentVariantChoice, MCPServer
+from agents.models import (
+    Agent,
+    AgentInteraction,
+    AgentPromptVersion,
+    AgentVariant,
+    AgentVariantChoice,
+    MCPServer,
+)
+from agents.selectors import agent_feedback_daily, agent_metrics, agents_with_metrics
 from agents.services import (
     EDITABLE_FIELDS,
     agent_create,
@@ -94,12 +108,33 @@ class VariantInline(admin.TabularInline):
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     form = AgentForm
-    list_display = ["name", "slug", "type", "owner_name", "status", "model", "variant_count"]
+    list_display = [
+        "name",
+        "slug",
+        "type",
+        "owner_name",
+        "status",
+        "model",
+        "variant_count",
+        "replies",
+        "mean_latency",
+        "mean_feedback",
+        "tool_call_rate",
+    ]
     list_filter = ["status", "type", ("owner", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["owner"]
     search_fields = ["name", "slug", "description"]
-    readonly_fields = ["owner", "created_by", "created_at", "updated_at", "available_tools"]
+    readonly_fields = [
+        "owner",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "available_tools",
+        "metrics_30_days",
+        "feedback_plot",
+    ]
     inlines = [VariantInline, PromptVersionInline]
+    PLOT_DAYS = 30
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = ["name", "slug", "type", "status", "description", "system_prompt"]
@@ -113,10 +148,83 @@ class AgentAdmin(admin.ModelAdmin):
                 {"fields": ["capabilities", "tools", "available_tools", "knowledge_filter"]},
             ),
             ("Record", {"fields": ["owner", "created_by", "created_at", "updated_at"]}),
+            *(
+                [("Performance", {"fields": ["metrics_30_days", "feedback_plot"]})]
+                if obj is not None
+                else []
+            ),
         ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        return super().get_queryset(request).annotate(_variants=Count("variants"))
+        # The metric columns are correlated subqueries of the same statement: no query per row.
+        return agents_with_metrics(
+            super().get_queryset(request).annotate(_variants=Count("variants"))
+        )
+
+    @admin.display(description="replies", ordering="_replies")
+    def replies(self, obj: Any) -> int:
+        return obj._replies
+
+    @admin.display(description="mean latency", ordering="_latency_mean")
+    def mean_latency(self, obj: Any) -> str:
+        return "-" if obj._latency_mean is None else f"{obj._latency_mean:.0f} ms"
+
+    @admin.display(description="mean feedback", ordering="_feedback_mean")
+    def mean_feedback(self, obj: Any) -> str:
+        return "-" if obj._feedback_mean is None else f"{obj._feedback_mean:.2f}"
+
+    @admin.display(description="tool-call rate", ordering="_tool_call_rate")
+    def tool_call_rate(self, obj: Any) -> str:
+        return "-" if obj._tool_call_rate is None else f"{obj._tool_call_rate:.0%}"
+
+    @admin.display(description="last 30 days")
+    def metrics_30_days(self, obj: Agent) -> SafeString:
+        now = timezone.now()
+        m = agent_metrics(agent=obj, since=now - dt.timedelta(days=self.PLOT_DAYS), until=now)
+
+        def figure(value: float | None, pattern: str) -> str:
+            return "-" if value is None else pattern.format(value)
+
+        rows = [
+            ("replies", str(m["replies"])),
+            ("error rate", figure(m["error_rate"], "{:.1%}")),
+            (
+                "latency p50 / p95",
+                f"{figure(m['latency_ms']['p50'], '{:.0f}')} / "
+                f"{figure(m['latency_ms']['p95'], '{:.0f}')} ms",
+            ),
+            ("mean tokens (in + out)", figure(m["tokens"]["mean_total"], "{:.1f}")),
+            (
+                "mean feedback",
+                f"{figure(m['feedback']['mean'], '{:.3f}')} ({m['feedback']['count']} ratings)",
+            ),
+            (
+                "tool calls",
+                f"{figure(m['tool_calls']['rate'], '{:.0%}')} of replies, "
+                f"{figure(m['tool_calls']['mean_per_reply'], '{:.2f}')} per reply",
+            ),
+            (
+                "confidence",
+                f"{figure(m['confidence']['mean'], '{:.3f}')} "
+                f"({m['confidence']['count']} measured)",
+            ),
+            (
+                "models used",
+                ", ".join(f"{r['model'] or '?'} ({r['replies']})" for r in m["models"]) or "-",
+            ),
+        ]
+        return format_html(
+            "<table>{}</table>",
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="feedback over time")
+    def feedback_plot(self, obj: Agent) -> SafeString:
+        today = timezone.now().astimezone(dt.UTC).date()
+        start = today - dt.timedelta(days=self.PLOT_DAYS - 1)
+        since = dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC)
+        points = agent_feedback_daily(agent=obj, since=since)
+        return feedback_chart_svg(points, start=start, end=today)
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_name(self, obj: Agent) -> str:
@@ -160,9 +268,22 @@ class AgentAdmin(admin.ModelAdmin):
         obj._state.adding = False
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        # Only the variants' `active` flag is editable inline; prompt history is read-only.
+        # Only the variants' `active` flag is editable inline (through the service, as on
+        # the variant's own page); prompt history is read-only.
         for formset in formsets:
-            formset.save()
+            if formset.model is not AgentVariant:
+                formset.save()
+                continue
+            # What formset.save() would record, for the admin's change message.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            for inline_form in formset.forms:
+                if inline_form.instance.pk and "active" in inline_form.changed_data:
+                    variant = variant_update(
+                        variant=AgentVariant.objects.get(pk=inline_form.instance.pk),
+                        active=inline_form.cleaned_data["active"],
+                        actor=request.user,  # type: ignore[arg-type]
+                    )
+                    formset.changed_objects.append((variant, ["active"]))
 
 
 class VariantForm(forms.ModelForm):
@@ -204,6 +325,7 @@ class AgentVariantAdmin(admin.ModelAdmin):
                 system_prompt=data["system_prompt"],
                 parameters=data["parameters"] or {},
                 active=data["active"],
+                actor=request.user,  # type: ignore[arg-type]
             )
             return
         saved = variant_create(
@@ -211,14 +333,9 @@ class AgentVariantAdmin(admin.ModelAdmin):
             name=data["name"],
             system_prompt=data["system_prompt"],
             parameters=data["parameters"] or {},
+            active=data["active"],
+            actor=request.user,  # type: ignore[arg-type]
         )
-        if not data["active"]:
-            variant_update(
-                variant=saved,
-                system_prompt=saved.system_prompt,
-                parameters=saved.parameters,
-                active=False,
-            )
         obj.pk = saved.pk
         obj._state.adding = False
 
@@ -307,4 +424,124 @@ class MCPServerAdmin(admin.ModelAdmin):
             request,
             f"Refreshed {total} servers: {healthy} healthy, {total - healthy} unhealthy.",
             messages.SUCCESS if healthy == total else messages.WARNING,
+        )
+
+
+class HasErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "With an error"), ("no", "Without")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.exclude(error="")
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
+
+
+class HasFeedbackFilter(admin.SimpleListFilter):
+    title = "feedback"
+    parameter_name = "has_feedback"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Rated"), ("no", "Not rated")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(feedback_reward__isnull=self.value() == "no")
+        return queryset
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@admin.register(AgentInteraction)
+class AgentInteractionAdmin(ReadOnlyModelAdmin):
+    """Every reply of every agent: what it cost, the tools it called, how it was rated."""
+
+    list_display = [
+        "created_at",
+        "agent",
+        "source",
+        "variant",
+        "model_used",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+        "tool_call_count",
+        "has_error",
+        "confidence",
+        "feedback_reward",
+    ]
+    list_filter = [
+        ("agent", admin.RelatedOnlyFieldListFilter),
+        "source",
+        HasErrorFilter,
+        HasFeedbackFilter,
+        "confidence_method",
+    ]
+    list_select_related = ["agent", "variant", "user"]
+    search_fields = ["=message_id", "=conversation_id", "model_used", "error"]
+    date_hierarchy = "created_at"
+    fields = [
+        "agent",
+        "variant",
+        "choice",
+        "user",
+        "source",
+        "conversation_id",
+        "message_id",
+        "model_used",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+        "error",
+        "confidence",
+        "confidence_method",
+        "feedback_reward",
+        "feedback_at",
+        "created_at",
+        "tool_call_trace",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="error", boolean=True)
+    def has_error(self, obj: AgentInteraction) -> bool:
+        return bool(obj.error)
+
+    @admin.display(description="tool calls")
+    def tool_call_trace(self, obj: AgentInteraction) -> SafeString:
+        if not obj.tool_calls:
+            return format_html("<p>{}</p>", "No tool calls.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td><code>{}</code><br><small>{}</small></td>"
+            "<td><pre style='white-space: pre-wrap; margin: 0'>{}</pre></td>"
+            "<td><pre style='white-space: pre-wrap; margin: 0'>{}</pre></td>"
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    index,
+                    call.get("name", "?"),
+                    call.get("id", ""),
+                    _pretty(call.get("args", {})),
+                    call.get("result", ""),
+                    "-" if call.get("latency_ms") is None else f"{call['latency_ms']} ms",
+                    call.get("error") or "",
+                    _pretty(call["approval"]) if call.get("approval") else "",
+                )
+                for index, call in enumerate(obj.tool_calls, start=1)
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>#</th><th>tool</th><th>arguments</th><th>result</th>"
+            "<th>latency</th><th>error</th><th>approval</th></tr></thead><tbody>{}</tbody>"
+            "</table>",
+            rows,
         )

@@ -227,14 +227,48 @@ def variant_parameters_validate(parameters: Any) -> dict[str, Any]:
     return parameters
 
 
+def _may_edit_variants(agent: Agent, actor: User | None) -> None:
+    # actor None: a caller with no user behind it (a test, a job); the API and admin pass one.
+    if actor is None or actor.is_staff or agent.owner_id == actor.pk:
+        return
+    raise Forbidden("Only the agent's owner (staff, for a shared agent) changes its variants.")
+
+
+def _check_variant_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise _invalid("name", "A name of 1 to 100 characters.")
+    return name
+
+
 def variant_update(
-    *, variant: AgentVariant, system_prompt: str, parameters: dict[str, Any], active: bool
+    *,
+    variant: AgentVariant,
+    system_prompt: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    active: bool | None = None,
+    actor: User | None = None,
 ) -> AgentVariant:
-    """Change a variant's prompt, overrides or whether it is chosen; its posterior stays."""
-    variant.system_prompt = system_prompt
-    variant.parameters = variant_parameters_validate(parameters)
-    variant.active = active
-    variant.save(update_fields=["system_prompt", "parameters", "active"])
+    """Change a variant's prompt, overrides or whether it is chosen (what is given); its
+    name, posterior and history stay."""
+    _may_edit_variants(variant.agent, actor)
+    changed = []
+    if system_prompt is not None:
+        variant.system_prompt = system_prompt
+        changed.append("system_prompt")
+    if parameters is not None:
+        variant.parameters = variant_parameters_validate(parameters)
+        changed.append("parameters")
+    if active is not None:
+        variant.active = bool(active)
+        changed.append("active")
+    if changed:
+        variant.save(update_fields=changed)
+        log_action(
+            actor=actor,
+            action="agent.variant.update",
+            target=variant,
+            details={"agent": str(variant.agent_id), "fields": changed},
+        )
     return variant
 
 
@@ -244,17 +278,52 @@ def variant_create(
     name: str,
     system_prompt: str = "",
     parameters: dict[str, Any] | None = None,
+    active: bool = True,
+    actor: User | None = None,
 ) -> AgentVariant:
     """A variant of ``agent`` with a uniform Beta(1, 1) posterior."""
+    _may_edit_variants(agent, actor)
+    _check_variant_name(name)
     parameters = variant_parameters_validate(parameters or {})
     try:
-        return AgentVariant.objects.create(
-            agent=agent, name=name, system_prompt=system_prompt, parameters=parameters
-        )
+        with transaction.atomic():
+            variant = AgentVariant.objects.create(
+                agent=agent,
+                name=name,
+                system_prompt=system_prompt,
+                parameters=parameters,
+                active=active,
+            )
     except IntegrityError as exc:
         raise Conflict(
             "This agent has a variant of that name.", details={"name": ["Already used."]}
         ) from exc
+    log_action(
+        actor=actor,
+        action="agent.variant.create",
+        target=variant,
+        details={"agent": str(agent.pk), "name": name},
+    )
+    return variant
+
+
+def variant_delete(*, variant: AgentVariant, actor: User | None = None) -> None:
+    """Delete a variant that was never chosen. One with choices keeps its record (its
+    choices and their feedback are the learning history): deactivate it instead (409)."""
+    _may_edit_variants(variant.agent, actor)
+    if variant.choices.exists():
+        raise Conflict(
+            "This variant has been chosen; its choices and feedback are kept. "
+            "Deactivate it instead (active: false).",
+            code="variant_has_history",
+        )
+    log_action(
+        actor=actor,
+        action="agent.variant.delete",
+        target=variant,
+        details={"agent": str(variant.agent_id), "name": variant.name},
+    )
+    variant.delete()
 
 
 def variant_choose(
@@ -437,3 +506,46 @@ def interaction_record(
         confidence=confidence,
         confidence_method=method,
     )
+
+
+def interaction_feedback_record(
+    *, message_id: Any, scale: str, rating: int
+) -> AgentInteraction | None:
+    """A user's rating of a reply, into the agent's record and its learning.
+
+    The reply's interaction (found by ``message_id``; None when no agent wrote it) takes
+    the reward (``reward_from_feedback``) and the time. When the reply came from a variant
+    choice, the variant's posterior learns it: the first rating through
+    ``variant_feedback_record``; a changed rating replaces the previous one, so the
+    posterior moves by the difference (alpha += new - old, beta -= new - old; the feedback
+    count stays). A posterior is always the prior plus each rated reply's current reward:
+    re-rating neither counts a reply twice nor is lost.
+    """
+    reward = reward_from_feedback(scale=scale, rating=rating)
+    with transaction.atomic():
+        # Locked in this order (interaction, then choice) by every caller: two ratings of
+        # one reply at once are applied one after the other, each against the other's result.
+        interaction = (
+            AgentInteraction.objects.select_for_update().filter(message_id=message_id).first()
+        )
+        if interaction is None:
+            return None
+        interaction.feedback_reward = reward
+        interaction.feedback_at = timezone.now()
+        interaction.save(update_fields=["feedback_reward", "feedback_at"])
+        if interaction.choice_id is None:
+            return interaction
+        choice = AgentVariantChoice.objects.select_for_update().get(pk=interaction.choice_id)
+        if choice.reward is None:
+            variant_feedback_record(choice=choice, reward=reward)
+        elif choice.reward != reward:
+            delta = reward - choice.reward
+            AgentVariantChoice.objects.filter(pk=choice.pk).update(
+                reward=reward, rewarded_at=interaction.feedback_at
+            )
+            AgentVariant.objects.filter(pk=choice.variant_id).update(
+                alpha=F("alpha") + delta,
+                beta=F("beta") - delta,
+                reward_sum=F("reward_sum") + delta,
+            )
+    return interaction

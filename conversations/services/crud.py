@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from agents.services import interaction_feedback_record
 from conversations.checkpointer import get_checkpointer
 from conversations.models import Conversation, Message
 from conversations.services.threads import EDITABLE_FIELDS, conversation_settings_check
@@ -48,7 +50,9 @@ FEEDBACK_RANGES = {Message.FeedbackScale.THUMBS: (-1, 1), Message.FeedbackScale.
 def message_feedback(
     *, message: Message, scale: str, rating: int, comment: str, user: User
 ) -> Message:
-    """Rate a reply on a named scale: thumbs (-1, 0, 1) or stars (1 to 5)."""
+    """Rate a reply on a named scale: thumbs (-1, 0, 1) or stars (1 to 5). A reply an agent
+    wrote also feeds its agent's record and, from a variant choice, its posterior
+    (``agents.services.interaction_feedback_record``: a new rating replaces the last)."""
     if message.role != Message.Role.ASSISTANT:
         raise NotFound(
             "Only assistant replies take feedback; this message is not one.",
@@ -66,7 +70,9 @@ def message_feedback(
     message.feedback_rating = rating
     message.feedback_comment = comment
     message.feedback_at = timezone.now()
-    message.save(
-        update_fields=["feedback_scale", "feedback_rating", "feedback_comment", "feedback_at"]
-    )
+    with transaction.atomic():
+        message.save(
+            update_fields=["feedback_scale", "feedback_rating", "feedback_comment", "feedback_at"]
+        )
+        interaction_feedback_record(message_id=message.pk, scale=scale, rating=rating)
     return message

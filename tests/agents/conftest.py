@@ -48,3 +48,27 @@ def create_agent() -> Callable[..., Any]:
         return client.post("/api/v1/agents/", _payload(**overrides), format="json")
 
     return create
+
+
+@pytest.fixture
+def make_reply() -> Callable[..., Any]:
+    """An assistant message in a conversation of ``user`` (made once per user), as a turn
+    leaves it: what message feedback rates."""
+    from conversations.models import Conversation, Message
+
+    def make(user: Any, content: str = "An answer.") -> Message:
+        conversation = Conversation.objects.filter(owner=user).first()
+        if conversation is None:
+            conversation = Conversation.objects.create(owner=user, title="Agent replies")
+        position = conversation.messages.count()
+        Message.objects.create(
+            conversation=conversation, position=position, role="user", content="A question."
+        )
+        return Message.objects.create(
+            conversation=conversation,
+            position=position + 1,
+            role="assistant",
+            content=content,
+        )
+
+    return make

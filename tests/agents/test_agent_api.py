@@ -204,3 +204,42 @@ def test_the_tool_registry_and_agent_types_are_listed(api_client):
     ]
     assert all(tool["source"] == "builtin" and tool["description"] for tool in tools)
     assert [t["name"] for t in types] == ["conversational", "task_oriented"]
+
+
+def test_one_400_names_every_bad_field_the_serializers_and_the_services(api_client, create_agent):
+    response = create_agent(
+        api_client,
+        slug="Not A Slug",
+        temperature=9,
+        temprature=0.5,
+        tools=["no_such_tool"],
+        model="nosuchprovider:model",
+        knowledge_filter={"year": {"$near": 3}},
+        capabilities=[{"name": "x", "description": "a"}] * 2,
+    )
+
+    assert response.status_code == 400, response.json()
+    assert set(response.json()["error"]["details"]) == {
+        "slug",
+        "temperature",
+        "temprature",
+        "tools",
+        "model",
+        "knowledge_filter",
+        "capabilities",
+    }
+    assert not Agent.objects.exists()
+
+
+def test_an_update_with_several_bad_fields_names_them_all(api_client, create_agent):
+    agent_id = create_agent(api_client).json()["id"]
+
+    response = api_client.patch(
+        f"/api/v1/agents/{agent_id}/",
+        {"max_tokens": 0, "tools": ["nope"], "fallback_model": "nosuch:x"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert set(response.json()["error"]["details"]) == {"max_tokens", "tools", "fallback_model"}
+    assert Agent.objects.get(pk=agent_id).tools == ["calculator"]
