@@ -561,3 +561,46 @@ def test_the_stream_ends_with_the_approval_it_waits_for(
         "args": {"text": "hey"},
     }
     assert data["done"]["status"] == "awaiting_approval"
+
+
+@pytest.fixture
+def admin_client(make_user):
+    from django.test import Client
+
+    make_user("root", staff=True, password="pw")
+    client = Client()
+    client.login(username="root", password="pw")
+    return client
+
+
+def test_the_admin_shows_who_answered_and_the_tool_trace_and_decides_approvals(
+    admin_client, api_client, make_agent, create_conversation, openai_server
+):
+    conversation = create_conversation(make_agent(tools=["shout"]).slug)
+    openai_server.script = [
+        {"tool_calls": [_call("shout", {"text": "admin"}, "call-1")]},
+        {"content": "Shouted for the operator."},
+    ]
+    reply = _send(api_client, conversation["id"], "Shout.").json()["assistant_message"]
+    approval = ToolApproval.objects.get(conversation_id=conversation["id"])
+
+    listing = admin_client.get("/admin/conversations/toolapproval/?decision=pending")
+    assert listing.status_code == 200 and "shout" in listing.content.decode()
+    acted = admin_client.post(
+        "/admin/conversations/toolapproval/",
+        {"action": "approve", "_selected_action": [str(approval.pk)]},
+        follow=True,
+    )
+
+    assert "Approved 1 call(s)." in acted.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == "approved" and approval.decided_by.username == "root"
+    message = Message.objects.get(pk=reply["id"])
+    assert message.status == "complete" and message.content == "Shouted for the operator."
+    page = admin_client.get(f"/admin/conversations/message/{message.pk}/change/").content.decode()
+    assert "maths" in page  # the agent that answered
+    assert "<td>shout</td>" in page and "ADMIN" in page and "approved" in page
+    conversation_page = admin_client.get(
+        f"/admin/conversations/conversation/{conversation['id']}/change/"
+    ).content.decode()
+    assert "<td>shout</td>" in conversation_page
