@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agents.models import Agent, AgentVariantChoice
 from agents.selectors import agent_usable
 from agents.tools.registry import ToolContext, tool_get
-from core.errors import ApplicationError
+from core.errors import NotFound
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -84,7 +84,8 @@ def agent_resolve(*, user: User, ref: str) -> Agent:
         # Own first: NULL owners sort last in PostgreSQL's ascending order.
         agent = agents.filter(slug=ref).order_by("owner_id").first()
     if agent is None:
-        raise ApplicationError(
+        # 404, as for any id of someone else's: the agent may exist, but not for this user.
+        raise NotFound(
             "No agent you may use has this id or slug.",
             code="unknown_agent",
             details={"agent": ["An active agent's id or slug (yours or a shared one), or auto."]},

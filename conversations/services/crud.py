@@ -14,26 +14,11 @@ from conversations.services.threads import EDITABLE_FIELDS, conversation_setting
 from core.errors import ApplicationError, NotFound
 
 
-def _agent_fields(owner: User, agent: str | None, workflow: str | None) -> dict[str, Any]:
+def _agent_fields(owner: User, agent: str | None) -> dict[str, Any]:
     from conversations.services.agent_turns import agent_binding
 
-    bound = agent_binding(user=owner, ref=agent)
-    if workflow and bound.get("workflow") and workflow != bound["workflow"]:
-        raise ApplicationError(
-            "A conversation with an agent runs the agent workflow.",
-            code="validation_error",
-            details={"workflow": ["Leave it out, or use agent, with an agent."]},
-        )
-    return bound
-
-
-def _agent_workflow_check(fields: dict[str, Any], agent_fields: dict[str, Any]) -> None:
-    if fields.get("workflow") == Conversation.Workflow.AGENT and not agent_fields.get("workflow"):
-        raise ApplicationError(
-            "The agent workflow needs an agent.",
-            code="validation_error",
-            details={"agent": ["An agent's id or slug, or auto, with the agent workflow."]},
-        )
+    # An agent's conversation runs the agent workflow, whatever workflow came with it.
+    return agent_binding(user=owner, ref=agent)
 
 
 def conversation_create(*, owner: User, agent: str | None = None, **fields: Any) -> Conversation:
@@ -42,8 +27,7 @@ def conversation_create(*, owner: User, agent: str | None = None, **fields: Any)
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
-    bound = _agent_fields(owner, agent, fields.get("workflow")) if agent else {}
-    _agent_workflow_check(fields, bound)
+    bound = _agent_fields(owner, agent) if agent else {}
     fields.setdefault("workflow", settings.CHATTER_DEFAULT_WORKFLOW)
     fields = {**conversation_settings_check(fields), **bound}
     return Conversation.objects.create(owner=owner, **fields)
@@ -60,16 +44,12 @@ def conversation_update(
     changed = dict(conversation_settings_check(fields))
     if agent is not ...:
         owner = conversation.owner
-        bound = _agent_fields(owner, agent, fields.get("workflow"))  # type: ignore[arg-type]
+        bound = _agent_fields(owner, agent)  # type: ignore[arg-type]
         if not agent and conversation.workflow == Conversation.Workflow.AGENT:
             bound.setdefault(
                 "workflow", fields.get("workflow") or settings.CHATTER_DEFAULT_WORKFLOW
             )
         changed.update(bound)
-    else:
-        _agent_workflow_check(
-            fields, {"workflow": Conversation.Workflow.AGENT} if conversation.agent_id else {}
-        )
     for name, value in changed.items():
         setattr(conversation, name, value)
     conversation.save(update_fields=[*changed, "updated_at"])

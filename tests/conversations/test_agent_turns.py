@@ -457,7 +457,7 @@ def test_someone_elses_private_agent_cannot_be_bound(
 
     for ref in (str(theirs.pk), "theirs", "no-such-agent"):
         response = api_client.post("/api/v1/conversations/", {"agent": ref}, format="json")
-        assert response.status_code == 400, response.content
+        assert response.status_code == 404, response.content
         assert response.json()["error"]["code"] == "unknown_agent"
     assert not Conversation.objects.exists()
 
@@ -604,3 +604,37 @@ def test_the_admin_shows_who_answered_and_the_tool_trace_and_decides_approvals(
         f"/admin/conversations/conversation/{conversation['id']}/change/"
     ).content.decode()
     assert "<td>shout</td>" in conversation_page
+
+
+def test_an_agent_is_bound_and_unbound_by_patch(api_client, make_agent, openai_server):
+    agent = make_agent()
+    plain = api_client.post("/api/v1/conversations/", {"workflow": "basic"}, format="json").json()
+
+    bound = api_client.patch(
+        f"/api/v1/conversations/{plain['id']}/", {"agent": str(agent.pk)}, format="json"
+    )
+    assert bound.status_code == 200, bound.content
+    assert (bound.json()["agent"], bound.json()["workflow"]) == (str(agent.pk), "agent")
+    unbound = api_client.patch(
+        f"/api/v1/conversations/{plain['id']}/", {"agent": None}, format="json"
+    )
+    assert (unbound.json()["agent"], unbound.json()["workflow"]) == (None, "rag")
+
+
+def test_an_inactive_agent_answers_no_messages(
+    api_client, make_agent, create_conversation, openai_server
+):
+    agent = make_agent()
+    conversation = create_conversation(agent.slug)
+    Agent.objects.filter(pk=agent.pk).update(status="inactive")
+
+    response = _send(api_client, conversation["id"], "Hello?")
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "agent_inactive"
+    assert openai_server.requests == []
+    reply = Message.objects.get(conversation_id=conversation["id"], role="assistant")
+    assert reply.status == "error"
+    agent.status = "active"
+    agent.save()
+    openai_server.script = [{"content": "Back."}]
+    assert _send(api_client, conversation["id"], "Hello?").status_code == 201
