@@ -2,7 +2,9 @@
 
 Importing this module (CHATTER_PROVIDER_MODULES=bench.providers) registers:
 - `instant:<text>`  replies at once (a zero-latency model);
-- `paced:<tokens>:<ms>`  streams <tokens> tokens, one every <ms> milliseconds.
+- `paced:<tokens>:<ms>`  streams <tokens> tokens, one every <ms> milliseconds;
+- `instant-tool:<tool>`  a zero-latency tool-calling model: asked a question, it calls
+  <tool> once (the calculator's arguments), then, given the tool's result, answers.
 """
 
 from __future__ import annotations
@@ -87,5 +89,38 @@ def _paced(model: str, options: ModelOptions) -> BaseChatModel:
     )
 
 
+class ToolCallingChatModel(BaseChatModel):
+    tool: str
+    args: dict[str, Any] = {"expression": "6 * 7"}
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-tool-calling"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingChatModel:
+        return self
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        usage = {"input_tokens": len(messages), "output_tokens": 1, "total_tokens": 1}
+        if messages and messages[-1].type == "tool":
+            message = AIMessage(f"The tool said {messages[-1].content}.", usage_metadata=usage)  # type: ignore[arg-type]
+        else:
+            call = {"name": self.tool, "args": self.args, "id": f"call-{time.monotonic_ns()}"}
+            message = AIMessage("", tool_calls=[call], usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        return self._generate(messages, stop, run_manager, **kwargs)
+
+
+def _instant_tool(model: str, options: ModelOptions) -> BaseChatModel:
+    return ToolCallingChatModel(tool=model or "calculator")
+
+
 register_provider("instant", _instant)
+register_provider("instant-tool", _instant_tool)
 register_provider("paced", _paced)

@@ -13,7 +13,12 @@ from accounts.api import ApiKeyViewSet, SecurityCounterList
 from accounts.api import router as accounts_router
 from accounts.authentication import NinjaApiKeyAuth
 from agents.api import AgentViewSet
-from conversations.api import ConversationViewSet, MessageFeedbackView, UsageView
+from conversations.api import (
+    ApprovalListView,
+    ConversationViewSet,
+    MessageFeedbackView,
+    UsageView,
+)
 from conversations.api import router as conversations_router
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
@@ -52,6 +57,7 @@ urlpatterns = [
         name="message-feedback",
     ),
     path("usage/", UsageView.as_view(), name="usage"),
+    path("approvals/", ApprovalListView.as_view(), name="approvals"),
     path("security/events/", SecurityCounterList.as_view(), name="security-events"),
     path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
     path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),

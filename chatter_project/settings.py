@@ -477,6 +477,9 @@ CHATTER_MEMORY_WINDOW = int(os.environ.get("CHATTER_MEMORY_WINDOW", "20"))
 CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR", "2"))
 # A turn whose process died is taken over after this long (normally the claim is released).
 CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
+# An agent's turn may go model -> tools -> model this many times; a model that asks for tools
+# once more fails the reply with `tool_iterations_exceeded` (stored on it).
+CHATTER_AGENT_MAX_TOOL_ITERATIONS = int(os.environ.get("CHATTER_AGENT_MAX_TOOL_ITERATIONS", "8"))
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
 # New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".
 CHATTER_DEFAULT_WORKFLOW = os.environ.get("CHATTER_DEFAULT_WORKFLOW", "rag")

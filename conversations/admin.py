@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -13,10 +14,11 @@ from django.utils.safestring import SafeString
 
 from accounts.admin import UserAdmin
 from accounts.models import User
-from conversations.models import Conversation, Message, ModelPrice
+from conversations.models import Conversation, Message, ModelPrice, ToolApproval
 from conversations.selectors import conversation_list, conversation_tree, usage_by_owner
 from conversations.services import (
     EDITABLE_FIELDS,
+    approval_decide,
     conversation_delete,
     conversation_fork,
     conversation_settings_check,
@@ -26,6 +28,43 @@ from core.admin_base import ReadOnlyModelAdmin
 from core.errors import ApplicationError
 
 
+def answered_by(message: Message) -> str:
+    """The agent (and variant) whose reply this is, from the reply's record."""
+    agent = message.metadata.get("agent")
+    if not agent:
+        return ""
+    variant = message.metadata.get("variant")
+    return f"{agent['slug']} / {variant['name']}" if variant else agent["slug"]
+
+
+def tool_trace(message: Message) -> SafeString:
+    """The reply's tool calls as a table: name, arguments, result or error, latency, approval."""
+    calls = message.tool_calls or []
+    if not calls:
+        return format_html("{}", "-")
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                call.get("name", ""),
+                json.dumps(call.get("args", {}))[:300],
+                (f"ERROR: {call['error']}" if call.get("error") else str(call.get("result") or ""))[
+                    :300
+                ],
+                "" if call.get("latency_ms") is None else f"{call['latency_ms']} ms",
+                call.get("approval") or "",
+            )
+            for call in calls
+        ),
+    )
+    return format_html(
+        "<table><tr><th>tool</th><th>args</th><th>result</th><th>latency</th>"
+        "<th>approval</th></tr>{}</table>",
+        rows,
+    )
+
+
 class MessageInline(admin.TabularInline):
     model = Message
     fields = [
@@ -33,6 +72,8 @@ class MessageInline(admin.TabularInline):
         "role",
         "status",
         "short_content",
+        "agent_variant",
+        "tools_called",
         "model",
         "tokens_in",
         "tokens_out",
@@ -49,6 +90,14 @@ class MessageInline(admin.TabularInline):
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
         return obj.content[:200] + ("…" if len(obj.content) > 200 else "")
+
+    @admin.display(description="agent / variant")
+    def agent_variant(self, obj: Message) -> str:
+        return answered_by(obj)
+
+    @admin.display(description="tool calls")
+    def tools_called(self, obj: Message) -> SafeString:
+        return tool_trace(obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -106,6 +155,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "__str__",
         "owner",
         "model_used",
+        "agent",
         "message_count",
         "tokens_in",
         "tokens_out",
@@ -113,8 +163,8 @@ class ConversationAdmin(admin.ModelAdmin):
         "lineage",
         "updated_at",
     ]
-    list_filter = [LineageFilter, "workflow", "model", "owner__is_staff"]
-    list_select_related = ["owner", "parent", "forked_from"]
+    list_filter = [LineageFilter, "workflow", "model", "agent", "owner__is_staff"]
+    list_select_related = ["owner", "parent", "forked_from", "agent"]
     search_fields = ["title", "id", "owner__username", "summary"]
     date_hierarchy = "created_at"
     inlines = [MessageInline]
@@ -123,6 +173,8 @@ class ConversationAdmin(admin.ModelAdmin):
         "id",
         "owner",
         "workflow",
+        "agent",
+        "agent_auto",
         "family_tree",
         "parent",
         "branch_point",
@@ -138,7 +190,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fieldsets = [
-        (None, {"fields": ["id", "owner", "title", "workflow"]}),
+        (None, {"fields": ["id", "owner", "title", "workflow", "agent", "agent_auto"]}),
         (
             "Model",
             {
@@ -261,6 +313,7 @@ class MessageAdmin(ReadOnlyModelAdmin):
         "conversation",
         "position",
         "model",
+        "agent_variant",
         "tokens_in",
         "tokens_out",
         "latency_ms",
@@ -271,11 +324,90 @@ class MessageAdmin(ReadOnlyModelAdmin):
     list_select_related = ["conversation"]
     search_fields = ["content", "conversation__title", "conversation__id", "error"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Message._meta.fields]
+    readonly_fields = [
+        *(f.name for f in Message._meta.fields if f.name != "tool_calls"),
+        "agent_variant",
+        "tool_call_trace",
+    ]
 
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
         return obj.content[:80] or (obj.error[:80] if obj.error else "(empty)")
+
+    @admin.display(description="agent / variant")
+    def agent_variant(self, obj: Message) -> str:
+        return answered_by(obj)
+
+    @admin.display(description="tool calls")
+    def tool_call_trace(self, obj: Message) -> SafeString:
+        return tool_trace(obj)
+
+
+class ApprovalStatusFilter(admin.SimpleListFilter):
+    title = "decision"
+    parameter_name = "decision"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(s.value, s.label) for s in ToolApproval.Status]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ToolApproval]
+    ) -> QuerySet[ToolApproval]:
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+@admin.register(ToolApproval)
+class ToolApprovalAdmin(ReadOnlyModelAdmin):
+    """Tool calls that wait for a person. Approving or rejecting here resumes the reply, as
+    the API's decision does (the admin user is recorded as the one who decided)."""
+
+    list_display = [
+        "tool_name",
+        "status",
+        "conversation",
+        "short_args",
+        "decided_by",
+        "decided_at",
+        "created_at",
+    ]
+    list_filter = [ApprovalStatusFilter, "tool_name"]
+    list_select_related = ["conversation", "decided_by"]
+    search_fields = ["tool_name", "conversation__id", "conversation__title", "tool_call_id"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in ToolApproval._meta.fields]
+    actions = ["approve", "reject"]
+
+    @admin.display(description="args")
+    def short_args(self, obj: ToolApproval) -> str:
+        return json.dumps(obj.args)[:120]
+
+    def _decide(
+        self, request: HttpRequest, queryset: QuerySet[ToolApproval], decision: str
+    ) -> None:
+        done, refused = 0, []
+        for approval in queryset.filter(status=ToolApproval.Status.PENDING):
+            try:
+                approval_decide(
+                    user=request.user,  # type: ignore[arg-type]
+                    conversation_id=approval.conversation_id,
+                    approval_id=approval.pk,
+                    decision=decision,
+                    reason=f"{decision}d in the admin",
+                )
+                done += 1
+            except ApplicationError as exc:
+                refused.append(f"{approval.tool_name}: {exc.message}")
+        self.message_user(request, f"{decision.capitalize()}d {done} call(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Approve the selected pending calls (the replies resume)")
+    def approve(self, request: HttpRequest, queryset: QuerySet[ToolApproval]) -> None:
+        self._decide(request, queryset, "approve")
+
+    @admin.action(description="Reject the selected pending calls (the model is told)")
+    def reject(self, request: HttpRequest, queryset: QuerySet[ToolApproval]) -> None:
+        self._decide(request, queryset, "reject")
 
 
 @admin.register(ModelPrice)

@@ -21,7 +21,7 @@ from ninja import Router, Schema
 from pydantic import AfterValidator, Field, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
-from rest_framework import serializers, status, viewsets
+from rest_framework import generics, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -33,10 +33,12 @@ from conversations.models import (
     SYSTEM_PROMPT_MAX_CHARS,
     Conversation,
     Message,
+    ToolApproval,
 )
 from conversations.pricing import format_cost
 from conversations.schema import ModelSpecField
 from conversations.selectors import (
+    approval_list,
     conversation_list,
     message_list,
     message_visible,
@@ -44,10 +46,14 @@ from conversations.selectors import (
 )
 from conversations.services import (
     EDITABLE_FIELDS,
+    ApprovalRequired,
     Token,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnEvent,
     TurnFinished,
     TurnStarted,
+    approval_decide,
     conversation_branch,
     conversation_create,
     conversation_delete,
@@ -64,6 +70,7 @@ from core.validation import (
     InvalidInput,
     MetadataField,
     RejectUnknownFields,
+    StrictCharField,
     StrictFloatField,
     StrictIntegerField,
     StrictMessageContentField,
@@ -139,12 +146,25 @@ class ConversationSerializer(RejectUnknownFields, serializers.ModelSerializer):
     system_prompt = StrictTextField(
         required=False, allow_blank=True, max_length=SYSTEM_PROMPT_MAX_CHARS
     )
+    agent = StrictCharField(
+        source="agent_ref",
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=200,
+        help_text="An agent you may use (its id or slug; your own before a shared one of the "
+        "same slug), or `auto`: the first message is routed to the best agent "
+        "(agents/route/), which the conversation is then bound to. Its turns use the agent's "
+        "prompt, model, tools, knowledge scope and variants (workflow `agent`). Null or "
+        "blank: no agent. In responses: the bound agent's id, `auto` until routed, or null.",
+    )
 
     class Meta:
         model = Conversation
         fields = [
             "id",
             "title",
+            "agent",
             "workflow",
             "model",
             "temperature",
@@ -176,8 +196,26 @@ class FeedbackField(serializers.Serializer):
     at = serializers.DateTimeField(allow_null=True)
 
 
+class AgentShortSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class VariantShortSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    choice_id = serializers.IntegerField()
+
+
 class MessageSerializer(serializers.ModelSerializer):
     feedback = serializers.SerializerMethodField()
+    agent = serializers.SerializerMethodField(
+        help_text="The agent that answered (replies of agent conversations), else null."
+    )
+    variant = serializers.SerializerMethodField(
+        help_text="The agent's variant chosen for this reply (Thompson sampling), else null."
+    )
 
     class Meta:
         model = Message
@@ -194,11 +232,21 @@ class MessageSerializer(serializers.ModelSerializer):
             "cost",
             "latency_ms",
             "tool_calls",
+            "agent",
+            "variant",
             "metadata",
             "feedback",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(AgentShortSerializer(allow_null=True))
+    def get_agent(self, message: Message) -> dict[str, Any] | None:
+        return message.metadata.get("agent")
+
+    @extend_schema_field(VariantShortSerializer(allow_null=True))
+    def get_variant(self, message: Message) -> dict[str, Any] | None:
+        return message.metadata.get("variant")
 
     @extend_schema_field(FeedbackField(allow_null=True))
     def get_feedback(self, message: Message) -> dict[str, Any] | None:
@@ -214,6 +262,43 @@ class MessageSerializer(serializers.ModelSerializer):
 
 class TurnSerializer(serializers.Serializer):
     user_message = MessageSerializer()
+    assistant_message = MessageSerializer()
+
+
+class ToolApprovalSerializer(serializers.ModelSerializer):
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ToolApproval
+        fields = [
+            "id",
+            "conversation",
+            "message",
+            "tool_call_id",
+            "tool_name",
+            "args",
+            "status",
+            "decided_by",
+            "decided_at",
+            "reason",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ApprovalDecisionSerializer(RejectUnknownFields, serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    reason = StrictTextField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        default="",
+        help_text="Why; a rejection's reason is handed to the model with the refusal.",
+    )
+
+
+class ApprovalOutcomeSerializer(serializers.Serializer):
+    approval = ToolApprovalSerializer()
     assistant_message = MessageSerializer()
 
 
@@ -277,10 +362,14 @@ class ConversationViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer: ConversationSerializer) -> None:
         fields = {k: v for k, v in serializer.validated_data.items() if k in EDITABLE_FIELDS}
-        serializer.instance = conversation_create(owner=self.request.user, **fields)
+        serializer.instance = conversation_create(
+            owner=self.request.user, agent=serializer.validated_data.get("agent_ref"), **fields
+        )
 
     def perform_update(self, serializer: ConversationSerializer) -> None:
         fields = {k: v for k, v in serializer.validated_data.items() if k in EDITABLE_FIELDS}
+        if "agent_ref" in serializer.validated_data:
+            fields["agent"] = serializer.validated_data["agent_ref"]
         serializer.instance = conversation_update(conversation=serializer.instance, **fields)
 
     def perform_destroy(self, instance: Conversation) -> None:
@@ -345,6 +434,46 @@ class ConversationViewSet(viewsets.ModelViewSet):
         )
         return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        responses={200: ToolApprovalSerializer(many=True)},
+        summary="The tool calls of this conversation's agent that needed approval",
+    )
+    @action(detail=True, methods=["get"])
+    def approvals(self, request: Request, pk: str | None = None) -> Response:
+        conversation = self.get_object()
+        page = self.paginate_queryset(approval_list(user=request.user, conversation=conversation))
+        return self.get_paginated_response(ToolApprovalSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ApprovalDecisionSerializer,
+        responses={200: ApprovalOutcomeSerializer},
+        summary="Approve or reject a pending tool call; the paused reply then resumes",
+        description="The conversation's owner (or staff) decides. `approve` runs the call, "
+        "`reject` hands the refusal (and `reason`) to the model as the tool's result; the "
+        "reply then completes, or waits on its next call that needs approval. 409 when the "
+        "call was already decided.",
+    )
+    @action(detail=True, methods=["post"], url_path="approvals/<uuid:approval_id>")
+    @route_policy(rate="expensive")
+    def approval_decide(
+        self, request: Request, pk: str | None = None, approval_id: str | None = None
+    ) -> Response:
+        payload = ApprovalDecisionSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        approval, reply = approval_decide(
+            user=request.user,
+            conversation_id=pk,
+            approval_id=approval_id,
+            decision=payload.validated_data["decision"],
+            reason=payload.validated_data["reason"],
+        )
+        return Response(
+            {
+                "approval": ToolApprovalSerializer(approval).data,
+                "assistant_message": MessageSerializer(reply).data,
+            }
+        )
+
     @extend_schema(request=None, responses={201: ConversationSerializer})
     @action(detail=True, methods=["post"])
     def fork(self, request: Request, pk: str | None = None) -> Response:
@@ -378,6 +507,33 @@ class MessageFeedbackView(APIView):
             user=request.user,
         )
         return Response(MessageSerializer(message).data)
+
+
+class ApprovalListView(generics.ListAPIView):
+    """The tool approvals of your conversations (staff: everyone's), newest first;
+    `?status=` narrows to pending, approved or rejected ones."""
+
+    serializer_class = ToolApprovalSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=list(ToolApproval.Status.values), required=False)
+        ]
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return ToolApproval.objects.none()
+        wanted = self.request.query_params.get("status")
+        if wanted is not None and wanted not in ToolApproval.Status.values:
+            raise ApplicationError(
+                "Invalid input.",
+                code="validation_error",
+                details={"status": [f"One of: {', '.join(ToolApproval.Status.values)}."]},
+            )
+        return approval_list(user=self.request.user, status=wanted)  # type: ignore[arg-type]
 
 
 class UsageView(APIView):
@@ -423,6 +579,24 @@ def _sse_event(event: TurnEvent) -> tuple[str, dict[str, Any]]:
     """A turn's domain event as the stream's event name and data."""
     if isinstance(event, Token):
         return "delta", {"content": event.content}
+    if isinstance(event, ToolCallStarted):
+        return "tool_call", {"id": event.id, "name": event.name, "args": event.args}
+    if isinstance(event, ToolCallFinished):
+        return "tool_result", {
+            "id": event.id,
+            "name": event.name,
+            "result": event.result,
+            "error": event.error,
+            "latency_ms": event.latency_ms,
+            "approval": event.approval,
+        }
+    if isinstance(event, ApprovalRequired):
+        return "approval_required", {
+            "approval_id": event.approval_id,
+            "tool_call_id": event.tool_call_id,
+            "name": event.name,
+            "args": event.args,
+        }
     if isinstance(event, TurnStarted):
         return "start", _turn_ids(event.user_message_id, event.assistant_message_id)
     if isinstance(event, TurnFinished):
@@ -459,9 +633,13 @@ def _sse(event: TurnEvent) -> str:
     "/conversations/{conversation_id}/messages/stream/",
     summary="Send a message; the reply streams back as server-sent events",
     description=(
-        "Events: `start` (message ids), `delta` (`{content}` token text), then `done` "
-        "(ids, usage, latency) or `error` (the error envelope's body). A client that "
-        "disconnects leaves its message and the partial reply, marked incomplete."
+        "Events: `start` (message ids), `delta` (`{content}` token text), in an agent's "
+        "turn `tool_call` (`{id, name, args}`, the model asked for a tool) and "
+        "`tool_result` (`{id, name, result, error, latency_ms, approval}`), "
+        "`approval_required` (`{approval_id, tool_call_id, name, args}`: the turn pauses, "
+        "`done` follows with status `awaiting_approval`), then `done` (ids, status, usage, "
+        "latency) or `error` (the error envelope's body). A client that disconnects leaves "
+        "its message and the partial reply, marked incomplete."
     ),
     response={200: None},
     openapi_extra={
@@ -474,7 +652,17 @@ def _sse(event: TurnEvent) -> str:
                         "schema": {
                             "type": "object",
                             "properties": {
-                                "event": {"enum": ["start", "delta", "done", "error"]},
+                                "event": {
+                                    "enum": [
+                                        "start",
+                                        "delta",
+                                        "tool_call",
+                                        "tool_result",
+                                        "approval_required",
+                                        "done",
+                                        "error",
+                                    ]
+                                },
                                 "data": {"type": "string", "description": "JSON"},
                             },
                             "required": ["event", "data"],

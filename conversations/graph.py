@@ -257,6 +257,15 @@ WORKFLOWS: dict[str, Callable[[], StateGraph]] = {"basic": build_basic, "rag": b
 _compiled: dict[tuple[str, int], CompiledStateGraph] = {}
 
 
+def _build_agent() -> StateGraph:
+    from conversations.agent_graph import build_agent  # it builds on this module's nodes
+
+    return build_agent()
+
+
+WORKFLOWS["agent"] = _build_agent
+
+
 def get_graph(workflow: str = "basic") -> CompiledStateGraph:
     """The compiled graph for a workflow type, on this process's checkpointer."""
     checkpointer = get_checkpointer()

@@ -53,6 +53,7 @@ class Conversation(models.Model):
     class Workflow(models.TextChoices):
         BASIC = "basic", "Basic chat"
         RAG = "rag", "Chat with the knowledge base (cited sources)"
+        AGENT = "agent", "An agent: its prompt, model, tools and knowledge scope"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -83,6 +84,21 @@ class Conversation(models.Model):
         "the model. Empty means CHATTER_RAG_RELEVANCE_FLOOR.",
     )
     metadata = models.JSONField(default=dict, blank=True)
+    # The agent whose prompt, model, tools and knowledge scope the turns use (workflow
+    # `agent`). SET_NULL: deleting an agent leaves its conversations readable; their next
+    # turns answer as a plain conversation.
+    agent = models.ForeignKey(
+        "agents.Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+    )
+    agent_auto = models.BooleanField(
+        default=False,
+        help_text='Created with agent "auto": the first message is routed to an agent '
+        "(agents.services.agent_route), which the conversation is then bound to.",
+    )
     # Lineage: a branch continues a parent from one of its messages; a fork copies it whole.
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="branches"
@@ -118,6 +134,13 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return self.title or f"Conversation {str(self.id)[:8]}"
 
+    @property
+    def agent_ref(self) -> str | None:
+        """The bound agent's id, "auto" while the first message is still to be routed."""
+        if self.agent_id:
+            return str(self.agent_id)
+        return "auto" if self.agent_auto else None
+
 
 class Message(models.Model):
     class Role(models.TextChoices):
@@ -130,6 +153,8 @@ class Message(models.Model):
         COMPLETE = "complete"
         INCOMPLETE = "incomplete"
         ERROR = "error"
+        # The turn is paused on a tool call that needs a person's approval (ToolApproval).
+        AWAITING_APPROVAL = "awaiting_approval"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(
@@ -139,7 +164,7 @@ class Message(models.Model):
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
     tool_calls = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
     model = models.CharField(max_length=200, blank=True)
     tokens_in = models.PositiveIntegerField(default=0)
@@ -176,3 +201,47 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.position}: {self.content[:60]}"
+
+
+class ToolApproval(models.Model):
+    """A tool call that waits for a person: the turn is paused on a LangGraph interrupt
+    (persisted in its checkpoint) until the conversation's owner (or staff) approves or
+    rejects it; a rejection is handed to the model as the tool's result."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="tool_approvals"
+    )
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_approvals")
+    tool_call_id = models.CharField(max_length=200)
+    tool_name = models.CharField(max_length=200)
+    args = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A turn waits on one call at a time: the interrupts of a step come one by one.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="pending"),
+                name="tool_approval_one_pending_per_conversation",
+            ),
+            models.UniqueConstraint(
+                fields=["message", "tool_call_id"], name="tool_approval_unique_call"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} ({self.status})"

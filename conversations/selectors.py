@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from accounts.selectors import visible_to
-from conversations.models import SEARCH_CONFIG, Conversation, Message
+from conversations.models import SEARCH_CONFIG, Conversation, Message, ToolApproval
 from conversations.pricing import format_cost
 
 
@@ -123,3 +123,17 @@ def usage_by_owner() -> dict[str, Any]:
             output_field=DecimalField(),
         ),
     }
+
+
+def approval_list(
+    *, user: User, conversation: Conversation | None = None, status: str | None = None
+) -> QuerySet[ToolApproval]:
+    """Tool approvals of the user's conversations (staff: all), newest first."""
+    approvals = ToolApproval.objects.select_related("decided_by")
+    if not user.is_staff:
+        approvals = approvals.filter(conversation__owner=user)
+    if conversation is not None:
+        approvals = approvals.filter(conversation=conversation)
+    if status:
+        approvals = approvals.filter(status=status)
+    return approvals.order_by("-created_at", "-id")

@@ -2,6 +2,7 @@
 update, delete and feedback (crud), turns (turns), streamed turns (streaming), summaries
 (summaries), branch and fork (copies). Callers import from here."""
 
+from conversations.services.agent_turns import agent_binding, approval_decide
 from conversations.services.copies import conversation_branch, conversation_fork
 from conversations.services.crud import (
     FEEDBACK_RANGES,
@@ -11,7 +12,10 @@ from conversations.services.crud import (
     message_feedback,
 )
 from conversations.services.streaming import (
+    ApprovalRequired,
     Token,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnEvent,
     TurnFailed,
     TurnFinished,
@@ -46,14 +50,19 @@ __all__ = [
     "EDITABLE_FIELDS",
     "FEEDBACK_RANGES",
     "SUMMARIZATION_HANDLER",
+    "ApprovalRequired",
     "ConversationDeleted",
     "RunTracker",
     "Token",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "Turn",
     "TurnEvent",
     "TurnFailed",
     "TurnFinished",
     "TurnStarted",
+    "agent_binding",
+    "approval_decide",
     "conversation_branch",
     "conversation_create",
     "conversation_delete",

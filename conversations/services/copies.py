@@ -80,6 +80,8 @@ def _copy_into(
                 "title": lineage.pop("title"),
                 "metadata": dict(source.metadata),
             },
+            agent_id=source.agent_id,
+            agent_auto=source.agent_auto,
             summary=values.get("summary", ""),
             summarized_messages=values.get("summarized", 0),
             message_count=len(rows),

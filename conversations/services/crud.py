@@ -16,23 +16,45 @@ from conversations.services.threads import EDITABLE_FIELDS, conversation_setting
 from core.errors import ApplicationError, NotFound
 
 
-def conversation_create(*, owner: User, **fields: Any) -> Conversation:
-    """A new, empty conversation with optional per-conversation model settings."""
+def _agent_fields(owner: User, agent: str | None) -> dict[str, Any]:
+    from conversations.services.agent_turns import agent_binding
+
+    # An agent's conversation runs the agent workflow, whatever workflow came with it.
+    return agent_binding(user=owner, ref=agent)
+
+
+def conversation_create(*, owner: User, agent: str | None = None, **fields: Any) -> Conversation:
+    """A new, empty conversation with optional per-conversation model settings, bound to
+    an agent (its id or slug) or routed to one on its first message (``agent="auto"``)."""
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    bound = _agent_fields(owner, agent) if agent else {}
     fields.setdefault("workflow", settings.CHATTER_DEFAULT_WORKFLOW)
-    return Conversation.objects.create(owner=owner, **conversation_settings_check(fields))
+    fields = {**conversation_settings_check(fields), **bound}
+    return Conversation.objects.create(owner=owner, **fields)
 
 
-def conversation_update(*, conversation: Conversation, **fields: Any) -> Conversation:
-    """Change a conversation's settings, checked by the rules every surface shares."""
+def conversation_update(
+    *, conversation: Conversation, agent: str | object | None = ..., **fields: Any
+) -> Conversation:
+    """Change a conversation's settings, checked by the rules every surface shares; a
+    given ``agent`` rebinds it (None: no agent, back to the default workflow)."""
     for name in fields:
         if name not in EDITABLE_FIELDS:
             raise ApplicationError(f"Field {name!r} cannot be changed.")
-    for name, value in conversation_settings_check(fields).items():
+    changed = dict(conversation_settings_check(fields))
+    if agent is not ...:
+        owner = conversation.owner
+        bound = _agent_fields(owner, agent)  # type: ignore[arg-type]
+        if not agent and conversation.workflow == Conversation.Workflow.AGENT:
+            bound.setdefault(
+                "workflow", fields.get("workflow") or settings.CHATTER_DEFAULT_WORKFLOW
+            )
+        changed.update(bound)
+    for name, value in changed.items():
         setattr(conversation, name, value)
-    conversation.save(update_fields=[*fields, "updated_at"])
+    conversation.save(update_fields=[*changed, "updated_at"])
     return conversation
 
 

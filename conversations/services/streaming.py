@@ -45,6 +45,37 @@ class Token:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """An agent's model asked for a tool (the call runs next, or waits for approval)."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    """A tool call's result (an excerpt) or error, and how long it took."""
+
+    id: str
+    name: str
+    result: str
+    error: str
+    latency_ms: int | None
+    approval: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalRequired:
+    """The turn is paused until this tool call is approved or rejected."""
+
+    approval_id: str
+    tool_call_id: str
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TurnFinished:
     user_message: Message
     assistant_message: Message
@@ -60,7 +91,40 @@ class TurnFailed:
     expected: bool = True
 
 
-TurnEvent = TurnStarted | Token | TurnFinished | TurnFailed
+TurnEvent = (
+    TurnStarted
+    | Token
+    | ToolCallStarted
+    | ToolCallFinished
+    | ApprovalRequired
+    | TurnFinished
+    | TurnFailed
+)
+
+
+def _tool_events(messages: list[Any]) -> list[TurnEvent]:
+    from agents.services import TOOL_RESULT_EXCERPT_CHARS
+
+    events: list[TurnEvent] = []
+    for message in messages:
+        if message.type == "ai":
+            for call in getattr(message, "tool_calls", None) or []:
+                events.append(ToolCallStarted(str(call["id"]), call["name"], call["args"]))
+        elif message.type == "tool":
+            text = str(message.content)[:TOOL_RESULT_EXCERPT_CHARS]
+            failed = getattr(message, "status", "success") == "error"
+            metadata = message.response_metadata or {}
+            events.append(
+                ToolCallFinished(
+                    str(message.tool_call_id),
+                    str(message.name or ""),
+                    "" if failed else text,
+                    text if failed else "",
+                    metadata.get("latency_ms"),
+                    metadata.get("approval"),
+                )
+            )
+    return events
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -79,17 +143,19 @@ async def turn_run(turn: Turn, *, db: DatabaseCall, tokens: bool) -> AsyncIterat
     yield TurnStarted(str(turn.user_message.pk), str(turn.assistant_message.pk))
     parts: list[str] = []
     tracker = RunTracker(turn)
+    tracker.seed(turn.seeded)
     config = turn.config()
     config["configurable"]["db_call"] = db  # not a checkpoint's metadata: not a plain value
     # Without "messages" the model is not asked to stream: a JSON turn calls it once.
     modes = ["messages", *tracker.MODES] if tokens else tracker.MODES
-    finishing: asyncio.Future[Message] | None = None
+    finishing: asyncio.Future[Any] | None = None
     try:
         async for mode, payload in get_graph(turn.conversation.workflow).astream(
             turn.graph_input(), config, stream_mode=modes
         ):
             if mode != "messages":
-                tracker.see(mode, payload)
+                for event in _tool_events(tracker.see(mode, payload)):
+                    yield event
                 continue
             chunk, meta = payload
             if (
@@ -99,6 +165,17 @@ async def turn_run(turn: Turn, *, db: DatabaseCall, tokens: bool) -> AsyncIterat
             ):
                 parts.append(str(chunk.content))
                 yield Token(parts[-1])
+        if tracker.interrupts:  # paused on a tool call that needs approval
+            from conversations.services.agent_turns import turn_pause
+
+            pausing = asyncio.ensure_future(db(turn_pause, turn, tracker))
+            finishing = pausing  # stored: the reader leaving now abandons nothing
+            assistant, approval = await asyncio.shield(pausing)
+            yield ApprovalRequired(
+                str(approval.pk), approval.tool_call_id, approval.tool_name, approval.args
+            )
+            yield TurnFinished(turn.user_message, assistant)
+            return
         # The reply is complete: store it even if the reader leaves now (not as abandoned).
         finishing = asyncio.ensure_future(db(turn_complete, turn, tracker))
         assistant = await asyncio.shield(finishing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from accounts.models import User
 from conversations.checkpointer import get_checkpointer
-from conversations.models import Conversation, Message, ModelPrice
+from conversations.models import Conversation, Message, ModelPrice, ToolApproval
 from conversations.pricing import catalog_cost
 from conversations.providers import (
     LOCAL_MODEL_NAME,
@@ -29,6 +30,8 @@ from core.errors import ApplicationError, Conflict, NotFound
 
 if TYPE_CHECKING:  # LangChain loads with the first turn, not at django.setup() (issue 10)
     from langchain_core.messages import AIMessage, BaseMessage
+
+    from agents.runtime import AgentSettings
 
 
 class ConversationDeleted(NotFound):
@@ -54,13 +57,36 @@ class Turn:
     assistant_message: Message
     model: str
     started: float
+    # An agent's turn (workflow `agent`): its settings for this reply, the routing that
+    # chose it (agent "auto"), and, when the turn resumes after an approval, the decision
+    # and what the paused part had produced and taken.
+    agent: AgentSettings | None = None
+    route: list[dict[str, Any]] | None = None
+    resume: dict[str, Any] | None = None
+    prior_latency_ms: int = 0
+    seeded: list[Any] = dataclasses.field(default_factory=list)  # the paused part's messages
 
     def config(self) -> dict[str, Any]:
-        return run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
+        config = run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
+        agent = self.agent
+        if agent is not None:
+            config["configurable"].update(
+                temperature=agent.temperature,
+                max_tokens=agent.max_tokens,
+                system_prompt=agent.system_prompt,
+                fallback_model=agent.fallback_model,
+                agent_tools=agent.tools,
+                approval_tools=sorted(agent.approval_tools),
+            )
+        return config
 
-    def graph_input(self) -> dict[str, Any]:
+    def graph_input(self) -> Any:
         from langchain_core.messages import HumanMessage
 
+        if self.resume is not None:
+            from langgraph.types import Command
+
+            return Command(resume=self.resume)
         return {"messages": [HumanMessage(self.user_message.content, id=str(self.user_message.pk))]}
 
 
@@ -96,6 +122,8 @@ WITH async_commit AS MATERIALIZED (
     WHERE id = %(conversation_id)s AND (%(viewer_is_staff)s OR owner_id = %(viewer_id)s)
       AND (turn_started_at IS NULL
            OR turn_started_at < now() - make_interval(secs => %(stale_seconds)s))
+      AND NOT EXISTS (SELECT 1 FROM {approval}
+                      WHERE conversation_id = %(conversation_id)s AND status = 'pending')
     RETURNING *
 ), stored AS (
     INSERT INTO {message} ({columns})
@@ -125,6 +153,7 @@ def _begin_sql() -> tuple[str, tuple[Any, ...]]:
         )
 
     sql = _BEGIN_SQL.format(
+        approval=ToolApproval._meta.db_table,
         conversation=Conversation._meta.db_table,
         message=Message._meta.db_table,
         columns=", ".join(connection.ops.quote_name(field.column) for field in fields),
@@ -170,6 +199,16 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
     if not claimed:
         if conversation_get(user=user, conversation_id=conversation_id) is None:
             raise NotFound("Not found.")
+        pending = ToolApproval.objects.filter(
+            conversation_id=conversation_id, status=ToolApproval.Status.PENDING
+        ).first()
+        if pending is not None:
+            raise Conflict(
+                f"The reply is waiting for approval of a {pending.tool_name} call; approve or "
+                "reject it before sending another message.",
+                code="approval_pending",
+                details={"approval_id": str(pending.pk), "tool": pending.tool_name},
+            )
         raise Conflict(
             "A reply is still being produced in this conversation; send again when it ends.",
             code="turn_in_progress",
@@ -179,7 +218,18 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
     reply.position = conversation.first_position + 1
     user_message.conversation = reply.conversation = conversation
     reply.model = conversation.model or params["default_model"]
-    return Turn(conversation, user_message, reply, reply.model, time.monotonic())
+    turn = Turn(conversation, user_message, reply, reply.model, time.monotonic())
+    if conversation.workflow == Conversation.Workflow.AGENT:
+        from conversations.services.agent_turns import agent_turn_prepare
+
+        try:
+            agent_turn_prepare(turn, user=user)
+        except Exception as exc:
+            failure = turn_fail(turn=turn, exc=exc)
+            if failure is None:
+                raise
+            raise failure from exc
+    return turn
 
 
 # One statement for the end of every turn (the hot path): the reply's content, usage and
@@ -196,7 +246,7 @@ WITH price AS (
     UPDATE {message} SET checkpoint_id = %(user_checkpoint)s WHERE id = %(user_id)s
 ), replied AS (
     UPDATE {message} SET
-        content = %(content)s, status = %(status)s, tokens_in = %(tokens_in)s,
+        content = %(content)s, status = %(status)s, model = %(model)s, tokens_in = %(tokens_in)s,
         tokens_out = %(tokens_out)s, latency_ms = %(latency_ms)s, tool_calls = %(tool_calls)s,
         checkpoint_id = %(reply_checkpoint)s, metadata = metadata || %(metadata)s,
         cost = COALESCE((SELECT round((%(tokens_in)s * input_per_million
@@ -217,32 +267,58 @@ RETURNING (SELECT cost FROM replied)
 class RunTracker:
     """Follows a graph run's `values` and `checkpoints` events: the final state, every model
     message of the turn (a loop of model -> tool -> model has several; the last is the
-    reply), and the checkpoints whose state ends with the user's message and with the reply
-    (where a branch from either message starts), without reading checkpoint history back."""
+    reply) and tool result, an interrupt that paused it, and the checkpoints whose state
+    ends with the user's message and with the reply (where a branch from either message
+    starts), without reading checkpoint history back."""
 
     MODES = ["values", "checkpoints"]
 
     def __init__(self, turn: Turn) -> None:
         self.user_id = str(turn.user_message.pk)
         self.state: dict[str, Any] = {}
+        self.interrupts: tuple[Any, ...] = ()
         self._earlier: set[str | None] | None = None  # the ids in the run's input state
         self._steps: dict[str, BaseMessage] = {}  # this turn's model messages, by id, in order
+        self._results: dict[str, BaseMessage] = {}  # its tool results, by tool call id
         self._checkpoint_ending: dict[str | None, str] = {}  # last message id -> checkpoint
+        # A resumed turn: the user's checkpoint was stored when it paused.
+        self._user_checkpoint = turn.user_message.checkpoint_id if turn.resume else ""
 
-    def see(self, mode: str, payload: Any) -> None:
+    def seed(self, messages: list[BaseMessage]) -> None:
+        """A resumed turn: the model messages and tool results its paused part produced."""
+        for message in messages:
+            if message.type == "ai":
+                self._steps[str(message.id)] = message
+            elif message.type == "tool":
+                self._results[str(getattr(message, "tool_call_id", ""))] = message
+
+    def see(self, mode: str, payload: Any) -> list[BaseMessage]:
+        """Take one event; returns the messages the run added since the last one."""
+        added: list[BaseMessage] = []
         if mode == "values":
             messages = payload.get("messages") or []
             if self._earlier is None:  # the first values event is the input: history, question
                 self._earlier = {m.id for m in messages}
             for message in messages:
-                if message.type == "ai" and message.id not in self._earlier:
+                if message.id in self._earlier:
+                    continue
+                if message.type == "ai" and str(message.id) not in self._steps:
                     self._steps[str(message.id)] = message
-            self.state = payload
+                    added.append(message)
+                elif message.type == "tool":
+                    call_id = str(getattr(message, "tool_call_id", ""))
+                    if call_id not in self._results:
+                        self._results[call_id] = message
+                        added.append(message)
+            self.interrupts = tuple(payload.get("__interrupt__") or ())
+            if not self.interrupts:
+                self.state = payload
         elif mode == "checkpoints":
             messages = payload["values"].get("messages") or []
             if messages:
                 checkpoint_id = payload["config"]["configurable"]["checkpoint_id"]
                 self._checkpoint_ending[messages[-1].id] = checkpoint_id
+        return added
 
     @property
     def context_before(self) -> int | None:
@@ -266,35 +342,50 @@ class RunTracker:
 
     @property
     def user_checkpoint(self) -> str:
-        return self._checkpoint_ending.get(self.user_id, "")
+        return self._user_checkpoint or self._checkpoint_ending.get(self.user_id, "")
 
     @property
     def reply_checkpoint(self) -> str:
         return self._checkpoint_ending.get(self.reply.id, "")
 
+    def model_used(self, default: str) -> str:
+        """The model that wrote the reply (an agent's fallback, when its primary failed)."""
+        metadata = getattr(self.steps[-1], "response_metadata", None) or {} if self.steps else {}
+        return metadata.get("chatter_model") or default
 
-def turn_finish(
-    *,
-    turn: Turn,
-    steps: list[BaseMessage],
-    state: dict[str, Any],
-    checkpoints: tuple[str, str],
-    status: str = Message.Status.COMPLETE,
-) -> Message:
-    """Store the reply (the last of the turn's model messages) with the turn's usage, tool
-    calls and cost, summed over its model messages; roll totals up; release the
-    conversation."""
-    usage = [getattr(step, "usage_metadata", None) or {} for step in steps]
-    assistant = turn.assistant_message
-    assistant.content = str(steps[-1].content)
-    assistant.status = status
-    assistant.tokens_in = sum(int(u.get("input_tokens", 0)) for u in usage)
-    assistant.tokens_out = sum(int(u.get("output_tokens", 0)) for u in usage)
-    assistant.latency_ms = int((time.monotonic() - turn.started) * 1000)
-    assistant.tool_calls = [
-        call for step in steps for call in (getattr(step, "tool_calls", None) or [])
-    ]
-    assistant.checkpoint_id = checkpoints[1]
+    def tool_trace(self, pending: str = "") -> list[dict[str, Any]]:
+        """Every tool call of the turn in call order: {id, name, args, result (an excerpt),
+        latency_ms, error, approval}; `pending` names a call that waits for approval."""
+        from agents.services import TOOL_RESULT_EXCERPT_CHARS
+
+        trace = []
+        for step in self._steps.values():
+            for call in getattr(step, "tool_calls", None) or []:
+                entry: dict[str, Any] = {
+                    "id": call["id"],
+                    "name": call["name"],
+                    "args": call["args"],
+                    "result": None,
+                    "latency_ms": None,
+                    "error": "",
+                    "approval": "pending" if call["id"] == pending else None,
+                }
+                result = self._results.get(str(call["id"]))
+                if result is not None:
+                    metadata = result.response_metadata or {}
+                    text = str(result.content)[:TOOL_RESULT_EXCERPT_CHARS]
+                    failed = getattr(result, "status", "success") == "error"
+                    entry.update(
+                        result=text,
+                        latency_ms=metadata.get("latency_ms"),
+                        error=text if failed else "",
+                        approval=metadata.get("approval"),
+                    )
+                trace.append(entry)
+        return trace
+
+
+def _reply_metadata(turn: Turn, state: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {"usage_source": "local" if turn.model == "local" else "provider"}
     if "sources" in state:
         # The citation map: [n] in the reply -> the document and chunk it came from.
@@ -307,6 +398,40 @@ def turn_finish(
         ]
     if state.get("retrieval_error"):
         extra["retrieval_error"] = state["retrieval_error"]
+    if turn.agent is not None:
+        extra.update(turn.agent.describe())
+    if turn.route is not None:
+        extra["route"] = turn.route
+    return extra
+
+
+def turn_finish(
+    *,
+    turn: Turn,
+    steps: list[BaseMessage],
+    state: dict[str, Any],
+    checkpoints: tuple[str, str],
+    status: str = Message.Status.COMPLETE,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> Message:
+    """Store the reply (the last of the turn's model messages) with the turn's usage, tool
+    calls and cost, summed over its model messages; roll totals up; release the
+    conversation."""
+    usage = [getattr(step, "usage_metadata", None) or {} for step in steps]
+    assistant = turn.assistant_message
+    assistant.content = str(steps[-1].content)
+    assistant.status = status
+    assistant.model = turn.model
+    assistant.tokens_in = sum(int(u.get("input_tokens", 0)) for u in usage)
+    assistant.tokens_out = sum(int(u.get("output_tokens", 0)) for u in usage)
+    assistant.latency_ms = turn.prior_latency_ms + int((time.monotonic() - turn.started) * 1000)
+    assistant.tool_calls = (
+        tool_calls
+        if tool_calls is not None
+        else [call for step in steps for call in (getattr(step, "tool_calls", None) or [])]
+    )
+    assistant.checkpoint_id = checkpoints[1]
+    extra = _reply_metadata(turn, state)
     assistant.metadata = {**assistant.metadata, **extra}
     turn.user_message.checkpoint_id = checkpoints[0]
     sql = _FINISH_SQL.format(
@@ -326,6 +451,7 @@ def turn_finish(
                 "reply_checkpoint": checkpoints[1],
                 "content": assistant.content,
                 "status": status,
+                "model": turn.model,
                 "tokens_in": assistant.tokens_in,
                 "tokens_out": assistant.tokens_out,
                 "latency_ms": assistant.latency_ms,
@@ -349,13 +475,14 @@ def turn_finish(
 def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
     """Keep the user's message, mark the reply as an error, release the conversation.
     A conversation deleted meanwhile answers ConversationDeleted (404)."""
-    failure = provider_failure(exc)
+    failure = exc if isinstance(exc, ApplicationError) else provider_failure(exc)
     text = failure.message if failure else f"Internal error: {type(exc).__name__}"
     with transaction.atomic():
         Message.objects.filter(pk=turn.assistant_message.pk).update(
             status=Message.Status.ERROR,
             error=text,
-            latency_ms=int((time.monotonic() - turn.started) * 1000),
+            model=turn.model,
+            latency_ms=turn.prior_latency_ms + int((time.monotonic() - turn.started) * 1000),
         )
         released = Conversation.objects.filter(pk=turn.conversation.pk).update(turn_started_at=None)
     if not released:
@@ -363,6 +490,10 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
     if isinstance(exc, ConversationDeleted):
         return exc
     turn.assistant_message.refresh_from_db()
+    if turn.agent is not None:
+        from conversations.services.agent_turns import agent_reply_record
+
+        agent_reply_record(turn, turn.assistant_message, tracker=None, error=text)
     return failure
 
 
@@ -402,17 +533,26 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
             state=graph.get_state(turn.config()).values,
             checkpoints=(tracker.user_checkpoint, reply_checkpoint),
             status=Message.Status.INCOMPLETE,
+            tool_calls=tracker.tool_trace() if turn.agent is not None else None,
         )
 
 
 def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
     """Store a completed run's reply and schedule its summary if one is due."""
+    agent = turn.agent is not None
+    if agent:
+        turn.model = tracker.model_used(turn.model)
     assistant = turn_finish(
         turn=turn,
         steps=tracker.steps,
         state=tracker.state,
         checkpoints=(tracker.user_checkpoint, tracker.reply_checkpoint),
+        tool_calls=tracker.tool_trace() if agent else None,
     )
+    if agent:
+        from conversations.services.agent_turns import agent_reply_record
+
+        agent_reply_record(turn, assistant, tracker=tracker)
     summary_schedule_if_due(
         conversation=turn.conversation, state=tracker.state, context_before=tracker.context_before
     )

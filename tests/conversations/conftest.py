@@ -16,13 +16,19 @@ from conversations.models import Conversation
 class FakeOpenAI:
     """An OpenAI-compatible chat completions server on loopback, so langchain-openai's real
     HTTP path (JSON and SSE) runs in the tests. `fail_with` makes it answer an error status;
-    `hang` makes it never answer (the client's timeout fires)."""
+    `hang` makes it never answer (the client's timeout fires). `script` holds the next
+    answers, one per request, each `{"content": ..., "tool_calls": [{"id", "name",
+    "args"}]}` (tool calls are answered in OpenAI's format, finish_reason "tool_calls");
+    `failing_models` answer 500 for requests naming them (a primary model that is down)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.reply = "Hello from the fake OpenAI server."
         self.fail_with: int | None = None
         self.hang = False
+        self.script: list[dict[str, Any]] = []
+        self.failing_models: set[str] = set()
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,22 +44,37 @@ class FakeOpenAI:
                 if fake.hang:
                     time.sleep(3)
                     return
-                if fake.fail_with:
+                failing = fake.fail_with or (500 if body["model"] in fake.failing_models else None)
+                if failing:
                     self._json(
-                        fake.fail_with,
+                        failing,
                         {
                             "error": {
-                                "message": f"status {fake.fail_with}",
+                                "message": f"status {failing}",
                                 "type": "x",
                                 "code": None,
                             }
                         },
                     )
                     return
+                with fake._lock:
+                    scripted = fake.script.pop(0) if fake.script else None
+                if scripted is None:
+                    scripted = {"content": fake.reply}
+                calls = [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+                    }
+                    for call in scripted.get("tool_calls") or []
+                ]
+                text = scripted.get("content") or ""
+                finish = "tool_calls" if calls else "stop"
                 prompt_tokens = sum(
                     len(str(m.get("content", "")).split()) for m in body["messages"]
                 )
-                words = [w + " " for w in fake.reply.split()]
+                words = [w + " " for w in text.split()]
                 usage = {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": len(words),
@@ -63,6 +84,9 @@ class FakeOpenAI:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
+                    for index, call in enumerate(calls):
+                        delta = {"role": "assistant", "tool_calls": [{"index": index, **call}]}
+                        self._event({"choices": [{"index": 0, "delta": delta}]})
                     for word in words:
                         self._event(
                             {
@@ -75,7 +99,7 @@ class FakeOpenAI:
                                 ]
                             }
                         )
-                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                     if (body.get("stream_options") or {}).get("include_usage"):
                         self._event({"choices": [], "usage": usage})
                     self.wfile.write(b"data: [DONE]\n\n")
@@ -91,8 +115,12 @@ class FakeOpenAI:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": fake.reply},
-                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": text or None,
+                                    **({"tool_calls": calls} if calls else {}),
+                                },
+                                "finish_reason": finish,
                             }
                         ],
                         "usage": usage,

@@ -13,6 +13,8 @@ from web.http_policy import RoutePolicy, api_route_policies, route_policy
 DECLARED = {
     ("POST", "api/v1/conversations/<uuid:pk>/messages/"): ("expensive", False),
     ("POST", "api/v1/conversations/<conversation_id>/messages/stream/"): ("expensive", False),
+    # Deciding resumes the paused turn: the model runs again.
+    ("POST", "api/v1/conversations/<uuid:pk>/approvals/<uuid:approval_id>/"): ("expensive", False),
     ("POST", "api/v1/documents/"): ("expensive", True),
     ("POST", "api/v1/documents/<uuid:pk>/reprocess/"): ("expensive", False),
     ("GET", "api/v1/documents/<uuid:pk>/similar/"): ("expensive", False),
@@ -37,6 +39,8 @@ DEFAULT = {
     ("POST", "api/v1/conversations/<uuid:pk>/branch/"),
     ("POST", "api/v1/conversations/<uuid:pk>/fork/"),
     ("GET", "api/v1/conversations/<uuid:pk>/messages/"),
+    ("GET", "api/v1/conversations/<uuid:pk>/approvals/"),
+    ("GET", "api/v1/approvals/"),
     ("GET", "api/v1/jobs/"),
     ("POST", "api/v1/jobs/"),
     ("GET", "api/v1/jobs/stats/"),
