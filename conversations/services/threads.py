@@ -89,6 +89,13 @@ def _busy() -> Conflict:
     )
 
 
+def conversation_claim(conversation: Conversation) -> None:
+    """Take the conversation's turn for work other than a new message (resuming a turn after
+    an approval): one statement only one caller can win; 409 when a reply is running."""
+    if not Conversation.objects.filter(_idle(), pk=conversation.pk).update(turn_started_at=Now()):
+        raise _busy()
+
+
 def conversation_idle_check(conversation: Conversation) -> None:
     """409 when a reply is running in the conversation (nothing is taken)."""
     if not Conversation.objects.filter(_idle(), pk=conversation.pk).exists():
