@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import api_key_create
-from agents.models import Agent
-from conversations.models import Conversation, Message
+from agents.models import Agent, AgentVariant
+from conversations.models import Conversation, Message, ToolApproval
 from jobs.models import Job
 from knowledge.models import ContentType, Document
 
@@ -63,18 +63,46 @@ def _api_key(user: User) -> str:
     return str(api_key_create(user=user, name="victim")[0].pk)
 
 
+def _variant(user: User, agent_id: str) -> str:
+    return str(
+        AgentVariant.objects.create(agent_id=agent_id, name="b", system_prompt="Be brief.").pk
+    )
+
+
+def _approval(user: User, conversation_id: str) -> str:
+    Message.objects.create(
+        conversation_id=conversation_id, position=0, role="user", content="What is 1+1?"
+    )
+    message = Message.objects.create(
+        conversation_id=conversation_id, position=1, role="assistant", content=""
+    )
+    return str(
+        ToolApproval.objects.create(
+            conversation_id=conversation_id,
+            message=message,
+            tool_call_id="call_1",
+            tool_name="calculator",
+            args={"expression": "1+1"},
+        ).pk
+    )
+
+
 # The collection segment before a path parameter → a factory for an object of that resource.
 # Apps that add object endpoints add a factory here (the matrix test fails until they do).
-FACTORIES: dict[str, Callable[[User], str]] = {
+# A nested resource's factory also takes the id of the object it belongs to (the path's
+# previous parameter), so the owner's request would reach it and only ownership refuses.
+FACTORIES: dict[str, Callable[..., str]] = {
     "conversations": _conversation,
     "messages": _message,
     "api-keys": _api_key,
     "jobs": _job,
     "documents": _document,
     "agents": _agent,
+    "variants": _variant,
+    "approvals": _approval,
 }
 
 
 @pytest.fixture
-def object_factories() -> dict[str, Callable[[User], str]]:
+def object_factories() -> dict[str, Callable[..., str]]:
     return FACTORIES

@@ -49,9 +49,13 @@ def _body(schema: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for name in media.get("required", []):
         prop = media.get("properties", {}).get(name, {})
+        if "$ref" in prop:
+            prop = schema["components"]["schemas"][prop["$ref"].split("/")[-1]]
         kind, fmt = prop.get("type"), prop.get("format")
         body[name] = (
-            str(uuid.uuid4())
+            prop["enum"][0]
+            if prop.get("enum")
+            else str(uuid.uuid4())
             if fmt == "uuid"
             else 1
             if kind in ("integer", "number")
@@ -85,15 +89,16 @@ def schema() -> dict[str, Any]:
     return SCHEMA_CACHE["schema"]
 
 
-def _fill(path: str, user: User, factories: dict[str, Callable[[User], str]]) -> str:
+def _fill(path: str, user: User, factories: dict[str, Callable[..., str]]) -> str:
     segments = path.split("/")
+    parent = None
     for index, segment in enumerate(segments):
         if _PARAM.fullmatch(segment):
             resource = segments[index - 1]
             factory = factories.get(resource)
             if factory is None:
                 pytest.fail(f"{path}: no factory for {resource!r}; add one in conftest.py")
-            segments[index] = factory(user)
+            parent = segments[index] = factory(user) if parent is None else factory(user, parent)
     return "/".join(segments)
 
 
