@@ -264,3 +264,40 @@ def test_completions_count_in_the_agents_metrics(sdk, api_client, user, make_age
 
     metrics = api_client.get(f"/api/v1/agents/{agent.pk}/metrics/").json()
     assert metrics["replies"] == 2
+
+
+@pytest.fixture
+def approval_tool():
+    from langchain_core.tools import StructuredTool
+
+    from agents.tools.registry import ToolSpec, tool_register, tool_unregister
+
+    def build(context):
+        return StructuredTool.from_function(
+            func=lambda text: text.upper(), name="shout", description="Shouts."
+        )
+
+    tool_register(
+        ToolSpec(name="shout", description="Shouts.", factory=build, requires_approval=True),
+        replace=True,
+    )
+    yield
+    tool_unregister("shout")
+
+
+def test_a_tool_that_needs_approval_is_not_offered(
+    api_client, user, make_agent, fake, approval_tool
+):
+    # In process: the tool is registered here only. A stateless completion cannot pause for
+    # a person's approval, so the model is not offered the tool.
+    make_agent(user, tools=["calculator", "shout"])
+
+    response = api_client.post(
+        "/api/openai/v1/chat/completions",
+        {"model": "maths", "messages": [{"role": "user", "content": "Shout hi"}]},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["choices"][0]["message"]["content"] == fake.reply
+    assert [t["function"]["name"] for t in fake.requests[0]["tools"]] == ["calculator"]
