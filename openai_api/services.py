@@ -379,7 +379,8 @@ async def completion_chunks(completion: Completion) -> AsyncIterator[dict[str, A
 
     client = set(completion.request.tool_names)
     live = not completion.tools
-    held: list[str] = []
+    held: list[str] = []  # this step's text, not sent yet
+    sent = False  # whether any of this step's text went out as it came
     steps: list[Any] = []
     results: dict[str, Any] = {}
     yield _chunk(completion, {"role": "assistant", "content": ""})
@@ -389,6 +390,7 @@ async def completion_chunks(completion: Completion) -> AsyncIterator[dict[str, A
         ):
             if mode == "messages":
                 chunk, meta = payload
+                # Chunks of a model that streams; one that does not is read from its step.
                 if meta.get("langgraph_node") != MODEL_NODE or not isinstance(
                     chunk, AIMessageChunk
                 ):
@@ -397,26 +399,30 @@ async def completion_chunks(completion: Completion) -> AsyncIterator[dict[str, A
                 if not text:
                     continue
                 if live:
+                    sent = True
                     yield _chunk(completion, {"content": text})
                 else:
                     held.append(text)
                 continue
             for node, update in (payload or {}).items():
-                messages = (update or {}).get("messages") or [] if isinstance(update, dict) else []
+                messages = (update.get("messages") or []) if isinstance(update, dict) else []
                 if node == TOOLS_NODE:
                     results.update({str(m.tool_call_id): m for m in messages if m.type == "tool"})
-                elif node == MODEL_NODE:
-                    step = next((m for m in reversed(messages) if m.type == "ai"), None)
-                    if step is None:
-                        continue
-                    steps.append(step)
-                    calls = getattr(step, "tool_calls", None) or []
-                    if calls and not any(call["name"] in client for call in calls):
-                        held.clear()  # a step of the agent's own tools: not the reply
-                        continue
-                    for text in held:
-                        yield _chunk(completion, {"content": text})
-                    held.clear()
+                    continue
+                step = next((m for m in reversed(messages) if m.type == "ai"), None)
+                if node != MODEL_NODE or step is None:
+                    continue
+                steps.append(step)
+                calls = getattr(step, "tool_calls", None) or []
+                if calls and not any(call["name"] in client for call in calls):
+                    held.clear()  # a step of the agent's own tools: not the reply
+                    sent = False
+                    continue
+                if not held and not sent and step.text:
+                    held.append(step.text)  # the model did not stream: its text at once
+                for text in held:
+                    yield _chunk(completion, {"content": text})
+                held.clear()
     except Exception as exc:
         failure = await _db(completion_failure_record, completion, exc, steps, results)
         if failure is None:

@@ -158,3 +158,32 @@ def test_a_provider_failure_mid_stream_is_an_error_the_sdk_raises(sdk, user, mak
     assert raised.value.body["code"] == "provider_error"
     assert raised.value.body["type"] == "server_error"
     assert AgentInteraction.objects.get(agent=agent).error.startswith("The model provider failed")
+
+
+def test_a_model_that_does_not_stream_still_streams_its_answer(sdk, user, make_agent, fake):
+    # bench.providers' tool-calling model answers whole (no token stream): its final text
+    # comes in one chunk, after its calculator step.
+    agent = make_agent(user, model="instant-tool:calculator")
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model="maths", messages=[{"role": "user", "content": "Six times seven?"}], stream=True
+        )
+    )
+
+    assert [c.choices[0].delta.content for c in chunks[1:-1]] == ["The tool said 42."]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert AgentInteraction.objects.get(agent=agent).tool_calls[0]["result"] == "42"
+
+
+def test_the_local_provider_streams_its_plain_notice(sdk, user, make_agent):
+    make_agent(user, model="local", tools=[])
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model="maths", messages=[{"role": "user", "content": "Hello"}], stream=True
+        )
+    )
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert "No language model is configured" in text
