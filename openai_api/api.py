@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,11 +47,12 @@ def _sse(data: dict[str, Any] | str) -> str:
 @router.post("/chat/completions", summary="A chat completion by an agent (model = its slug)")
 @route_policy(rate="expensive")
 async def chat_completions(request: HttpRequest) -> Any:
+    started = time.monotonic()
     user = request.auth.user  # type: ignore[attr-defined]
     chat = chat_request_parse(request.body)
     # Authentication ran in this request's sync thread; give its connection back now.
     await sync_to_async(release_connections)()
-    completion = await db_call(completion_prepare, user=user, request=chat)
+    completion = await db_call(completion_prepare, user=user, request=chat, started=started)
     if not chat.stream:
         return JsonResponse(await completion_create(completion))
 

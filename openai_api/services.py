@@ -113,7 +113,9 @@ class Completion:
         return {"messages": [message.model_copy() for message in self.request.messages]}
 
 
-def completion_prepare(*, user: User, request: ChatRequest) -> Completion:
+def completion_prepare(
+    *, user: User, request: ChatRequest, started: float | None = None
+) -> Completion:
     """The agent ``request.model`` names (404 model_not_found if ``user`` may not use it),
     its variant chosen for this completion (Thompson sampling, recorded), its settings and
     tools built for ``user``. A client tool may not take the name of one of the agent's."""
@@ -133,7 +135,10 @@ def completion_prepare(*, user: User, request: ChatRequest) -> Completion:
     # A call that needs a person's approval cannot pause a stateless completion: such tools
     # are not offered here (a conversation bound to the agent has them).
     tools = [tool for tool in settings.tools if tool.name not in settings.approval_tools]
-    return Completion(request=request, user=user, settings=settings, tools=tools)
+    completion = Completion(request=request, user=user, settings=settings, tools=tools)
+    if started is not None:  # when the request arrived: the interaction's latency counts from it
+        completion.started = started
+    return completion
 
 
 # --- what a run produced ---------------------------------------------------------------------
