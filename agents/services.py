@@ -479,16 +479,19 @@ def interaction_record(
     reply: str = "",
     sources: list[dict[str, Any]] | None = None,
     logprobs: list[float] | None = None,
+    interaction_id: Any = None,
 ) -> AgentInteraction:
     """Store one reply of an agent (agents.confidence says how its confidence is measured).
     ``tool_calls`` are {id, name, args, result, latency_ms, error, approval} dicts in call
-    order; results are kept as excerpts."""
+    order; results are kept as excerpts. ``interaction_id``: an id the caller has already
+    shown (the OpenAI-compatible API's completion id)."""
     calls = [
         {**call, "result": str(call.get("result", ""))[:TOOL_RESULT_EXCERPT_CHARS]}
         for call in tool_calls or []
     ]
     confidence, method = reply_confidence(reply=reply, sources=sources or (), logprobs=logprobs)
     return AgentInteraction.objects.create(
+        **({"id": interaction_id} if interaction_id is not None else {}),
         agent=agent,
         variant_id=choice.variant_id if choice else None,
         choice=choice,

@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "webhooks",
     "plugins",
     "datamgmt",
+    "openai_api",
     "chatter_project.apps.ChatterConfig",
 ]
 
@@ -89,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "web.http_policy.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Every error under /api/openai/ in OpenAI's shape: outside all that answers with one.
+    "openai_api.errors.OpenAIErrorShapeMiddleware",
     # Routes /api/vN/ and converts errors to v2's problem+json: outside everything that
     # answers with an error, so it sees those answers too.
     "web.versioning.ApiVersionMiddleware",

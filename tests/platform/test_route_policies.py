@@ -21,6 +21,8 @@ DECLARED = {
     ("POST", "api/v1/knowledge/search/"): ("expensive", False),
     ("POST", "api/v1/knowledge/metadata-query/"): ("expensive", False),
     ("POST", "api/v1/agents/route/"): ("expensive", False),
+    # The OpenAI-compatible API: a completion runs the agent's model (and its tools).
+    ("POST", "api/openai/v1/chat/completions"): ("expensive", False),
     ("GET", "api/v1/health/"): (None, False),
     ("GET", "api/v1/ready/"): (None, False),
 }
@@ -72,6 +74,9 @@ DEFAULT = {
     ("GET", "api/v1/agents/<uuid:pk>/variant-choices/"),
     ("GET", "api/v1/agents/<uuid:pk>/interactions/"),
     ("GET", "api/v1/agents/<uuid:pk>/metrics/"),
+    ("GET", "api/openai/v1/"),  # Ninja's root: 404, no docs here
+    ("GET", "api/openai/v1/models"),
+    ("GET", "api/openai/v1/models/<model>"),
     ("GET", "api/schema/"),
     ("GET", "api/docs/"),
 }
