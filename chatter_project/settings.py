@@ -482,6 +482,13 @@ CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR"
 CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
 # An agent's turn may go model -> tools -> model this many times; a model that asks for tools
 # once more fails the reply with `tool_iterations_exceeded` (stored on it).
+# Tools (registered or MCP, by the name agents use) whose every call waits for a person's
+# approval, beside those marked so in code or on their MCP server: e.g. "http_get".
+CHATTER_TOOLS_REQUIRING_APPROVAL = frozenset(
+    name.strip()
+    for name in os.environ.get("CHATTER_TOOLS_REQUIRING_APPROVAL", "").split(",")
+    if name.strip()
+)
 CHATTER_AGENT_MAX_TOOL_ITERATIONS = int(os.environ.get("CHATTER_AGENT_MAX_TOOL_ITERATIONS", "8"))
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
 # New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".
