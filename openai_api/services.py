@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 
 from accounts.models import User
+from agents.confidence import sources_from_tool_calls
 from agents.models import AgentInteraction
 from agents.runtime import AgentSettings, agent_settings
 from agents.services import TOOL_RESULT_EXCERPT_CHARS, interaction_record, variant_choose
@@ -216,18 +217,7 @@ class Outcome:
 
     def sources(self) -> list[dict[str, Any]]:
         """The passages knowledge_search handed the model, numbered (for the confidence)."""
-        sources: list[dict[str, Any]] = []
-        for call in self.tool_trace():
-            if call["name"] != "knowledge_search" or call["error"] or not call["result"]:
-                continue
-            try:
-                hits = json.loads(call["result"])
-            except ValueError:  # an excerpt cut mid-way
-                continue
-            for hit in hits if isinstance(hits, list) else []:
-                if isinstance(hit, dict):
-                    sources.append({"n": len(sources) + 1, "similarity": hit.get("similarity")})
-        return sources
+        return sources_from_tool_calls(self.tool_trace())
 
     def logprobs(self) -> list[float] | None:
         metadata = getattr(self.reply, "response_metadata", None) or {}
