@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -83,6 +84,29 @@ def bare_langgraph_turn(conninfo: str):
         graph.invoke({"messages": [HumanMessage(f"Hello {index}")]}, config)
 
     return turn, saver_context
+
+
+def bench_setup(key_name: str) -> tuple[Any, str]:
+    """The bench database migrated, Django set up, and the bench user with an API key whose
+    limits sit above any benchmark's rate: the figures measure the work, not the limiter's
+    refusals (whose cost, one atomic cache statement per request, stays in them)."""
+    ensure_database()
+    import logging
+
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from accounts.services import api_key_create, user_ensure
+
+    user, _ = user_ensure(username="bench")
+    _, key = api_key_create(
+        user=user, name=key_name, rate_limit="100000/m", expensive_rate_limit="100000/m"
+    )
+    return user, key
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -229,27 +253,12 @@ async def hold_streams(base: str, key: str, conversation_ids: list[str]) -> dict
 
 
 def main() -> None:
-    ensure_database()
-    import django
-
-    django.setup()
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    from django.core.management import call_command
+    user, key = bench_setup("bench")
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.services import api_key_create, user_ensure
     from conversations.checkpointer import _conninfo
     from conversations.models import Conversation
 
-    user, _ = user_ensure(username="bench")
-    # A per-key limit above the benchmark's rate: it measures turns, not the rate limiter's
-    # refusals (whose cost, one atomic cache statement per request, stays in the figure).
-    _, key = api_key_create(
-        user=user, name="bench", rate_limit="100000/m", expensive_rate_limit="100000/m"
-    )
     # `basic`: one model node, the same graph as the bare baseline (`rag` adds a retrieval
     # step, measured on its own below).
     conversation = Conversation.objects.create(

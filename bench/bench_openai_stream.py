@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_conversations import ensure_database, percentile, start_server
+from bench.bench_conversations import bench_setup, percentile, start_server
 
 TOKENS = int(os.environ.get("BENCH_TOKENS", "200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))
@@ -135,26 +135,13 @@ async def measure(base: str, key: str, slug: str, conversations: list[str]) -> d
 
 
 def main() -> None:
-    ensure_database()
-    import django
-
-    django.setup()
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from django.core.management import call_command
+    user, key = bench_setup("bench-openai")
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.services import api_key_create, user_ensure
     from agents.models import Agent
     from agents.services import agent_create
     from conversations.models import Conversation
 
-    user, _ = user_ensure(username="bench")
-    _, key = api_key_create(
-        user=user, name="bench-openai", rate_limit="100000/m", expensive_rate_limit="100000/m"
-    )
     model = f"paced:{TOKENS}:0"
     agent = Agent.objects.filter(owner=user, slug="bench-streamer").first() or agent_create(
         actor=user, name="Bench streamer", slug="bench-streamer", model=model, tools=[]
