@@ -89,7 +89,8 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "web.http_policy.SecurityHeadersMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable: a sync middleware would send every request through a thread.
+    "web.middleware.StaticFilesMiddleware",
     # Every error under /api/openai/ in OpenAI's shape: outside all that answers with one.
     "openai_api.errors.OpenAIErrorShapeMiddleware",
     # Routes /api/vN/ and converts errors to v2's problem+json: outside everything that
