@@ -25,6 +25,8 @@ PROJECT_APPS = (
 OWNER_FIELDS = ("owner", "user", "actor", "created_by")
 # Written as "!" (Django's unusable password) or null outside the full scope.
 REDACTED = {"password": "!", "pending_key": None, "encryption_header": None}
+# Operators' records of their own work: not part of what a user owns.
+OPERATOR_RECORDS = ("datamgmt.Backup", "datamgmt.Restore")
 CUSTOM_LOOKUPS = {"exact", "in", "gt", "gte", "lt", "lte", "contains", "icontains", "isnull", "startswith"}
 MAX_CLOSURE_ROUNDS = 10
 
@@ -143,10 +145,14 @@ def _user_tables(subject: User) -> list[ExportTable]:
     found = []
     for model in project_models():
         path = owner_path(model)
-        if path is None:
+        if path is None or model._meta.label in OPERATOR_RECORDS:
             continue
-        found.append(model_table(model, model.objects.filter(**{path: subject}), redact=True))
+        found.append(model_table(model, model._default_manager.filter(**owner_filter(path, subject)), redact=True))
     return found
+
+
+def owner_filter(path: str, user: User) -> dict[str, Any]:
+    return {"pk": user.pk} if path == "pk" else {path: user}
 
 
 def _analytics_tables(user: User, *, everyone: bool) -> list[ExportTable]:
@@ -353,7 +359,7 @@ def export_tables(
                         code="permission_denied",
                         status=403,
                     )
-                queryset = queryset.filter(**{path: owner})
+                queryset = queryset.filter(**owner_filter(path, owner))
             tables.append(model_table(model, queryset, redact=not owner.is_staff))
     else:
         raise ApplicationError(

@@ -17,7 +17,7 @@ from accounts.models import AuditLog, User
 from accounts.services import log_action
 from core.errors import ApplicationError, Forbidden
 from datamgmt.models import Compression, Export, RetentionPolicy, WorkStatus
-from datamgmt.scopes import _custom_filter, model_table, owner_path
+from datamgmt.scopes import _custom_filter, model_table, owner_filter, owner_path
 
 Progress = Callable[[int, int, str], None]
 PURGE_HANDLER = "datamgmt_retention_purge"
@@ -213,7 +213,7 @@ def bulk_operation(
     model = apps.get_model(BULK_LABELS[target])
     queryset = model._default_manager.filter(_custom_filter(model, filters or {}, target))
     if not actor.is_staff:
-        queryset = queryset.filter(**{owner_path(model) or "owner": actor})
+        queryset = queryset.filter(**owner_filter(owner_path(model) or "owner", actor))
     new_owner = None
     if action == "reassign":
         if not actor.is_staff:
