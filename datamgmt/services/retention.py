@@ -127,6 +127,7 @@ def policy_preview(*, policy: RetentionPolicy) -> dict[str, Any]:
     """A dry run: what a purge would delete now, per model."""
     counts: dict[str, int] = {}
     _cascade_counts(policy_queryset(policy), counts)
+    counts = {k: v for k, v in counts.items() if v}
     return {"dry_run": True, "policy": policy.name, "counts": counts, "total": sum(counts.values())}
 
 
@@ -149,10 +150,12 @@ def queryset_delete(queryset: QuerySet[Any], progress: Progress | None = None) -
                     (export_directory() / name).unlink(missing_ok=True)
             _, per_model = model._default_manager.filter(pk__in=pks).delete()
             for label, count in per_model.items():
-                counts[label] = counts.get(label, 0) + count
+                if count:
+                    counts[label] = counts.get(label, 0) + count
             if model._meta.label == "conversations.Conversation":
                 removed = _checkpoints_delete([str(pk) for pk in pks])
-                counts["langgraph.checkpoints"] = counts.get("langgraph.checkpoints", 0) + removed
+                if removed:
+                    counts["langgraph.checkpoints"] = counts.get("langgraph.checkpoints", 0) + removed
         done += len(pks)
         if progress:
             progress(done, total, model._meta.label)
@@ -226,6 +229,7 @@ def bulk_operation(
         counts[model._meta.label] = queryset.count()
     else:
         _cascade_counts(queryset, counts)
+        counts = {k: v for k, v in counts.items() if v}
     result: dict[str, Any] = {"dry_run": not confirm, "action": action, "target": target, "counts": counts}
     if not confirm:
         return result
