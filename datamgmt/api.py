@@ -17,7 +17,12 @@ from rest_framework.views import APIView
 
 from accounts.permissions import HasApiScope, IsStaff
 from core.errors import NotFound
-from core.validation import RejectUnknownFields, StrictCharField, StrictIntegerField, require_json_body
+from core.validation import (
+    RejectUnknownFields,
+    StrictCharField,
+    StrictIntegerField,
+    require_json_body,
+)
 from datamgmt.models import (
     Backup,
     BackupType,
@@ -34,7 +39,7 @@ from datamgmt.services.exports import export_file, export_request
 from datamgmt.services.restores import restore_request
 from datamgmt.services.retention import (
     BULK_TARGETS,
-    TARGETS,
+    RETENTION_SCOPES,
     bulk_operation,
     policy_preview,
     policy_purge,
@@ -43,7 +48,16 @@ from datamgmt.services.retention_policies import policy_create, policy_delete, p
 
 ERROR_ENVELOPE = inline_serializer(
     "DatamgmtError",
-    {"error": inline_serializer("DatamgmtErrorBody", {"code": serializers.CharField(), "message": serializers.CharField(), "details": serializers.JSONField()})},
+    {
+        "error": inline_serializer(
+            "DatamgmtErrorBody",
+            {
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(),
+            },
+        )
+    },
 )
 
 
@@ -94,7 +108,12 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         request=ExportCreateSerializer,
-        responses={202: ExportSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE, 404: ERROR_ENVELOPE},
+        responses={
+            202: ExportSerializer,
+            400: ERROR_ENVELOPE,
+            403: ERROR_ENVELOPE,
+            404: ERROR_ENVELOPE,
+        },
         description="Queue an export: 202 with its status; the file is written by a job. With "
         "`passphrase`, the file is age-encrypted (`age -d` opens it). Expires after 7 days.",
     )
@@ -115,7 +134,9 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The export's file."),
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The export's file."
+            ),
             404: ERROR_ENVELOPE,
             409: ERROR_ENVELOPE,
             410: ERROR_ENVELOPE,
@@ -126,7 +147,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     @action(detail=True, methods=["get"])
     def download(self, request: Request, pk: str | None = None) -> FileResponse:
         path = export_file(export=self.get_object(), user=request.user)
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)  # noqa: SIM115
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
 
 
 class BackupSerializer(serializers.ModelSerializer):
@@ -149,13 +170,17 @@ class BackupSerializer(serializers.ModelSerializer):
         return [*backup.manifest.get("chain", []), str(backup.pk)] if backup.manifest else []
 
     def get_row_counts(self, backup: Backup) -> dict[str, int]:
-        return {name: entry["rows"] for name, entry in (backup.manifest.get("tables") or {}).items()}
+        return {
+            name: entry["rows"] for name, entry in (backup.manifest.get("tables") or {}).items()
+        }
 
 
 class BackupCreateSerializer(RejectUnknownFields, serializers.Serializer):
     type = serializers.ChoiceField(choices=BackupType.choices)
     passphrase = StrictCharField(required=False, min_length=8, max_length=1024, write_only=True)
-    recipients = serializers.ListField(child=StrictCharField(max_length=200), required=False, max_length=20)
+    recipients = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=20
+    )
 
 
 class RestoreSerializer(serializers.ModelSerializer):
@@ -166,7 +191,18 @@ class RestoreSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Restore
-        fields = ["id", "backup", "chain", "target_database", "status", "result", "error", "job", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "backup",
+            "chain",
+            "target_database",
+            "status",
+            "result",
+            "error",
+            "job",
+            "created_at",
+            "finished_at",
+        ]
         read_only_fields = fields
 
 
@@ -202,13 +238,22 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         backup = backup_request(
-            type=data["type"], actor=request.user, passphrase=data.get("passphrase"), recipients=data.get("recipients")
+            type=data["type"],
+            actor=request.user,
+            passphrase=data.get("passphrase"),
+            recipients=data.get("recipients"),
         )
         return Response(BackupSerializer(backup).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         request=RestoreCreateSerializer,
-        responses={202: RestoreSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE, 404: ERROR_ENVELOPE, 409: ERROR_ENVELOPE},
+        responses={
+            202: RestoreSerializer,
+            400: ERROR_ENVELOPE,
+            403: ERROR_ENVELOPE,
+            404: ERROR_ENVELOPE,
+            409: ERROR_ENVELOPE,
+        },
         description="Restore the chain that ends in this backup into a new database on the same "
         "server (checked now: files, checksums, passphrase; restored and verified by a job).",
     )
@@ -240,14 +285,27 @@ class RestoreViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 
 class RetentionPolicySerializer(RejectUnknownFields, serializers.ModelSerializer):
-    scope = serializers.ChoiceField(choices=sorted(TARGETS))
+    scope = serializers.ChoiceField(choices=RETENTION_SCOPES)
     age_days = StrictIntegerField(min_value=0, max_value=36500)
-    filters = serializers.DictField(required=False, default=dict, help_text="Field lookups: {field__lookup: value}.")
+    filters = serializers.DictField(
+        required=False, default=dict, help_text="Field lookups: {field__lookup: value}."
+    )
     last_result = serializers.JSONField(read_only=True)
 
     class Meta:
         model = RetentionPolicy
-        fields = ["id", "name", "scope", "age_days", "filters", "auto_purge", "last_run_at", "last_result", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "scope",
+            "age_days",
+            "filters",
+            "auto_purge",
+            "last_run_at",
+            "last_result",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "last_run_at", "last_result", "created_at", "updated_at"]
 
 
@@ -287,12 +345,17 @@ class RetentionPolicyViewSet(viewsets.ModelViewSet):
         serializer.instance = policy_create(actor=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer: Any) -> None:
-        serializer.instance = policy_update(policy=serializer.instance, actor=self.request.user, **serializer.validated_data)
+        serializer.instance = policy_update(
+            policy=serializer.instance, actor=self.request.user, **serializer.validated_data
+        )
 
     def perform_destroy(self, instance: RetentionPolicy) -> None:
         policy_delete(policy=instance, actor=self.request.user)
 
-    @extend_schema(responses={200: CountsSerializer}, description="A dry run: what a purge would delete now, per model.")
+    @extend_schema(
+        responses={200: CountsSerializer},
+        description="A dry run: what a purge would delete now, per model.",
+    )
     @action(detail=True, methods=["get"])
     def preview(self, request: Request, pk: str | None = None) -> Response:
         return Response(policy_preview(policy=self.get_object()))
@@ -317,8 +380,12 @@ class BulkOperationSerializer(RejectUnknownFields, serializers.Serializer):
     action = serializers.ChoiceField(choices=["delete", "archive", "reassign"])
     target = serializers.ChoiceField(choices=list(BULK_TARGETS))
     filters = serializers.DictField(required=False, default=dict)
-    to_user = StrictCharField(required=False, max_length=150, help_text="reassign: the new owner's username.")
-    confirm = serializers.BooleanField(default=False, help_text="Without it: a dry run with counts.")
+    to_user = StrictCharField(
+        required=False, max_length=150, help_text="reassign: the new owner's username."
+    )
+    confirm = serializers.BooleanField(
+        default=False, help_text="Without it: a dry run with counts."
+    )
 
 
 class BulkResultSerializer(serializers.Serializer):
@@ -326,7 +393,9 @@ class BulkResultSerializer(serializers.Serializer):
     action = serializers.CharField()
     target = serializers.CharField()
     counts = serializers.DictField(child=serializers.IntegerField())
-    archive = serializers.UUIDField(required=False, help_text="archive: the export holding what was removed.")
+    archive = serializers.UUIDField(
+        required=False, help_text="archive: the export holding what was removed."
+    )
     to_user = serializers.CharField(required=False)
 
 
@@ -335,7 +404,10 @@ class BulkOperationView(APIView):
 
     parser_classes = [JSONParser]
 
-    @extend_schema(request=BulkOperationSerializer, responses={200: BulkResultSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE})
+    @extend_schema(
+        request=BulkOperationSerializer,
+        responses={200: BulkResultSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE},
+    )
     def post(self, request: Request) -> Response:
         require_json_body(request)
         serializer = BulkOperationSerializer(data=request.data)
@@ -343,4 +415,11 @@ class BulkOperationView(APIView):
         return Response(bulk_operation(actor=request.user, **serializer.validated_data))
 
 
-__all__ = ["BackupViewSet", "BulkOperationView", "ExportViewSet", "NotFound", "RestoreViewSet", "RetentionPolicyViewSet"]
+__all__ = [
+    "BackupViewSet",
+    "BulkOperationView",
+    "ExportViewSet",
+    "NotFound",
+    "RestoreViewSet",
+    "RetentionPolicyViewSet",
+]

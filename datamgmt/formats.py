@@ -71,7 +71,11 @@ class JsonWriter:
 
     def row(self, values: tuple[Any, ...]) -> None:
         record = {c.name: plain(v, c.kind) for c, v in zip(self.columns, values, strict=True)}
-        self.out.write(((",\n" if not self.first_row else "\n") + json.dumps(record, ensure_ascii=False)).encode())
+        self.out.write(
+            (
+                (",\n" if not self.first_row else "\n") + json.dumps(record, ensure_ascii=False)
+            ).encode()
+        )
         self.first_row = False
 
     def end(self) -> None:
@@ -83,7 +87,9 @@ class JsonWriter:
 
 class CsvWriter:
     def __init__(self, out: Any, meta: dict[str, Any], *, deflate: bool = True) -> None:
-        self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+        self.zip = zipfile.ZipFile(
+            out, "w", zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+        )
         with self.zip.open("export.json", "w") as handle:
             handle.write(json.dumps(meta, indent=2).encode())
 
@@ -116,7 +122,9 @@ class XmlWriter:
 
     def __init__(self, out: Any, meta: dict[str, Any]) -> None:
         self.out = out
-        attrs = " ".join(f"{k}={quoteattr(str(v))}" for k, v in meta.items() if not isinstance(v, dict | list))
+        attrs = " ".join(
+            f"{k}={quoteattr(str(v))}" for k, v in meta.items() if not isinstance(v, dict | list)
+        )
         self.out.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<export {attrs}>\n'.encode())
 
     def begin(self, name: str, columns: list[Column]) -> None:
@@ -214,17 +222,24 @@ class ParquetWriter:
         import pyarrow.parquet as pq
 
         self.columns = columns
-        self.schema = pa.schema([pa.field(c.name, _arrow_type(c.kind), nullable=True) for c in columns])
+        self.schema = pa.schema(
+            [pa.field(c.name, _arrow_type(c.kind), nullable=True) for c in columns]
+        )
         self.handle = self.zip.open(f"{name}.parquet", "w", force_zip64=True)
         self.sink = _Sink(self.handle)
-        self.writer = pq.ParquetWriter(pa.PythonFile(self.sink, mode="w"), self.schema, compression=self.codec)
+        self.writer = pq.ParquetWriter(
+            pa.PythonFile(self.sink, mode="w"), self.schema, compression=self.codec
+        )
         self.batch: list[list[Any]] = [[] for _ in columns]
 
     def _flush(self) -> None:
         import pyarrow as pa
 
         if self.batch and self.batch[0]:
-            arrays = [pa.array(values, type=f.type) for values, f in zip(self.batch, self.schema, strict=True)]
+            arrays = [
+                pa.array(values, type=f.type)
+                for values, f in zip(self.batch, self.schema, strict=True)
+            ]
             self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
             self.batch = [[] for _ in self.columns]
 
@@ -289,7 +304,9 @@ class SqlWriter:
 
     def begin(self, name: str, columns: list[Column]) -> None:
         self.columns = columns
-        self.prefix = f'INSERT INTO "{name}" (' + ", ".join(f'"{c.name}"' for c in columns) + ") VALUES\n"
+        self.prefix = (
+            f'INSERT INTO "{name}" (' + ", ".join(f'"{c.name}"' for c in columns) + ") VALUES\n"
+        )
         self.pending: list[str] = []
 
     def _flush(self) -> None:
@@ -298,7 +315,9 @@ class SqlWriter:
             self.pending = []
 
     def row(self, values: tuple[Any, ...]) -> None:
-        literals = ", ".join(sql_literal(v, c.kind) for c, v in zip(self.columns, values, strict=True))
+        literals = ", ".join(
+            sql_literal(v, c.kind) for c, v in zip(self.columns, values, strict=True)
+        )
         self.pending.append(f"({literals})")
         if len(self.pending) >= self.ROWS_PER_INSERT:
             self._flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
@@ -27,7 +27,18 @@ OWNER_FIELDS = ("owner", "user", "actor", "created_by")
 REDACTED = {"password": "!", "pending_key": None, "encryption_header": None}
 # Operators' records of their own work: not part of what a user owns.
 OPERATOR_RECORDS = ("datamgmt.Backup", "datamgmt.Restore")
-CUSTOM_LOOKUPS = {"exact", "in", "gt", "gte", "lt", "lte", "contains", "icontains", "isnull", "startswith"}
+CUSTOM_LOOKUPS = {
+    "exact",
+    "in",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "icontains",
+    "isnull",
+    "startswith",
+}
 MAX_CLOSURE_ROUNDS = 10
 
 
@@ -115,9 +126,7 @@ def model_table(model: type[models.Model], queryset: Any, *, redact: bool) -> Ex
 
 
 def project_models() -> list[type[models.Model]]:
-    return [
-        m for m in apps.get_models() if m._meta.app_label in PROJECT_APPS and m._meta.managed
-    ]
+    return [m for m in apps.get_models() if m._meta.app_label in PROJECT_APPS and m._meta.managed]
 
 
 def owner_path(model: type[models.Model], depth: int = 2) -> str | None:
@@ -147,7 +156,11 @@ def _user_tables(subject: User) -> list[ExportTable]:
         path = owner_path(model)
         if path is None or model._meta.label in OPERATOR_RECORDS:
             continue
-        found.append(model_table(model, model._default_manager.filter(**owner_filter(path, subject)), redact=True))
+        found.append(
+            model_table(
+                model, model._default_manager.filter(**owner_filter(path, subject)), redact=True
+            )
+        )
     return found
 
 
@@ -158,7 +171,9 @@ def owner_filter(path: str, user: User) -> dict[str, Any]:
 def _analytics_tables(user: User, *, everyone: bool) -> list[ExportTable]:
     from conversations.models import Message
 
-    messages = Message.objects.all() if everyone else Message.objects.filter(conversation__owner=user)
+    messages = (
+        Message.objects.all() if everyone else Message.objects.filter(conversation__owner=user)
+    )
     daily = (
         messages.annotate(day=TruncDate("created_at"))
         .values("day", "model", "role")
@@ -206,7 +221,11 @@ def _custom_filter(model: type[models.Model], raw: Any, label: str) -> Q:
             raise ApplicationError(
                 f"Unknown filter '{key}' on {label}.",
                 code="invalid_filters",
-                details={"filters": [f"{label}.{key}: a field of {label} and one of {sorted(CUSTOM_LOOKUPS)}."]},
+                details={
+                    "filters": [
+                        f"{label}.{key}: a field of {label} and one of {sorted(CUSTOM_LOOKUPS)}."
+                    ]
+                },
             )
         try:
             if lookup == "in":
@@ -255,7 +274,9 @@ def _closure(tables: list[ExportTable], subject: int | None) -> list[ExportTable
                     continue
                 target = f.related_model
                 wanted = target.objects.filter(
-                    pk__in=table.queryset.filter(**{f"{f.attname}__isnull": False}).values(f.attname)
+                    pk__in=table.queryset.filter(**{f"{f.attname}__isnull": False}).values(
+                        f.attname
+                    )
                 )
                 have = by_model.get(target)
                 if have is None:
@@ -303,8 +324,14 @@ def export_tables(
             raise NotFound("No such conversation.", code="not_found")
         tables = [
             model_table(Conversation, conversations, redact=True),
-            model_table(Message, Message.objects.filter(conversation__in=conversations), redact=True),
-            model_table(ToolApproval, ToolApproval.objects.filter(conversation__in=conversations), redact=True),
+            model_table(
+                Message, Message.objects.filter(conversation__in=conversations), redact=True
+            ),
+            model_table(
+                ToolApproval,
+                ToolApproval.objects.filter(conversation__in=conversations),
+                redact=True,
+            ),
         ]
     elif scope == "document":
         documents = Document.objects.filter(pk=_uuid(parameters, "document_id"))
@@ -320,7 +347,9 @@ def export_tables(
         return _analytics_tables(owner, everyone=owner.is_staff and bool(parameters.get("all")))
     elif scope == "full":
         if not owner.is_staff:
-            raise ApplicationError("The full export is for staff.", code="permission_denied", status=403)
+            raise ApplicationError(
+                "The full export is for staff.", code="permission_denied", status=403
+            )
         subject = None
         every = [m for m in apps.get_models(include_auto_created=True) if m._meta.managed]
         tables = [model_table(m, m._default_manager.all(), redact=False) for m in every]
@@ -350,7 +379,9 @@ def export_tables(
         tables = []
         for label in dict.fromkeys(str(label) for label in labels):
             model = _model_by_label(label)
-            queryset = model._default_manager.filter(_custom_filter(model, filters.get(label, {}), label))
+            queryset = model._default_manager.filter(
+                _custom_filter(model, filters.get(label, {}), label)
+            )
             if not owner.is_staff:
                 path = owner_path(model)
                 if path is None:

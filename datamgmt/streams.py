@@ -131,7 +131,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_input(  # noqa: PLR0913
+def open_input(
     path: Path,
     *,
     compression: str = "none",
@@ -147,7 +147,9 @@ def open_input(  # noqa: PLR0913
         raw.seek(0)
         if age.is_age(head):
             layers.append(
-                age.AgeReader(raw, passphrases=passphrases, identities=identities, file_key=file_key)
+                age.AgeReader(
+                    raw, passphrases=passphrases, identities=identities, file_key=file_key
+                )
             )
         if compression == "gzip":
             layers.append(gzip.GzipFile(fileobj=layers[-1], mode="rb"))

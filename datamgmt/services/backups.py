@@ -155,7 +155,12 @@ def backup_create(
         directory=str(directory or backup_directory()),
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
-    log_action(actor=actor, action="datamgmt.backup_requested", target=backup, details={"type": type, "encryption": kind})
+    log_action(
+        actor=actor,
+        action="datamgmt.backup_requested",
+        target=backup,
+        details={"type": type, "encryption": kind},
+    )
     return backup
 
 
@@ -423,7 +428,9 @@ def _changes_write(
     """The tar of changes since ``base_snapshot``: for each changed table its changed keys
     (COPY text) and the current rows of those keys (absent keys were deleted)."""
     by_name = {t.name: t for t in all_tables if t.backed_up}
-    changed = {n: whole for n, whole in pg.changed_tables(conn, base_snapshot).items() if n in by_name}
+    changed = {
+        n: whole for n, whole in pg.changed_tables(conn, base_snapshot).items() if n in by_name
+    }
     summary: dict[str, Any] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for index, name in enumerate(sorted(changed)):

@@ -29,7 +29,9 @@ MIN_PASSPHRASE = 8
 
 
 def export_directory() -> Path:
-    configured = getattr(settings, "DATAMGMT_EXPORT_DIR", None) or os.environ.get("CHATTER_EXPORT_DIR")
+    configured = getattr(settings, "DATAMGMT_EXPORT_DIR", None) or os.environ.get(
+        "CHATTER_EXPORT_DIR"
+    )
     return Path(configured) if configured else Path(settings.DATA_DIR) / "exports"
 
 
@@ -77,7 +79,9 @@ def export_request(
     compression = _choice(compression, Compression, "compression")
     passphrase_check(passphrase)
     parameters = dict(parameters or {})
-    export_tables(scope=scope, parameters=parameters, owner=owner)  # 400/403/404 now, not in the job
+    export_tables(
+        scope=scope, parameters=parameters, owner=owner
+    )  # 400/403/404 now, not in the job
     key = header = None
     if passphrase:
         key, header = age.encryption_prepare(passphrase=passphrase, scrypt_log_n=scrypt_log_n())
@@ -95,13 +99,24 @@ def export_request(
             pending_key=key,
             expires_at=timezone.now() + export_ttl(),
         )
-        job = enqueue(EXPORT_HANDLER, args={"export_id": str(export.pk)}, owner=owner, timeout=3600, max_attempts=2)
+        job = enqueue(
+            EXPORT_HANDLER,
+            args={"export_id": str(export.pk)},
+            owner=owner,
+            timeout=3600,
+            max_attempts=2,
+        )
         Export.objects.filter(pk=export.pk).update(job=job)
         log_action(
             actor=owner,
             action="datamgmt.export_requested",
             target=export,
-            details={"scope": scope, "format": fmt, "compression": compression, "encrypted": bool(passphrase)},
+            details={
+                "scope": scope,
+                "format": fmt,
+                "compression": compression,
+                "encrypted": bool(passphrase),
+            },
         )
     export.refresh_from_db()
     return export
@@ -146,9 +161,9 @@ def tables_write(
 
 def export_run(*, export_id: str, progress: Progress | None = None) -> Export:
     """The job: write the export's file (its key wiped whatever happens)."""
-    claimed = Export.objects.filter(pk=export_id, status__in=[WorkStatus.PENDING, WorkStatus.RUNNING]).update(
-        status=WorkStatus.RUNNING
-    )
+    claimed = Export.objects.filter(
+        pk=export_id, status__in=[WorkStatus.PENDING, WorkStatus.RUNNING]
+    ).update(status=WorkStatus.RUNNING)
     export = Export.objects.select_related("owner").get(pk=export_id)
     if not claimed:
         raise Conflict(f"Export {export_id} is {export.status}.", code="not_pending")
@@ -165,7 +180,10 @@ def export_run(*, export_id: str, progress: Progress | None = None) -> Export:
         "chatter_version": chatter_version(),
     }
     tables = export_tables(
-        scope=export.scope, parameters=export.parameters, owner=export.owner, for_sql=export.format == "sql"
+        scope=export.scope,
+        parameters=export.parameters,
+        owner=export.owner,
+        for_sql=export.format == "sql",
     )
     out, counts = tables_write(
         tables,
@@ -204,7 +222,9 @@ def export_file(*, export: Export, user: User) -> Path:
     if export.status == WorkStatus.EXPIRED or export.expires_at <= timezone.now():
         raise ApplicationError("This export has expired.", code="export_expired", status=410)
     if export.status != WorkStatus.SUCCEEDED:
-        raise Conflict(f"The export is {export.status}: nothing to download yet.", code="export_not_ready")
+        raise Conflict(
+            f"The export is {export.status}: nothing to download yet.", code="export_not_ready"
+        )
     path = export_directory() / export.file_name
     if not path.exists():
         raise ApplicationError("This export's file is gone.", code="export_expired", status=410)
@@ -215,7 +235,9 @@ def export_file(*, export: Export, user: User) -> Path:
 def exports_expire() -> dict[str, int]:
     """Maintenance: delete the files of expired exports and mark them expired."""
     expired = 0
-    for export in Export.objects.filter(expires_at__lte=timezone.now()).exclude(status=WorkStatus.EXPIRED):
+    for export in Export.objects.filter(expires_at__lte=timezone.now()).exclude(
+        status=WorkStatus.EXPIRED
+    ):
         if export.file_name:
             (export_directory() / export.file_name).unlink(missing_ok=True)
         Export.objects.filter(pk=export.pk).update(status=WorkStatus.EXPIRED, pending_key=None)

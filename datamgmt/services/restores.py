@@ -60,11 +60,15 @@ def _manifest_read(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise BackupRefused(f"Backup file {path} does not exist.", code="broken_chain")
     if not side.exists():
-        raise BackupRefused(f"The manifest of {path.name} ({side.name}) is missing.", code="broken_chain")
+        raise BackupRefused(
+            f"The manifest of {path.name} ({side.name}) is missing.", code="broken_chain"
+        )
     try:
         manifest = json.loads(side.read_text())
     except ValueError as exc:
-        raise BackupRefused(f"The manifest {side.name} is not valid JSON.", code="broken_chain") from exc
+        raise BackupRefused(
+            f"The manifest {side.name} is not valid JSON.", code="broken_chain"
+        ) from exc
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("file") != path.name:
         raise BackupRefused(f"{side.name} is not the manifest of {path.name}.", code="broken_chain")
     return manifest
@@ -85,13 +89,17 @@ def chain_resolve(path: Path, *, verify_files: bool = True) -> list[ChainLink]:
                 code="broken_chain",
             )
         link = ChainLink(parent_path, _manifest_read(parent_path))
-        if link.manifest.get("sha256") != parent.get("sha256") or link.manifest.get("id") != parent.get("id"):
+        if link.manifest.get("sha256") != parent.get("sha256") or link.manifest.get(
+            "id"
+        ) != parent.get("id"):
             raise BackupRefused(
                 f"The chain is broken: {parent['file']} is not the backup {child.path.name} was made on.",
                 code="broken_chain",
             )
         if child.manifest["type"] == "differential" and link.manifest.get("type") != "full":
-            raise BackupRefused("A differential's parent must be a full backup.", code="broken_chain")
+            raise BackupRefused(
+                "A differential's parent must be a full backup.", code="broken_chain"
+            )
         if len(links) > 10_000:
             raise BackupRefused("The chain loops.", code="broken_chain")
         links.append(link)
@@ -124,7 +132,9 @@ def chain_keys(
                 continue
             handle.seek(0)
             try:
-                keys.append(age.file_key_unwrap(handle, passphrases=passphrases, identities=identities))
+                keys.append(
+                    age.file_key_unwrap(handle, passphrases=passphrases, identities=identities)
+                )
             except age.WrongKey as exc:
                 raise BackupRefused(f"{link.path.name}: {exc}.", code="wrong_key") from exc
             except age.AgeError as exc:
@@ -188,7 +198,10 @@ def _apply_changes(link: ChainLink, key: bytes | None, conn: psycopg.Connection)
                 name, _, part = member.name.removeprefix("tables/").rpartition(".")
                 table = by_name.get(name)
                 if table is None:
-                    raise BackupRefused(f"{link.path.name} changes {name}, a table this database lacks.", code="schema_mismatch")
+                    raise BackupRefused(
+                        f"{link.path.name} changes {name}, a table this database lacks.",
+                        code="schema_mismatch",
+                    )
                 data = tar.extractfile(member)
                 assert data is not None
                 change = link.manifest["changes"][name]
@@ -206,9 +219,14 @@ def _apply_changes(link: ChainLink, key: bytes | None, conn: psycopg.Connection)
                         while block := data.read(1 << 20):
                             copy.write(block)
                     match = sql.SQL(" AND ").join(
-                        sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c, _ in table.primary_key
+                        sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c))
+                        for c, _ in table.primary_key
                     )
-                    conn.execute(sql.SQL("DELETE FROM {} t USING datamgmt_keys k WHERE {}").format(ident, match))
+                    conn.execute(
+                        sql.SQL("DELETE FROM {} t USING datamgmt_keys k WHERE {}").format(
+                            ident, match
+                        )
+                    )
                     conn.execute("DROP TABLE datamgmt_keys")
                 elif part == "rows":
                     with conn.cursor().copy(
@@ -217,7 +235,10 @@ def _apply_changes(link: ChainLink, key: bytes | None, conn: psycopg.Connection)
                         while block := data.read(1 << 20):
                             copy.write(block)
             for name, value in (link.manifest.get("sequences") or {}).items():
-                conn.execute("SELECT setval(%s::regclass, %s, true)", (sql.Identifier(name).as_string(conn), value))
+                conn.execute(
+                    "SELECT setval(%s::regclass, %s, true)",
+                    (sql.Identifier(name).as_string(conn), value),
+                )
     finally:
         source.close()
 
@@ -259,7 +280,10 @@ def chain_restore(
         keys = chain_keys(links, passphrases=passphrases, identities=identities)
     with pg.connect(target_info) as conn:
         if not pg.database_is_empty(conn):
-            raise BackupRefused("The target database is not empty: restore into an empty one.", code="target_not_empty")
+            raise BackupRefused(
+                "The target database is not empty: restore into an empty one.",
+                code="target_not_empty",
+            )
     steps = len(links) + 1
     try:
         report(0, steps, f"pg_restore {links[0].path.name}")
@@ -275,7 +299,8 @@ def chain_restore(
             mismatched = verify(conn, links[-1].manifest)
             if mismatched:
                 raise BackupRefused(
-                    "The restored data does not match the backup's checksums: " + ", ".join(mismatched),
+                    "The restored data does not match the backup's checksums: "
+                    + ", ".join(mismatched),
                     code="verification_failed",
                 )
             counts = {name: entry["rows"] for name, entry in links[-1].manifest["tables"].items()}
@@ -301,7 +326,11 @@ def _default_target(backup: Backup) -> str:
 
 
 def restore_request(
-    *, backup: Backup, actor: User, passphrase: str | None = None, target_database: str | None = None
+    *,
+    backup: Backup,
+    actor: User,
+    passphrase: str | None = None,
+    target_database: str | None = None,
 ) -> Restore:
     """Check the chain and the passphrase now; the job restores into a new database."""
     if backup.status != WorkStatus.SUCCEEDED:
@@ -341,17 +370,26 @@ def restore_request(
             max_attempts=1,
         )
         Restore.objects.filter(pk=restore.pk).update(job=job)
-        log_action(actor=actor, action="datamgmt.restore_requested", target=restore, details={"backup": str(backup.pk), "database": target})
+        log_action(
+            actor=actor,
+            action="datamgmt.restore_requested",
+            target=restore,
+            details={"backup": str(backup.pk), "database": target},
+        )
     restore.refresh_from_db()
     return restore
 
 
 def restore_run(*, restore_id: str, progress: Progress | None = None) -> Restore:
-    claimed = Restore.objects.filter(pk=restore_id, status=WorkStatus.PENDING).update(status=WorkStatus.RUNNING)
+    claimed = Restore.objects.filter(pk=restore_id, status=WorkStatus.PENDING).update(
+        status=WorkStatus.RUNNING
+    )
     restore = Restore.objects.select_related("backup").get(pk=restore_id)
     if not claimed:
         raise Conflict(f"Restore {restore_id} is {restore.status}.", code="not_pending")
-    keys = [bytes.fromhex(k) if k else None for k in json.loads(bytes(restore.pending_key or b"[]"))]
+    keys = [
+        bytes.fromhex(k) if k else None for k in json.loads(bytes(restore.pending_key or b"[]"))
+    ]
     server = pg.django_conninfo(dbname="postgres")
     backup = restore.backup
     try:
@@ -365,16 +403,24 @@ def restore_run(*, restore_id: str, progress: Progress | None = None) -> Restore
         )
     except BaseException as exc:
         Restore.objects.filter(pk=restore_id).update(
-            status=WorkStatus.FAILED, error=f"{exc}"[:2000], pending_key=None, finished_at=timezone.now()
+            status=WorkStatus.FAILED,
+            error=f"{exc}"[:2000],
+            pending_key=None,
+            finished_at=timezone.now(),
         )
-        if isinstance(exc, BackupRefused) and exc.code in ("verification_failed", "checksum_mismatch"):
+        if isinstance(exc, BackupRefused) and exc.code in (
+            "verification_failed",
+            "checksum_mismatch",
+        ):
             backup_verification_record(backup=backup, ok=False, message=str(exc))
         raise
     Restore.objects.filter(pk=restore_id).update(
         status=WorkStatus.SUCCEEDED, result=result, pending_key=None, finished_at=timezone.now()
     )
     backup_verification_record(
-        backup=backup, ok=True, message=f"Restored into {restore.target_database} and every checksum matched."
+        backup=backup,
+        ok=True,
+        message=f"Restored into {restore.target_database} and every checksum matched.",
     )
     log_action(actor=restore.created_by, action="datamgmt.restored", target=restore, details=result)
     restore.refresh_from_db()

@@ -45,8 +45,13 @@ TARGETS = {
     "agent_interactions": Target("agents.AgentInteraction", "created_at"),
     "exports": Target("datamgmt.Export", "created_at"),
 }
+RETENTION_SCOPES = [(name, name) for name in sorted(TARGETS)]
 BULK_TARGETS = ("conversations", "documents", "agents")
-BULK_LABELS = {"conversations": "conversations.Conversation", "documents": "knowledge.Document", "agents": "agents.Agent"}
+BULK_LABELS = {
+    "conversations": "conversations.Conversation",
+    "documents": "knowledge.Document",
+    "agents": "agents.Agent",
+}
 
 
 def _target(scope: str) -> Target:
@@ -62,7 +67,11 @@ def _target(scope: str) -> Target:
 def policy_validate(*, scope: str, age_days: Any, filters: Any) -> None:
     target = _target(scope)
     if not isinstance(age_days, int) or isinstance(age_days, bool) or not 0 <= age_days <= 36500:
-        raise ApplicationError("age_days is a whole number of days.", code="invalid_age", details={"age_days": ["From 0 to 36500."]})
+        raise ApplicationError(
+            "age_days is a whole number of days.",
+            code="invalid_age",
+            details={"age_days": ["From 0 to 36500."]},
+        )
     _custom_filter(target.model, filters or {}, scope)
 
 
@@ -117,7 +126,10 @@ def _checkpoints_delete(threads: list[str]) -> int:
     deleted = 0
     with connection.cursor() as cursor:
         for table in _existing_checkpoint_tables():
-            cursor.execute(f"DELETE FROM {connection.ops.quote_name(table)} WHERE thread_id = ANY(%s)", [threads])
+            cursor.execute(
+                f"DELETE FROM {connection.ops.quote_name(table)} WHERE thread_id = ANY(%s)",
+                [threads],
+            )
             if table == "checkpoints":
                 deleted += cursor.rowcount
     return deleted
@@ -146,7 +158,11 @@ def queryset_delete(queryset: QuerySet[Any], progress: Progress | None = None) -
             if model is Export:
                 from datamgmt.services.exports import export_directory
 
-                for name in Export.objects.filter(pk__in=pks).exclude(file_name="").values_list("file_name", flat=True):
+                for name in (
+                    Export.objects.filter(pk__in=pks)
+                    .exclude(file_name="")
+                    .values_list("file_name", flat=True)
+                ):
                     (export_directory() / name).unlink(missing_ok=True)
             _, per_model = model._default_manager.filter(pk__in=pks).delete()
             for label, count in per_model.items():
@@ -155,29 +171,50 @@ def queryset_delete(queryset: QuerySet[Any], progress: Progress | None = None) -
             if model._meta.label == "conversations.Conversation":
                 removed = _checkpoints_delete([str(pk) for pk in pks])
                 if removed:
-                    counts["langgraph.checkpoints"] = counts.get("langgraph.checkpoints", 0) + removed
+                    counts["langgraph.checkpoints"] = (
+                        counts.get("langgraph.checkpoints", 0) + removed
+                    )
         done += len(pks)
         if progress:
             progress(done, total, model._meta.label)
     return counts
 
 
-def policy_purge(*, policy: RetentionPolicy, actor: User | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def policy_purge(
+    *, policy: RetentionPolicy, actor: User | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
     """Delete what the policy covers now; audited, and recorded on the policy."""
     counts = queryset_delete(policy_queryset(policy), progress)
-    result = {"dry_run": False, "policy": policy.name, "counts": counts, "total": sum(counts.values())}
-    RetentionPolicy.objects.filter(pk=policy.pk).update(last_run_at=timezone.now(), last_result=result)
+    result = {
+        "dry_run": False,
+        "policy": policy.name,
+        "counts": counts,
+        "total": sum(counts.values()),
+    }
+    RetentionPolicy.objects.filter(pk=policy.pk).update(
+        last_run_at=timezone.now(), last_result=result
+    )
     log_action(actor=actor, action="datamgmt.retention_purged", target=policy, details=result)
     return result
 
 
-def retention_purge_all(*, auto_only: bool, dry_run: bool = False, actor: User | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def retention_purge_all(
+    *,
+    auto_only: bool,
+    dry_run: bool = False,
+    actor: User | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     policies = RetentionPolicy.objects.all()
     if auto_only:
         policies = policies.filter(auto_purge=True)
     results = {}
     for policy in policies:
-        results[policy.name] = policy_preview(policy=policy) if dry_run else policy_purge(policy=policy, actor=actor, progress=progress)
+        results[policy.name] = (
+            policy_preview(policy=policy)
+            if dry_run
+            else policy_purge(policy=policy, actor=actor, progress=progress)
+        )
     return {"dry_run": dry_run, "policies": results}
 
 
@@ -186,7 +223,12 @@ def retention_due_enqueue() -> dict[str, Any]:
     from jobs.models import Job, JobStatus
     from jobs.services import enqueue
 
-    last = Job.objects.filter(handler=PURGE_HANDLER).order_by("-created_at").values_list("created_at", flat=True).first()
+    last = (
+        Job.objects.filter(handler=PURGE_HANDLER)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
     if not RetentionPolicy.objects.filter(auto_purge=True).exists():
         return {"queued": False, "reason": "no auto-purge policy"}
     if last is not None and last > timezone.now() - timedelta(hours=24):
@@ -210,9 +252,17 @@ def bulk_operation(
     from django.apps import apps
 
     if action not in ("delete", "archive", "reassign"):
-        raise ApplicationError(f"Unknown action '{action}'.", code="invalid_action", details={"action": ["One of delete, archive, reassign."]})
+        raise ApplicationError(
+            f"Unknown action '{action}'.",
+            code="invalid_action",
+            details={"action": ["One of delete, archive, reassign."]},
+        )
     if target not in BULK_TARGETS:
-        raise ApplicationError(f"Unknown target '{target}'.", code="invalid_target", details={"target": [f"One of {', '.join(BULK_TARGETS)}."]})
+        raise ApplicationError(
+            f"Unknown target '{target}'.",
+            code="invalid_target",
+            details={"target": [f"One of {', '.join(BULK_TARGETS)}."]},
+        )
     model = apps.get_model(BULK_LABELS[target])
     queryset = model._default_manager.filter(_custom_filter(model, filters or {}, target))
     if not actor.is_staff:
@@ -223,32 +273,50 @@ def bulk_operation(
             raise Forbidden("Only staff reassign objects.", code="permission_denied")
         new_owner = User.objects.filter(username=to_user or "").first()
         if new_owner is None:
-            raise ApplicationError("to_user names no user.", code="invalid_to_user", details={"to_user": ["An existing username."]})
+            raise ApplicationError(
+                "to_user names no user.",
+                code="invalid_to_user",
+                details={"to_user": ["An existing username."]},
+            )
     counts: dict[str, int] = {}
     if action == "reassign":
         counts[model._meta.label] = queryset.count()
     else:
         _cascade_counts(queryset, counts)
         counts = {k: v for k, v in counts.items() if v}
-    result: dict[str, Any] = {"dry_run": not confirm, "action": action, "target": target, "counts": counts}
+    result: dict[str, Any] = {
+        "dry_run": not confirm,
+        "action": action,
+        "target": target,
+        "counts": counts,
+    }
     if not confirm:
         return result
     if action == "reassign":
         with transaction.atomic():
-            changed = model._default_manager.filter(pk__in=queryset.values("pk")).update(owner=new_owner)
+            changed = model._default_manager.filter(pk__in=queryset.values("pk")).update(
+                owner=new_owner
+            )
         result["counts"] = {model._meta.label: changed}
         result["to_user"] = new_owner.username  # type: ignore[union-attr]
     else:
         if action == "archive":
             result["archive"] = str(_archive(actor, model, queryset).pk)
         result["counts"] = queryset_delete(queryset)
-    log_action(actor=actor, action=f"datamgmt.bulk_{action}", details={**result, "filters": filters or {}})
+    log_action(
+        actor=actor, action=f"datamgmt.bulk_{action}", details={**result, "filters": filters or {}}
+    )
     return result
 
 
 def _archive(actor: User, model: type[models.Model], queryset: QuerySet[Any]) -> Export:
     """A gzipped JSON export, owned by the actor, of the objects and what cascades from them."""
-    from datamgmt.services.exports import export_directory, export_file_name, export_ttl, tables_write
+    from datamgmt.services.exports import (
+        export_directory,
+        export_file_name,
+        export_ttl,
+        tables_write,
+    )
 
     tables = []
     seen: set[type[models.Model]] = set()
@@ -260,7 +328,12 @@ def _archive(actor: User, model: type[models.Model], queryset: QuerySet[Any]) ->
         tables.append(model_table(qs.model, qs, redact=False))
         for relation in qs.model._meta.related_objects:
             if relation.on_delete is models.CASCADE and relation.related_model is not qs.model:
-                add(relation.related_model._default_manager.filter(**{f"{relation.field.name}__in": qs.values("pk")}), depth + 1)
+                add(
+                    relation.related_model._default_manager.filter(
+                        **{f"{relation.field.name}__in": qs.values("pk")}
+                    ),
+                    depth + 1,
+                )
 
     add(queryset)
     export = Export.objects.create(
@@ -272,7 +345,12 @@ def _archive(actor: User, model: type[models.Model], queryset: QuerySet[Any]) ->
         status=WorkStatus.RUNNING,
         expires_at=timezone.now() + export_ttl(),
     )
-    name = export_file_name(name=f"archive-{timezone.now():%Y%m%dT%H%M%SZ}-{str(export.pk)[:8]}", fmt="json", compression="gzip", encrypted=False)
+    name = export_file_name(
+        name=f"archive-{timezone.now():%Y%m%dT%H%M%SZ}-{str(export.pk)[:8]}",
+        fmt="json",
+        compression="gzip",
+        encrypted=False,
+    )
     out, counts = tables_write(
         tables,
         path=export_directory() / name,
@@ -281,7 +359,12 @@ def _archive(actor: User, model: type[models.Model], queryset: QuerySet[Any]) ->
         meta={"format": "chatter-export/1", "archive_of": model._meta.label, "id": str(export.pk)},
     )
     Export.objects.filter(pk=export.pk).update(
-        status=WorkStatus.SUCCEEDED, file_name=name, size=out.size, sha256=out.sha256, row_counts=counts, finished_at=timezone.now()
+        status=WorkStatus.SUCCEEDED,
+        file_name=name,
+        size=out.size,
+        sha256=out.sha256,
+        row_counts=counts,
+        finished_at=timezone.now(),
     )
     export.refresh_from_db()
     return export

@@ -84,7 +84,9 @@ def table_contents(info: str) -> dict[str, list[str]]:
             table.name: [
                 row[0]
                 for row in conn.execute(
-                    sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(sql.Identifier(table.name))
+                    sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(
+                        sql.Identifier(table.name)
+                    )
                 )
                 if "datamgmt.backup_made" not in row[0]
             ]

@@ -51,14 +51,20 @@ def test_an_incremental_without_a_full_is_a_400(staff_client, db):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_backup_is_a_job_and_restores_into_a_new_database(staff_client, seeded, fresh_database):
-    response = staff_client.post("/api/v1/backups/", {"type": "full", "passphrase": "backup passphrase"}, format="json")
+    response = staff_client.post(
+        "/api/v1/backups/", {"type": "full", "passphrase": "backup passphrase"}, format="json"
+    )
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "pending" and body["encryption"] == "passphrase"
     assert Job.objects.get(pk=body["job"]).handler == "datamgmt_backup"
     backup_run(backup_id=body["id"])
     seed_conversation(seeded["conversation"].owner, title="after the full")
-    incremental = staff_client.post("/api/v1/backups/", {"type": "incremental", "passphrase": "backup passphrase"}, format="json").json()
+    incremental = staff_client.post(
+        "/api/v1/backups/",
+        {"type": "incremental", "passphrase": "backup passphrase"},
+        format="json",
+    ).json()
     backup_run(backup_id=incremental["id"])
 
     detail = staff_client.get(f"/api/v1/backups/{incremental['id']}/").json()
@@ -67,7 +73,9 @@ def test_a_backup_is_a_job_and_restores_into_a_new_database(staff_client, seeded
     assert detail["row_counts"]["conversations_conversation"] == 3
     assert not Backup.objects.filter(pending_key__isnull=False).exists()
 
-    wrong = staff_client.post(f"/api/v1/backups/{incremental['id']}/restore/", {"passphrase": "wrong one"}, format="json")
+    wrong = staff_client.post(
+        f"/api/v1/backups/{incremental['id']}/restore/", {"passphrase": "wrong one"}, format="json"
+    )
     assert wrong.status_code == 400
     assert wrong.json()["error"]["code"] == "wrong_key"
 
@@ -84,8 +92,14 @@ def test_a_backup_is_a_job_and_restores_into_a_new_database(staff_client, seeded
         assert done["status"] == "succeeded"
         assert done["result"]["verified"] is True
         restored = table_contents(pg.django_conninfo(dbname=name))
-        assert restored["conversations_conversation"] == table_contents(pg.django_conninfo())["conversations_conversation"]
-        assert staff_client.get(f"/api/v1/backups/{incremental['id']}/").json()["verification"] == "verified"
+        assert (
+            restored["conversations_conversation"]
+            == table_contents(pg.django_conninfo())["conversations_conversation"]
+        )
+        assert (
+            staff_client.get(f"/api/v1/backups/{incremental['id']}/").json()["verification"]
+            == "verified"
+        )
     finally:
         pg.database_drop(pg.django_conninfo(dbname="postgres"), name)
     assert not Restore.objects.filter(pending_key__isnull=False).exists()
@@ -109,7 +123,12 @@ def test_retention_preview_counts_what_the_purge_deletes(staff_client, seeded, u
         conn.commit()
     created = staff_client.post(
         "/api/v1/retention-policies/",
-        {"name": "alice's old chats", "scope": "conversations", "age_days": 30, "filters": {"owner": user.pk}},
+        {
+            "name": "alice's old chats",
+            "scope": "conversations",
+            "age_days": 30,
+            "filters": {"owner": user.pk},
+        },
         format="json",
     )
     assert created.status_code == 201, created.json()
@@ -122,14 +141,20 @@ def test_retention_preview_counts_what_the_purge_deletes(staff_client, seeded, u
     assert preview["counts"]["langgraph.checkpoints"] == 1
     assert Conversation.objects.filter(pk=old.pk).exists()
 
-    unconfirmed = staff_client.post(f"/api/v1/retention-policies/{policy}/purge/", {}, format="json").json()
+    unconfirmed = staff_client.post(
+        f"/api/v1/retention-policies/{policy}/purge/", {}, format="json"
+    ).json()
     assert unconfirmed["dry_run"] is True and Conversation.objects.filter(pk=old.pk).exists()
 
-    purged = staff_client.post(f"/api/v1/retention-policies/{policy}/purge/", {"confirm": True}, format="json").json()
+    purged = staff_client.post(
+        f"/api/v1/retention-policies/{policy}/purge/", {"confirm": True}, format="json"
+    ).json()
     assert purged["dry_run"] is False
     assert purged["counts"] == preview["counts"]
     assert not Conversation.objects.filter(pk=old.pk).exists()
-    assert Conversation.objects.filter(pk=seeded["other_conversation"].pk).exists()  # bob's: filtered out
+    assert Conversation.objects.filter(
+        pk=seeded["other_conversation"].pk
+    ).exists()  # bob's: filtered out
     assert AuditLog.objects.filter(action="datamgmt.retention_purged").count() == 1
     with pg.connect(pg.django_conninfo()) as conn:
         assert conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 1
@@ -161,10 +186,16 @@ def test_the_daily_purge_is_queued_by_maintenance_once_a_day(db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bulk_operations_are_dry_runs_until_confirmed(api_client, other_client, staff_client, seeded, user):
+def test_bulk_operations_are_dry_runs_until_confirmed(
+    api_client, other_client, staff_client, seeded, user
+):
     seed_conversation(user, title="Spam 1")
     seed_conversation(user, title="Spam 2")
-    body = {"action": "archive", "target": "conversations", "filters": {"title__startswith": "Spam"}}
+    body = {
+        "action": "archive",
+        "target": "conversations",
+        "filters": {"title__startswith": "Spam"},
+    }
 
     dry = api_client.post("/api/v1/bulk-operations/", body, format="json").json()
     assert dry["dry_run"] is True
@@ -174,26 +205,46 @@ def test_bulk_operations_are_dry_runs_until_confirmed(api_client, other_client, 
     # Bob's filter matches nothing of Alice's.
     assert other_client.post("/api/v1/bulk-operations/", body, format="json").json()["counts"] == {}
 
-    done = api_client.post("/api/v1/bulk-operations/", {**body, "confirm": True}, format="json").json()
+    done = api_client.post(
+        "/api/v1/bulk-operations/", {**body, "confirm": True}, format="json"
+    ).json()
     assert done["dry_run"] is False
     assert not Conversation.objects.filter(title__startswith="Spam").exists()
     archive = Export.objects.get(pk=done["archive"])
     assert archive.owner == user and archive.row_counts["conversations_message"] == 6
     assert AuditLog.objects.filter(action="datamgmt.bulk_archive").exists()
 
-    reassign = {"action": "reassign", "target": "documents", "filters": {"title": "Guide"}, "to_user": "bob", "confirm": True}
+    reassign = {
+        "action": "reassign",
+        "target": "documents",
+        "filters": {"title": "Guide"},
+        "to_user": "bob",
+        "confirm": True,
+    }
     assert api_client.post("/api/v1/bulk-operations/", reassign, format="json").status_code == 403
     moved = staff_client.post("/api/v1/bulk-operations/", reassign, format="json").json()
     assert moved["counts"] == {"knowledge.Document": 1}
     assert Document.objects.get(pk=seeded["document"].pk).owner.username == "bob"
 
-    delete = {"action": "delete", "target": "documents", "filters": {"title": "Bob doc"}, "confirm": True}
-    assert staff_client.post("/api/v1/bulk-operations/", delete, format="json").json()["counts"]["knowledge.Chunk"] == 2
+    delete = {
+        "action": "delete",
+        "target": "documents",
+        "filters": {"title": "Bob doc"},
+        "confirm": True,
+    }
+    assert (
+        staff_client.post("/api/v1/bulk-operations/", delete, format="json").json()["counts"][
+            "knowledge.Chunk"
+        ]
+        == 2
+    )
     assert not Chunk.objects.filter(document_id=seeded["other_document"].pk).exists()
     assert Message.objects.filter(conversation=seeded["conversation"]).count() == 3
 
 
 def test_a_bad_bulk_operation_is_a_400(api_client, db):
-    response = api_client.post("/api/v1/bulk-operations/", {"action": "explode", "target": "conversations"}, format="json")
+    response = api_client.post(
+        "/api/v1/bulk-operations/", {"action": "explode", "target": "conversations"}, format="json"
+    )
     assert response.status_code == 400
     assert "action" in response.json()["error"]["details"]

@@ -51,7 +51,11 @@ def test_full_incremental_differential_chains_restore_exactly(seeded, user, fres
     assert incremental1.parent_id == full.pk
     assert differential.parent_id == full.pk
     assert incremental2.parent_id == differential.pk
-    assert [b.pk for b in backup_chain(backup=incremental2)] == [full.pk, differential.pk, incremental2.pk]
+    assert [b.pk for b in backup_chain(backup=incremental2)] == [
+        full.pk,
+        differential.pk,
+        incremental2.pk,
+    ]
     assert incremental1.manifest["changes"]["knowledge_chunk"]["keys"] == 2
     assert incremental1.manifest["changes"]["knowledge_chunk"]["rows"] == 0  # deleted
 
@@ -70,7 +74,7 @@ def test_full_incremental_differential_chains_restore_exactly(seeded, user, fres
 
 
 def test_the_chain_of_a_file_is_found_from_the_manifests_alone(seeded):
-    full, full_path = make_backup("full")
+    _full, full_path = make_backup("full")
     _, inc1 = make_backup("incremental")
     _, diff = make_backup("differential")
     _, inc2 = make_backup("incremental")
@@ -125,7 +129,7 @@ def test_a_schema_from_another_version_is_refused(seeded, fresh_database):
 
 
 def test_an_encrypted_chain_needs_its_passphrase(seeded, fresh_database):
-    _, full_path = make_backup("full", passphrase="correct horse")
+    _, _full_path = make_backup("full", passphrase="correct horse")
     _, inc = make_backup("incremental", passphrase="correct horse")
     _, target = fresh_database()
 
@@ -146,7 +150,7 @@ def test_a_full_backup_decrypted_is_a_pg_dump_archive(seeded, fresh_database):
     _, path = make_backup("full", passphrase="pw")
     plain = path.with_name("plain.dump")
     plain.write_bytes(pyrage.passphrase.decrypt(path.read_bytes(), "pw"))
-    name, target = fresh_database()
+    _name, target = fresh_database()
 
     listing = subprocess.run(
         [pg.pg_binary("pg_restore"), "--list", str(plain)], capture_output=True, check=True
@@ -154,13 +158,21 @@ def test_a_full_backup_decrypted_is_a_pg_dump_archive(seeded, fresh_database):
     assert b"conversations_message" in listing.stdout
     env = pg.libpq_env(target)
     subprocess.run(
-        [pg.pg_binary("pg_restore"), "--no-owner", f"--dbname={env.pop('_CHATTER_CONNINFO')}", str(plain)],
+        [
+            pg.pg_binary("pg_restore"),
+            "--no-owner",
+            f"--dbname={env.pop('_CHATTER_CONNINFO')}",
+            str(plain),
+        ],
         check=True,
         env=env,
         capture_output=True,
     )
     restored = table_contents(target)
-    assert restored["conversations_message"] == table_contents(pg.django_conninfo())["conversations_message"]
+    assert (
+        restored["conversations_message"]
+        == table_contents(pg.django_conninfo())["conversations_message"]
+    )
 
 
 def test_an_incremental_needs_a_full_backup_first(db):

@@ -58,13 +58,25 @@ def test_csv_export_is_a_zip_of_one_csv_per_table(api_client, seeded):
     conversation = seeded["conversation"]
     _, data = run_export(
         api_client,
-        {"scope": "conversation", "format": "csv", "parameters": {"conversation_id": str(conversation.pk)}},
+        {
+            "scope": "conversation",
+            "format": "csv",
+            "parameters": {"conversation_id": str(conversation.pk)},
+        },
     )
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert {"conversations_conversation.csv", "conversations_message.csv"} <= set(archive.namelist())
-        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("conversations_message.csv"), "utf-8")))
-    assert [r["position"] for r in sorted(rows, key=lambda r: int(r["position"]))] == ["0", "1", "2"]
+        assert {"conversations_conversation.csv", "conversations_message.csv"} <= set(
+            archive.namelist()
+        )
+        rows = list(
+            csv.DictReader(io.TextIOWrapper(archive.open("conversations_message.csv"), "utf-8"))
+        )
+    assert [r["position"] for r in sorted(rows, key=lambda r: int(r["position"]))] == [
+        "0",
+        "1",
+        "2",
+    ]
     assert "'quotes', <tags> & a\nnewline" in rows[0]["content"]
     assert json.loads(rows[0]["metadata"]) == {"n": int(rows[0]["position"])}
 
@@ -72,7 +84,12 @@ def test_csv_export_is_a_zip_of_one_csv_per_table(api_client, seeded):
 def test_xml_export_is_well_formed_and_parses_with_defusedxml(api_client, seeded):
     _, data = run_export(
         api_client,
-        {"scope": "document", "format": "xml", "compression": "gzip", "parameters": {"document_id": str(seeded["document"].pk)}},
+        {
+            "scope": "document",
+            "format": "xml",
+            "compression": "gzip",
+            "parameters": {"document_id": str(seeded["document"].pk)},
+        },
     )
 
     root = ElementTree.fromstring(gzip.decompress(data))
@@ -106,9 +123,17 @@ def test_sql_export_loads_into_an_empty_chatter_schema(staff_client, seeded, fre
         capture_output=True, check=True, env=env,
     ).stdout  # fmt: skip
     target_env = pg.libpq_env(target)
-    psql = [pg.pg_binary("psql"), "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={target_env.pop('_CHATTER_CONNINFO')}"]
+    psql = [
+        pg.pg_binary("psql"),
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        f"--dbname={target_env.pop('_CHATTER_CONNINFO')}",
+    ]
     subprocess.run(psql, input=schema, check=True, env=target_env, capture_output=True)
-    loaded_by_psql = subprocess.run(psql, input=script.encode(), env=target_env, capture_output=True)
+    loaded_by_psql = subprocess.run(
+        psql, input=script.encode(), env=target_env, capture_output=True
+    )
     assert loaded_by_psql.returncode == 0, loaded_by_psql.stderr[-2000:]
     with psycopg.connect(target, autocommit=True) as conn:
         (messages,) = conn.execute("SELECT count(*) FROM conversations_message").fetchone()
@@ -118,7 +143,9 @@ def test_sql_export_loads_into_an_empty_chatter_schema(staff_client, seeded, fre
     assert loaded["knowledge_chunk"] == source["knowledge_chunk"]
 
 
-def test_a_user_sql_export_carries_what_it_refers_to(api_client, seeded, fresh_database, staff_user):
+def test_a_user_sql_export_carries_what_it_refers_to(
+    api_client, seeded, fresh_database, staff_user
+):
     from agents.models import Agent
 
     shared = Agent.objects.create(name="Shared", slug="shared", created_by=staff_user)
@@ -131,7 +158,9 @@ def test_a_user_sql_export_carries_what_it_refers_to(api_client, seeded, fresh_d
 
 
 def test_an_encrypted_export_opens_with_age_and_refuses_a_wrong_passphrase(api_client, seeded):
-    _, data = run_export(api_client, {"scope": "user", "format": "json", "passphrase": "long enough pass"})
+    _, data = run_export(
+        api_client, {"scope": "user", "format": "json", "passphrase": "long enough pass"}
+    )
 
     assert data.startswith(b"age-encryption.org/v1\n-> scrypt ")
     assert json.loads(pyrage.passphrase.decrypt(data, "long enough pass"))["tables"]
@@ -146,9 +175,13 @@ def test_an_encrypted_export_opens_with_age_and_refuses_a_wrong_passphrase(api_c
     assert not Export.objects.filter(pending_key__isnull=False).exists()
 
 
-@pytest.mark.skipif(not Path("/usr/bin/age").exists(), reason="the age command-line tool is not installed")
+@pytest.mark.skipif(
+    not Path("/usr/bin/age").exists(), reason="the age command-line tool is not installed"
+)
 def test_the_age_tool_decrypts_an_export(api_client, seeded, tmp_path):
-    _, data = run_export(api_client, {"scope": "user", "format": "json", "passphrase": "long enough pass"})
+    _, data = run_export(
+        api_client, {"scope": "user", "format": "json", "passphrase": "long enough pass"}
+    )
     path = tmp_path / "export.json.age"
     path.write_bytes(data)
     # age reads the passphrase from a terminal only; `script` gives it one.
@@ -160,7 +193,9 @@ def test_the_age_tool_decrypts_an_export(api_client, seeded, tmp_path):
     assert json.loads((tmp_path / "out.json").read_bytes())["tables"]
 
 
-def test_others_exports_are_404_even_for_staff_download(api_client, other_client, staff_client, seeded):
+def test_others_exports_are_404_even_for_staff_download(
+    api_client, other_client, staff_client, seeded
+):
     export, _ = run_export(api_client, {"scope": "user", "format": "json"})
 
     assert other_client.get(f"/api/v1/exports/{export['id']}/").status_code == 404
@@ -172,7 +207,11 @@ def test_others_exports_are_404_even_for_staff_download(api_client, other_client
 def test_someone_elses_conversation_is_404(other_client, seeded):
     response = other_client.post(
         "/api/v1/exports/",
-        {"scope": "conversation", "format": "json", "parameters": {"conversation_id": str(seeded["conversation"].pk)}},
+        {
+            "scope": "conversation",
+            "format": "json",
+            "parameters": {"conversation_id": str(seeded["conversation"].pk)},
+        },
         format="json",
     )
     assert response.status_code == 404
@@ -187,9 +226,22 @@ def test_someone_elses_conversation_is_404(other_client, seeded):
         ({"scope": "user", "format": "json", "compression": "rar"}, "compression"),
         ({"scope": "user", "format": "json", "passphrase": "short"}, "passphrase"),
         ({"scope": "user", "format": "json", "colour": "red"}, "colour"),
-        ({"scope": "conversation", "format": "json", "parameters": {"conversation_id": "nope"}}, "conversation_id"),
+        (
+            {"scope": "conversation", "format": "json", "parameters": {"conversation_id": "nope"}},
+            "conversation_id",
+        ),
         ({"scope": "custom", "format": "json", "parameters": {"models": ["no.Model"]}}, "models"),
-        ({"scope": "custom", "format": "json", "parameters": {"models": ["conversations.Message"], "filters": {"conversations.Message": {"secret__regex": "x"}}}}, "filters"),
+        (
+            {
+                "scope": "custom",
+                "format": "json",
+                "parameters": {
+                    "models": ["conversations.Message"],
+                    "filters": {"conversations.Message": {"secret__regex": "x"}},
+                },
+            },
+            "filters",
+        ),
     ],
 )
 def test_bad_export_requests_are_400s_in_the_envelope(api_client, body, field):
@@ -202,7 +254,9 @@ def test_bad_export_requests_are_400s_in_the_envelope(api_client, body, field):
 
 
 def test_the_full_scope_is_for_staff(api_client):
-    response = api_client.post("/api/v1/exports/", {"scope": "full", "format": "json"}, format="json")
+    response = api_client.post(
+        "/api/v1/exports/", {"scope": "full", "format": "json"}, format="json"
+    )
     assert response.status_code == 403
 
 
@@ -212,7 +266,10 @@ def test_a_custom_export_applies_its_filters_and_the_owner(api_client, seeded):
         {
             "scope": "custom",
             "format": "json",
-            "parameters": {"models": ["conversations.Message"], "filters": {"conversations.Message": {"role": "user"}}},
+            "parameters": {
+                "models": ["conversations.Message"],
+                "filters": {"conversations.Message": {"role": "user"}},
+            },
         },
     )
     rows = json.loads(data)["tables"]["conversations_message"]
