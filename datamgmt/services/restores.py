@@ -331,8 +331,10 @@ def restore_request(
     actor: User,
     passphrase: str | None = None,
     target_database: str | None = None,
+    verify_only: bool = False,
 ) -> Restore:
-    """Check the chain and the passphrase now; the job restores into a new database."""
+    """Check the chain and the passphrase now; the job restores into a new database
+    (``verify_only``: a scratch one, dropped once the checksums have been compared)."""
     if backup.status != WorkStatus.SUCCEEDED:
         raise Conflict(f"A {backup.status} backup cannot be restored.", code="backup_not_ready")
     if backup.encryption == Encryption.RECIPIENTS:
@@ -360,6 +362,7 @@ def restore_request(
             target_database=target,
             pending_key=packed,
             created_by=actor,
+            result={"verify_only": verify_only},
         )
         job = enqueue(
             RESTORE_HANDLER,
@@ -414,6 +417,9 @@ def restore_run(*, restore_id: str, progress: Progress | None = None) -> Restore
         ):
             backup_verification_record(backup=backup, ok=False, message=str(exc))
         raise
+    if restore.result.get("verify_only"):
+        pg.database_drop(server, restore.target_database)
+        result["dropped"] = True
     Restore.objects.filter(pk=restore_id).update(
         status=WorkStatus.SUCCEEDED, result=result, pending_key=None, finished_at=timezone.now()
     )
