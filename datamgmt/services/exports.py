@@ -36,7 +36,8 @@ def export_directory() -> Path:
 
 
 def export_ttl() -> timedelta:
-    return timedelta(days=int(getattr(settings, "DATAMGMT_EXPORT_TTL_DAYS", 7)))
+    days = getattr(settings, "DATAMGMT_EXPORT_TTL_DAYS", None) or os.environ.get("CHATTER_EXPORT_TTL_DAYS", "7")
+    return timedelta(days=int(days))
 
 
 def export_file_name(*, name: str, fmt: str, compression: str, encrypted: bool) -> str:
