@@ -225,7 +225,7 @@ class AgeWriter:
         self._closed = False
         sink.write(header + nonce)
 
-    def _seal(self, chunk: bytes, last: bool) -> None:
+    def _seal(self, chunk: bytes | memoryview, last: bool) -> None:
         nonce = self._counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
         self._sink.write(self._aead.encrypt(nonce, chunk, None))
         self._counter += 1
@@ -234,10 +234,14 @@ class AgeWriter:
         if self._closed:
             raise ValueError("write to a closed AgeWriter")
         self._buffer += data
-        # Keep at least one byte back: only close() knows which chunk is the last.
-        while len(self._buffer) > CHUNK:
-            self._seal(bytes(self._buffer[:CHUNK]), last=False)
-            del self._buffer[:CHUNK]
+        # Keep at least one byte back: only close() knows which chunk is the last. Seal
+        # every full chunk before that, then drop them from the buffer in one move.
+        end = (len(self._buffer) - 1) // CHUNK * CHUNK
+        if end:
+            with memoryview(self._buffer) as view:
+                for offset in range(0, end, CHUNK):
+                    self._seal(view[offset : offset + CHUNK], last=False)
+            del self._buffer[:end]
         return len(data)
 
     def flush(self) -> None:

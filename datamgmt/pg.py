@@ -299,6 +299,28 @@ def changes_prune(conn: psycopg.Connection, *, keep_after_snapshot: str | None) 
     return cursor.rowcount
 
 
+BACKUP_LOCK = 0x43686174  # "Chat": one backup (or change-log prune) at a time, server-wide
+
+
+@contextmanager
+def backup_lock(info: str, *, wait: bool = False) -> Iterator[bool]:
+    """Hold the backups' advisory lock (yields whether it was acquired). A backup picks its
+    parent and reads the change log under it, so a concurrent full backup cannot prune
+    log rows that backup still needs."""
+    conn = psycopg.connect(info, autocommit=True)
+    try:
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", (BACKUP_LOCK,))
+            acquired = True
+        else:
+            acquired = bool(
+                conn.execute("SELECT pg_try_advisory_lock(%s)", (BACKUP_LOCK,)).fetchone()[0]
+            )
+        yield acquired
+    finally:
+        conn.close()  # the session's advisory lock goes with it
+
+
 @contextmanager
 def snapshot_transaction(info: str) -> Iterator[tuple[psycopg.Connection, str, str]]:
     """A REPEATABLE READ transaction, its exported snapshot id (for pg_dump --snapshot) and

@@ -218,7 +218,14 @@ def backup_run(*, backup_id: str, progress: Progress | None = None) -> Backup:
     if not claimed:
         raise Conflict(f"Backup {backup_id} is {backup.status}, not pending.", code="not_pending")
     try:
-        result = _backup_make(backup, progress or (lambda done, total, message: None))
+        with pg.backup_lock(pg.django_conninfo()) as acquired:
+            if not acquired:
+                raise Conflict(
+                    "Another backup is running; try again once it has finished.",
+                    code="backup_running",
+                )
+            result = _backup_make(backup, progress or (lambda done, total, message: None))
+            _changes_prune()
     except BaseException as exc:
         backup_abandon(backup_id=backup_id, error=f"{type(exc).__name__}: {exc}")
         raise
@@ -228,7 +235,6 @@ def backup_run(*, backup_id: str, progress: Progress | None = None) -> Backup:
         target=result,
         details={"type": result.type, "file": result.file_name, "size": result.size},
     )
-    pg_changes_prune()
     return result
 
 
@@ -465,7 +471,13 @@ def _changes_write(
 
 
 def pg_changes_prune() -> int:
-    """Drop change-log rows older than the latest full backup's snapshot (maintenance)."""
+    """Maintenance: drop change-log rows older than the latest full backup's snapshot
+    (skipped while a backup runs: it prunes when it ends)."""
+    with pg.backup_lock(pg.django_conninfo()) as acquired:
+        return _changes_prune() if acquired else 0
+
+
+def _changes_prune() -> int:
     latest_full = (
         Backup.objects.filter(status=WorkStatus.SUCCEEDED, type=BackupType.FULL)
         .order_by("-finished_at")

@@ -36,7 +36,9 @@ def export_directory() -> Path:
 
 
 def export_ttl() -> timedelta:
-    days = getattr(settings, "DATAMGMT_EXPORT_TTL_DAYS", None) or os.environ.get("CHATTER_EXPORT_TTL_DAYS", "7")
+    days = getattr(settings, "DATAMGMT_EXPORT_TTL_DAYS", None) or os.environ.get(
+        "CHATTER_EXPORT_TTL_DAYS", "7"
+    )
     return timedelta(days=int(days))
 
 

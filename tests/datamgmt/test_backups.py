@@ -192,3 +192,15 @@ def test_deleted_and_recreated_rows_restore_as_last_seen(seeded, user, fresh_dat
     chain_restore(inc, target_info=target)
 
     assert table_contents(target) == table_contents(pg.django_conninfo())
+
+
+def test_one_backup_at_a_time(seeded):
+    from core.errors import Conflict
+
+    backup = backup_create(type="full", actor=None)
+    with pg.backup_lock(pg.django_conninfo()) as held:
+        assert held
+        with pytest.raises(Conflict):
+            backup_run(backup_id=backup.pk)
+    backup.refresh_from_db()
+    assert backup.status == "failed" and "Another backup" in backup.error
