@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -46,19 +46,26 @@ from datamgmt.services.retention import (
 )
 from datamgmt.services.retention_policies import policy_create, policy_delete, policy_update
 
-ERROR_ENVELOPE = inline_serializer(
-    "DatamgmtError",
-    {
-        "error": inline_serializer(
-            "DatamgmtErrorBody",
-            {
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "details": serializers.JSONField(),
-            },
-        )
-    },
-)
+
+class StrictBooleanField(serializers.BooleanField):
+    """true or false only (DRF's own takes 0, 1, "yes"...)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class PassphraseField(serializers.CharField):
+    """A passphrase, taken exactly as sent (no trimming, no normalising), a JSON string only."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, write_only=True, max_length=1024, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class ExportSerializer(serializers.ModelSerializer):
@@ -81,7 +88,7 @@ class ExportCreateSerializer(RejectUnknownFields, serializers.Serializer):
     scope = serializers.ChoiceField(choices=ExportScope.choices)
     format = serializers.ChoiceField(choices=ExportFormat.choices)
     compression = serializers.ChoiceField(choices=Compression.choices, default=Compression.NONE)
-    passphrase = StrictCharField(required=False, min_length=8, max_length=1024, write_only=True)
+    passphrase = PassphraseField(required=False, min_length=8)
     parameters = serializers.DictField(
         required=False,
         default=dict,
@@ -110,9 +117,6 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         request=ExportCreateSerializer,
         responses={
             202: ExportSerializer,
-            400: ERROR_ENVELOPE,
-            403: ERROR_ENVELOPE,
-            404: ERROR_ENVELOPE,
         },
         description="Queue an export: 202 with its status; the file is written by a job. With "
         "`passphrase`, the file is age-encrypted (`age -d` opens it). Expires after 7 days.",
@@ -137,9 +141,6 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             (200, "application/octet-stream"): OpenApiResponse(
                 OpenApiTypes.BINARY, description="The export's file."
             ),
-            404: ERROR_ENVELOPE,
-            409: ERROR_ENVELOPE,
-            410: ERROR_ENVELOPE,
         },
         description="The file, for its owner only (anyone else: 404). 409 while it is being "
         "written, 410 once it has expired.",
@@ -177,7 +178,7 @@ class BackupSerializer(serializers.ModelSerializer):
 
 class BackupCreateSerializer(RejectUnknownFields, serializers.Serializer):
     type = serializers.ChoiceField(choices=BackupType.choices)
-    passphrase = StrictCharField(required=False, min_length=8, max_length=1024, write_only=True)
+    passphrase = PassphraseField(required=False, min_length=8)
     recipients = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, max_length=20
     )
@@ -207,7 +208,7 @@ class RestoreSerializer(serializers.ModelSerializer):
 
 
 class RestoreCreateSerializer(RejectUnknownFields, serializers.Serializer):
-    passphrase = StrictCharField(required=False, max_length=1024, write_only=True)
+    passphrase = PassphraseField(required=False)
     target_database = serializers.RegexField(
         r"^[a-z_][a-z0-9_]{0,62}$", required=False, help_text="A new database on the same server."
     )
@@ -228,7 +229,7 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         request=BackupCreateSerializer,
-        responses={202: BackupSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE},
+        responses={202: BackupSerializer},
         description="Queue a backup: 202 with its status. `passphrase` (age scrypt) or "
         "`recipients` (age public keys; default: CHATTER_BACKUP_RECIPIENTS).",
     )
@@ -249,10 +250,6 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         request=RestoreCreateSerializer,
         responses={
             202: RestoreSerializer,
-            400: ERROR_ENVELOPE,
-            403: ERROR_ENVELOPE,
-            404: ERROR_ENVELOPE,
-            409: ERROR_ENVELOPE,
         },
         description="Restore the chain that ends in this backup into a new database on the same "
         "server (checked now: files, checksums, passphrase; restored and verified by a job).",
@@ -285,7 +282,9 @@ class RestoreViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 
 class RetentionPolicySerializer(RejectUnknownFields, serializers.ModelSerializer):
+    name = StrictCharField(max_length=200)
     scope = serializers.ChoiceField(choices=RETENTION_SCOPES)
+    auto_purge = StrictBooleanField(default=False)
     age_days = StrictIntegerField(min_value=0, max_value=36500)
     filters = serializers.DictField(
         required=False, default=dict, help_text="Field lookups: {field__lookup: value}."
@@ -317,7 +316,7 @@ class CountsSerializer(serializers.Serializer):
 
 
 class ConfirmSerializer(RejectUnknownFields, serializers.Serializer):
-    confirm = serializers.BooleanField(default=False)
+    confirm = StrictBooleanField(default=False)
 
 
 class RetentionPolicyViewSet(viewsets.ModelViewSet):
@@ -362,7 +361,7 @@ class RetentionPolicyViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=ConfirmSerializer,
-        responses={200: CountsSerializer, 400: ERROR_ENVELOPE},
+        responses={200: CountsSerializer},
         description="Purge now. Without `confirm: true` it is the dry run (nothing deleted).",
     )
     @action(detail=True, methods=["post"])
@@ -406,7 +405,7 @@ class BulkOperationView(APIView):
 
     @extend_schema(
         request=BulkOperationSerializer,
-        responses={200: BulkResultSerializer, 400: ERROR_ENVELOPE, 403: ERROR_ENVELOPE},
+        responses={200: BulkResultSerializer},
     )
     def post(self, request: Request) -> Response:
         require_json_body(request)
