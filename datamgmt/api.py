@@ -382,9 +382,7 @@ class BulkOperationSerializer(RejectUnknownFields, serializers.Serializer):
     to_user = StrictCharField(
         required=False, max_length=150, help_text="reassign: the new owner's username."
     )
-    confirm = serializers.BooleanField(
-        default=False, help_text="Without it: a dry run with counts."
-    )
+    confirm = StrictBooleanField(default=False, help_text="Without it: a dry run with counts.")
 
 
 class BulkResultSerializer(serializers.Serializer):

@@ -350,7 +350,8 @@ def restore_request(
             details={"passphrase": ["Required for an encrypted backup."]},
         )
     target = target_database or _default_target(backup)
-    links = chain_resolve(Path(backup.directory) / backup.file_name)
+    # Hashing every file is the job's (chain_restore checks them all again before writing).
+    links = chain_resolve(Path(backup.directory) / backup.file_name, verify_files=False)
     keys = chain_keys(links, passphrases=[passphrase] if passphrase else None)
     packed = json.dumps([k.hex() if k else None for k in keys]).encode()
     from jobs.services import enqueue
@@ -395,8 +396,10 @@ def restore_run(*, restore_id: str, progress: Progress | None = None) -> Restore
     ]
     server = pg.django_conninfo(dbname="postgres")
     backup = restore.backup
+    created = False
     try:
         pg.database_create(server, restore.target_database)
+        created = True
         result = chain_restore(
             Path(backup.directory) / backup.file_name,
             target_info=pg.django_conninfo(dbname=restore.target_database),
@@ -405,6 +408,8 @@ def restore_run(*, restore_id: str, progress: Progress | None = None) -> Restore
             progress=progress,
         )
     except BaseException as exc:
+        if created:  # refused before its first write (a checksum): still ours to drop
+            pg.database_drop(server, restore.target_database)
         Restore.objects.filter(pk=restore_id).update(
             status=WorkStatus.FAILED,
             error=f"{exc}"[:2000],

@@ -248,3 +248,41 @@ def test_a_bad_bulk_operation_is_a_400(api_client, db):
     )
     assert response.status_code == 400
     assert "action" in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_restore_of_a_tampered_chain_fails_and_drops_its_database(staff_client, seeded):
+    from pathlib import Path
+
+    import psycopg
+
+    backup = backup_run(
+        backup_id=staff_client.post("/api/v1/backups/", {"type": "full"}, format="json").json()[
+            "id"
+        ]
+    )
+    path = Path(backup.directory) / backup.file_name
+    restore = staff_client.post(
+        f"/api/v1/backups/{backup.pk}/restore/",
+        {"target_database": "dm_api_tampered"},
+        format="json",
+    )
+    assert restore.status_code == 202
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(Exception, match="checksum"):
+        restore_run(restore_id=restore.json()["id"])
+
+    assert (
+        staff_client.get(f"/api/v1/restores/{restore.json()['id']}/").json()["status"] == "failed"
+    )
+    assert staff_client.get(f"/api/v1/backups/{backup.pk}/").json()["verification"] == "failed"
+    with psycopg.connect(pg.django_conninfo(dbname="postgres")) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = 'dm_api_tampered'"
+            ).fetchone()[0]
+            == 0
+        )
