@@ -20,6 +20,13 @@ from conversations.api import (
     UsageView,
 )
 from conversations.api import router as conversations_router
+from datamgmt.api import (
+    BackupViewSet,
+    BulkOperationView,
+    ExportViewSet,
+    RestoreViewSet,
+    RetentionPolicyViewSet,
+)
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 from web.exception_handlers import install_ninja_handlers
@@ -34,6 +41,10 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")
 router.register("documents", DocumentViewSet, basename="document")
 router.register("agents", AgentViewSet, basename="agent")
+router.register("exports", ExportViewSet, basename="export")
+router.register("backups", BackupViewSet, basename="backup")
+router.register("restores", RestoreViewSet, basename="restore")
+router.register("retention-policies", RetentionPolicyViewSet, basename="retention-policy")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -57,6 +68,7 @@ urlpatterns = [
         name="message-feedback",
     ),
     path("usage/", UsageView.as_view(), name="usage"),
+    path("bulk-operations/", BulkOperationView.as_view(), name="bulk-operations"),
     path("approvals/", ApprovalListView.as_view(), name="approvals"),
     path("security/events/", SecurityCounterList.as_view(), name="security-events"),
     path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
