@@ -20,6 +20,7 @@ from conversations.api import (
     UsageView,
 )
 from conversations.api import router as conversations_router
+from experiments.api import ExperimentViewSet
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 from web.exception_handlers import install_ninja_handlers
@@ -34,6 +35,7 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")
 router.register("documents", DocumentViewSet, basename="document")
 router.register("agents", AgentViewSet, basename="agent")
+router.register("experiments", ExperimentViewSet, basename="experiment")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import ApplicationError
@@ -18,8 +19,13 @@ MAX_RULES = 20
 MAX_RAMP_STEPS = 20
 NAME_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
 _NAME = re.compile(NAME_PATTERN)
-# provider:model, as conversations read a spec (the provider is checked where it is known).
-_MODEL_SPEC = re.compile(r"^[a-z][a-z0-9_-]{0,39}(?::\S{1,160})?$")
+# A provider name, then optionally :model (no whitespace, no NUL); `local` alone is valid.
+MODEL_SPEC_PATTERN = r"^[a-z][a-z0-9_.-]{0,49}(?::[^\s\x00]{1,150})?$"
+_MODEL_SPEC = re.compile(MODEL_SPEC_PATTERN)
+# conversations knows the providers and sits above experiments: the composition root
+# registers its check (and the pattern of what it accepts, for the schema) at start-up.
+_model_checks: list[Callable[[str], object]] = []
+_model_patterns: list[Callable[[], str]] = []
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 WORKFLOWS = ("basic", "rag")
 
@@ -43,6 +49,38 @@ DEFAULT_AGGREGATION = {
     Metric.Type.ENGAGEMENT: Metric.Aggregation.SUM,
     Metric.Type.CONVERSION: Metric.Aggregation.MAX,
 }
+
+
+def register_model_spec_check(check: Callable[[str], object]) -> None:
+    """``check(spec)`` raises ApplicationError for a spec no provider here answers."""
+    if check not in _model_checks:
+        _model_checks.append(check)
+
+
+def register_model_spec_pattern(pattern: Callable[[], str]) -> None:
+    """``pattern()``: the regex of the specs the registered check accepts."""
+    if pattern not in _model_patterns:
+        _model_patterns.append(pattern)
+
+
+def model_spec_pattern() -> str:
+    """The schema's pattern of a variant's model: the grammar, and the registered pattern."""
+    if not _model_patterns:
+        return MODEL_SPEC_PATTERN
+    return f"^(?={MODEL_SPEC_PATTERN[1:]}){_model_patterns[-1]()[1:]}"
+
+
+def _model_validate(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _MODEL_SPEC.match(value):
+        raise invalid(where, "model: a spec like openai:gpt-4o-mini or local.")
+    for check in _model_checks:
+        try:
+            check(value)
+        except ApplicationError as exc:
+            raise ApplicationError(
+                exc.message, code=exc.code, details={where: [exc.message]}
+            ) from exc
+    return value
 
 
 def invalid(field: str, *problems: str) -> ApplicationError:
@@ -82,8 +120,7 @@ def configuration_validate(kind: str, configuration: Any, *, where: str) -> dict
             ):
                 raise invalid(where, f"system_prompt: text of at most {SYSTEM_PROMPT_MAX_CHARS}.")
         elif name == "model":
-            if not isinstance(value, str) or not _MODEL_SPEC.match(value):
-                raise invalid(where, "model: a spec like openai:gpt-4o-mini or local.")
+            _model_validate(value, where)
         elif name == "temperature":
             if not _number(value) or not 0 <= value <= 2:
                 raise invalid(where, "temperature: a number from 0 to 2.")
@@ -300,7 +337,7 @@ def start_problems(experiment: Experiment) -> dict[str, list[str]]:
         problems["ramp_schedule"] = ["A gradual rollout needs its schedule."]
     if experiment.allocation == Experiment.Allocation.TARGETED and not experiment.targeting:
         problems["targeting"] = ["A targeted experiment needs its rules."]
-    if experiment.end_at is not None and experiment.start_at is not None:
-        if experiment.end_at <= experiment.start_at:
-            problems["end_at"] = ["After start_at."]
+    start, end = experiment.start_at, experiment.end_at
+    if start is not None and end is not None and end <= start:
+        problems["end_at"] = ["After start_at."]
     return problems

@@ -27,7 +27,6 @@ from accounts.services import log_action
 from core.errors import ApplicationError, Conflict, NotFound
 from experiments import rules
 from experiments.assignment import in_window, included, targeted, variant_for
-from experiments.selectors import experiment_results
 from experiments.models import (
     Assignment,
     Experiment,
@@ -37,6 +36,7 @@ from experiments.models import (
     MetricEvent,
     Variant,
 )
+from experiments.selectors import experiment_results
 from jobs.services import enqueue
 
 logger = logging.getLogger("chatter.experiments")
@@ -164,7 +164,7 @@ def experiment_update(
                 raise Conflict(
                     f"A {current.status} experiment's {', '.join(frozen)} cannot change.",
                     code="experiment_frozen",
-                    details={name: [f"Frozen once the experiment has started."] for name in frozen},
+                    details={name: ["Frozen once the experiment has started."] for name in frozen},
                 )
         kind = fields.get("type", current.type)
         fields = rules.settings_validate(dict(fields))
@@ -261,9 +261,7 @@ def experiment_start(*, experiment: Experiment, actor: User | None) -> Experimen
         raise _invalid_transition(experiment, "start")
     problems = rules.start_problems(experiment)
     if problems:
-        raise ApplicationError(
-            "The experiment cannot start yet.", code="not_ready", details=problems
-        )
+        raise Conflict("The experiment cannot start yet.", code="not_ready", details=problems)
     now = timezone.now()
     return _transition(
         experiment,

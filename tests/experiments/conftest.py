@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from accounts.models import User
+from experiments.models import Experiment
+from experiments.services import experiment_create, experiment_start
+
+
+def prompt_experiment(**overrides: Any) -> dict[str, Any]:
+    """A prompt experiment's request body: control and one variant, a primary metric."""
+    body: dict[str, Any] = {
+        "name": "Terse or friendly",
+        "key": "terse-or-friendly",
+        "type": "prompt",
+        "variants": [
+            {"name": "control", "is_control": True, "configuration": {}},
+            {"name": "friendly", "configuration": {"system_prompt": "Be warm and friendly."}},
+        ],
+        "metrics": [
+            {"name": "satisfaction", "type": "user_satisfaction", "primary": True},
+            {"name": "latency", "type": "response_time"},
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def make_experiment():
+    """An experiment made through the service (started with ``start=True``)."""
+
+    def make(owner: User, *, start: bool = False, **overrides: Any) -> Experiment:
+        experiment = experiment_create(owner=owner, **prompt_experiment(**overrides))
+        if start:
+            experiment = experiment_start(experiment=experiment, actor=owner)
+        return experiment
+
+    return make
