@@ -17,11 +17,29 @@ Conventions (GrowthBook's engine, the test oracle of STACK.md, does the same):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
-from scipy import stats
+
+@functools.cache
+def _scipy_stats() -> ModuleType:
+    # scipy.stats takes ~1 s to import: loaded with the first result, not at django.setup()
+    # (every web and job worker imports this module through the conversation turn).
+    from scipy import stats
+
+    return stats
+
+
+class _LazyStats:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_scipy_stats(), name)
+
+
+stats: Any = _LazyStats()
 
 SRM_THRESHOLD = 0.001
 SEQUENTIAL_TUNING = 5000.0  # the total sample size at which the sequential interval is tightest

@@ -7,6 +7,7 @@ import pytest
 from accounts.models import User
 from experiments.models import Experiment
 from experiments.services import experiment_create, experiment_start
+from tests.conversations.conftest import openai_server  # noqa: F401  (the loopback OpenAI fixture)
 
 
 def prompt_experiment(**overrides: Any) -> dict[str, Any]:
