@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from experiments.models import Experiment
+from experiments.assignment import variant_for
+from experiments.models import Assignment, Experiment
 from experiments.services import experiment_create, experiment_start
 from tests.conversations.conftest import openai_server  # noqa: F401  (the loopback OpenAI fixture)
 
@@ -40,3 +41,22 @@ def make_experiment():
         return experiment
 
     return make
+
+
+def assign_many(experiment: Experiment, count: int) -> list[Assignment]:
+    """``count`` units assigned as experiment_assign would (the hash decides), in one insert."""
+    variants = list(experiment.variants.all())
+    Assignment.objects.bulk_create(
+        [
+            Assignment(
+                experiment=experiment,
+                variant=variant_for(experiment, variants, f"u{i}"),
+                unit_id=f"u{i}",
+                source=Assignment.Source.API,
+            )
+            for i in range(count)
+        ]
+    )
+    return list(
+        Assignment.objects.filter(experiment=experiment).select_related("variant").order_by("id")
+    )
