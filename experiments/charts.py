@@ -51,7 +51,7 @@ def lift_chart_svg(results: dict[str, Any]) -> SafeString:
         clipped = max(-reach, min(reach, value))
         return LEFT + plot_w * (clipped + reach) / (2 * reach)
 
-    level = int(round(results["confidence_level"] * 100))
+    level = round(results["confidence_level"] * 100)
     parts = [
         f'<svg class="experiment-lift-plot" xmlns="http://www.w3.org/2000/svg" '
         f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
