@@ -145,7 +145,10 @@ class TargetingRuleSerializer(RejectUnknownFields, serializers.Serializer):
     attribute = StrictCharField(max_length=64)
     operator = serializers.ChoiceField(choices=list(OPERATORS))
     value = serializers.JSONField(
-        required=False, default=None, help_text="in/not_in: a list; exists: true or false."
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="in/not_in: a list; exists: true or false.",
     )
 
 

@@ -257,3 +257,41 @@ def test_an_invalid_operation_is_reported_not_raised(admin_client, root, make_ex
     assert response.status_code == 200
     assert "A draft experiment cannot pause" in response.content.decode()
     assert Experiment.objects.get().status == "draft"
+
+
+def test_a_running_experiments_traffic_changes_through_the_admin(
+    admin_client, root, make_experiment
+):
+    experiment = make_experiment(root, start=True)
+    page = admin_client.get(f"/admin/experiments/experiment/{experiment.pk}/change/")
+    data = {
+        "name": "Renamed while running",
+        "description": "",
+        "traffic_percentage": "40",
+        "ramp_schedule": "[]",
+        "confidence_level": "0.95",
+        "end_at": "",
+        **_inline("variants", [], initial=0),
+        **_inline("metrics", [], initial=0),
+    }
+    # The inlines are read-only: their management forms are what the page sent.
+    for prefix in ("variants", "metrics"):
+        formset = next(
+            f.formset for f in page.context["inline_admin_formsets"] if f.formset.prefix == prefix
+        )
+        data[f"{prefix}-TOTAL_FORMS"] = str(formset.total_form_count())
+        data[f"{prefix}-INITIAL_FORMS"] = str(formset.initial_form_count())
+        for index, form in enumerate(formset.forms):
+            data[f"{prefix}-{index}-id"] = str(form.instance.pk)
+            data[f"{prefix}-{index}-experiment"] = str(experiment.pk)
+
+    response = admin_client.post(f"/admin/experiments/experiment/{experiment.pk}/change/", data)
+
+    assert response.status_code == 302, _errors(response)
+    experiment.refresh_from_db()
+    assert (experiment.name, experiment.traffic_percentage, experiment.status) == (
+        "Renamed while running",
+        40.0,
+        "running",
+    )
+    assert [v.name for v in experiment.variants.all()] == ["control", "friendly"]

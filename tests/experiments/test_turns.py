@@ -344,3 +344,30 @@ def test_a_promotion_the_user_may_not_make_leaves_the_experiment_running(
     assert Experiment.objects.get().status == "running"
     shared.refresh_from_db()
     assert shared.system_prompt == "Old."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_turn_is_changed_and_recorded_the_same_way(api_client, user, make_experiment):
+    from tests.conversations.test_openai_http import stream
+
+    conversation = Conversation.objects.create(owner=user, model="instant:plain")
+    make_experiment(
+        user,
+        start=True,
+        **always({"configuration": {"model": "instant:streamed-variant"}}, type="model"),
+    )
+
+    status, events = stream(conversation, api_client.raw_key, "Stream please")
+
+    assert status == 200 and events[-1][0] == "done"
+    assert "".join(d["content"] for kind, d in events if kind == "delta").strip() == (
+        "streamed-variant"
+    )
+    reply = Message.objects.get(pk=events[-1][1]["assistant_message_id"])
+    assert reply.metadata["experiments"][0]["variant"] == "treatment"
+    assert {e.metric for e in MetricEvent.objects.filter(message_id=reply.pk)} == {
+        "latency",
+        "tokens",
+        "errors",
+        "turns",
+    }
