@@ -128,12 +128,25 @@ def experiment_update(
                 if current.status in (Status.RUNNING, Status.PAUSED)
                 else EDITABLE_WHEN_ENDED
             )
+            # A value sent back as it is (a client's GET body) changes nothing: not refused.
+            unchanged = {
+                "variants": _same(
+                    variants, _variant_rows(current), rules.variants_validate, current.type
+                ),
+                "metrics": _same(metrics, _metric_rows(current), rules.metrics_validate),
+            }
             frozen = sorted(
                 name
                 for name in changing
                 if name not in allowed
-                and (name in ("variants", "metrics") or fields[name] != getattr(current, name))
+                and not (
+                    unchanged[name] if name in unchanged else fields[name] == getattr(current, name)
+                )
             )
+            if unchanged["variants"]:
+                variants = None
+            if unchanged["metrics"]:
+                metrics = None
             if frozen:
                 raise Conflict(
                     f"A {current.status} experiment's {', '.join(frozen)} cannot change.",
@@ -145,18 +158,7 @@ def experiment_update(
         cleaned_variants = rules.variants_validate(kind, variants) if variants is not None else None
         if cleaned_variants is None and "type" in fields and fields["type"] != current.type:
             # The variants' configurations must fit the new type.
-            rules.variants_validate(
-                kind,
-                [
-                    {
-                        "name": v.name,
-                        "is_control": v.is_control,
-                        "weight": v.weight,
-                        "configuration": v.configuration,
-                    }
-                    for v in current.variants.all()
-                ],
-            )
+            rules.variants_validate(kind, _variant_rows(current))
         cleaned_metrics = rules.metrics_validate(metrics) if metrics is not None else None
         for name, value in fields.items():
             setattr(current, name, value)
@@ -173,6 +175,35 @@ def experiment_update(
         details={"fields": sorted(changing)},
     )
     return current
+
+
+def _variant_rows(experiment: Experiment) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": v.name,
+            "is_control": v.is_control,
+            "weight": v.weight,
+            "configuration": v.configuration,
+        }
+        for v in experiment.variants.all()
+    ]
+
+
+def _metric_rows(experiment: Experiment) -> list[dict[str, Any]]:
+    return [
+        {name: getattr(m, name) for name in rules.METRIC_FIELDS} for m in experiment.metrics.all()
+    ]
+
+
+def _same(
+    given: list[dict[str, Any]] | None, current: list[dict[str, Any]], check: Any, *args: Any
+) -> bool:
+    if given is None:
+        return False
+    try:
+        return check(*args, given) == check(*args, current)
+    except ApplicationError:
+        return False
 
 
 def experiment_delete(*, experiment: Experiment, actor: User) -> None:

@@ -356,3 +356,25 @@ def test_a_variant_model_must_be_a_provider_this_deployment_has(api_client, sett
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "model_unavailable"
     assert "variants[1].configuration" in response.json()["error"]["details"]
+
+
+def test_a_running_experiment_takes_its_own_get_body_back(api_client):
+    experiment_id = create(api_client).json()["id"]
+    act(api_client, experiment_id, "start")
+    body = api_client.get(f"{URL}{experiment_id}/").json()
+
+    response = api_client.patch(
+        f"{URL}{experiment_id}/",
+        {
+            "name": "Same parts",
+            "variants": body["variants"],  # ids and roles included: read-only, ignored
+            "metrics": body["metrics"],
+            "type": body["type"],
+            "key": body["key"],
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["name"] == "Same parts"
+    assert [v["id"] for v in response.json()["variants"]] == [v["id"] for v in body["variants"]]
