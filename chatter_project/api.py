@@ -27,6 +27,7 @@ from datamgmt.api import (
     RestoreViewSet,
     RetentionPolicyViewSet,
 )
+from experiments.api import ExperimentViewSet
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 from web.exception_handlers import install_ninja_handlers
@@ -45,6 +46,7 @@ router.register("exports", ExportViewSet, basename="export")
 router.register("backups", BackupViewSet, basename="backup")
 router.register("restores", RestoreViewSet, basename="restore")
 router.register("retention-policies", RetentionPolicyViewSet, basename="retention-policy")
+router.register("experiments", ExperimentViewSet, basename="experiment")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",

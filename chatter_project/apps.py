@@ -12,8 +12,12 @@ class ChatterConfig(AppConfig):
     def ready(self) -> None:
         from agents.specs import register_model_spec_check, register_model_spec_pattern
         from conversations.providers import spec_pattern, validate_spec
+        from experiments import rules as experiment_rules
         from web import http_policy, versioning  # noqa: F401  (each registers its system check)
 
         # agents sits below conversations: the composition root hands it the provider check.
         register_model_spec_check(validate_spec)
         register_model_spec_pattern(spec_pattern)
+        # So does experiments, for its variants' models.
+        experiment_rules.register_model_spec_check(validate_spec)
+        experiment_rules.register_model_spec_pattern(spec_pattern)

@@ -20,6 +20,7 @@ from conversations.models import Conversation, Message, ToolApproval
 from conversations.providers import default_model_spec
 from conversations.services.threads import conversation_claim
 from core.errors import ApplicationError, Conflict, NotFound
+from experiments.services import turn_overrides_for_reply
 
 if TYPE_CHECKING:
     from conversations.services.turns import RunTracker, Turn
@@ -183,6 +184,8 @@ def _resumed_turn(approval: ToolApproval, user: User, decision: dict[str, Any]) 
         else None
     )
     agent_turn_prepare(turn, user=user, choice=choice)
+    # The experiments' variants the reply began under (experiments.services) still hold.
+    turn.overrides, turn.experiments = turn_overrides_for_reply(message_id=reply.pk)
     turn.model = reply.model or turn.model
     turn.assistant_message.model = turn.model
     # What the paused part produced: the model messages and results after the question.

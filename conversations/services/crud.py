@@ -14,6 +14,7 @@ from conversations.checkpointer import get_checkpointer
 from conversations.models import Conversation, Message
 from conversations.services.threads import EDITABLE_FIELDS, conversation_settings_check
 from core.errors import ApplicationError, NotFound
+from experiments.services import turn_feedback_record
 
 
 def _agent_fields(owner: User, agent: str | None) -> dict[str, Any]:
@@ -97,4 +98,6 @@ def message_feedback(
             update_fields=["feedback_scale", "feedback_rating", "feedback_comment", "feedback_at"]
         )
         interaction_feedback_record(message_id=message.pk, scale=scale, rating=rating)
+        # The experiments whose variant wrote the reply record the rating (user_satisfaction).
+        turn_feedback_record(message_id=message.pk, scale=scale, rating=rating)
     return message

@@ -27,11 +27,15 @@ from conversations.selectors import conversation_get
 from conversations.services.summaries import summary_schedule_if_due
 from conversations.services.threads import run_config
 from core.errors import ApplicationError, Conflict, NotFound
+from experiments.services import turn_metrics_record, turn_overrides
 
 if TYPE_CHECKING:  # LangChain loads with the first turn, not at django.setup() (issue 10)
     from langchain_core.messages import AIMessage, BaseMessage
 
     from agents.runtime import AgentSettings
+
+
+EXPERIMENT_CONFIGURABLE = ("system_prompt", "temperature", "max_tokens")
 
 
 class ConversationDeleted(NotFound):
@@ -65,6 +69,10 @@ class Turn:
     resume: dict[str, Any] | None = None
     prior_latency_ms: int = 0
     seeded: list[Any] = dataclasses.field(default_factory=list)  # the paused part's messages
+    # The running experiments this reply is written under (experiments.services): their
+    # variants' configuration overrides the conversation's or the agent's settings.
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    experiments: list[Any] = dataclasses.field(default_factory=list)
 
     def config(self) -> dict[str, Any]:
         config = run_config(self.conversation, self.model, reply_id=str(self.assistant_message.pk))
@@ -78,6 +86,10 @@ class Turn:
                 agent_tools=agent.tools,
                 approval_tools=sorted(agent.approval_tools),
             )
+        # An experiment's variant (prompt, parameters) wins over both; its model is turn.model.
+        config["configurable"].update(
+            {k: v for k, v in self.overrides.items() if k in EXPERIMENT_CONFIGURABLE}
+        )
         return config
 
     def graph_input(self) -> Any:
@@ -229,7 +241,39 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
             if failure is None:
                 raise
             raise failure from exc
+    _experiments_apply(turn, user=user)
     return turn
+
+
+def _experiments_apply(turn: Turn, *, user: User) -> None:
+    """The variants of the running experiments that cover this conversation's owner (or
+    its agent) for this reply: their prompt, model, parameters or workflow."""
+    conversation = turn.conversation
+    owner = user if user.pk == conversation.owner_id else conversation.owner
+    turn.overrides, turn.experiments = turn_overrides(
+        user=owner,
+        agent_id=conversation.agent_id,
+        workflow=conversation.workflow,
+        message_id=turn.assistant_message.pk,
+    )
+    if "model" in turn.overrides:
+        turn.model = turn.assistant_message.model = turn.overrides["model"]
+    if "workflow" in turn.overrides:
+        conversation.workflow = turn.overrides["workflow"]  # this turn's graph; never saved
+
+
+def _experiments_record(turn: Turn, assistant: Message, *, error: str = "") -> None:
+    """The reply's latency, tokens, cost and error as its experiments' metric events."""
+    if turn.experiments:
+        turn_metrics_record(
+            assignments=turn.experiments,
+            message_id=assistant.pk,
+            latency_ms=assistant.latency_ms,
+            tokens_in=assistant.tokens_in,
+            tokens_out=assistant.tokens_out,
+            cost=assistant.cost,
+            error=error,
+        )
 
 
 # One statement for the end of every turn (the hot path): the reply's content, usage and
@@ -402,6 +446,8 @@ def _reply_metadata(turn: Turn, state: dict[str, Any]) -> dict[str, Any]:
         extra.update(turn.agent.describe())
     if turn.route is not None:
         extra["route"] = turn.route
+    if turn.experiments:
+        extra["experiments"] = [assignment.describe() for assignment in turn.experiments]
     return extra
 
 
@@ -494,6 +540,7 @@ def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:
         from conversations.services.agent_turns import agent_reply_record
 
         agent_reply_record(turn, turn.assistant_message, tracker=None, error=text)
+    _experiments_record(turn, turn.assistant_message, error=text)
     return failure
 
 
@@ -553,6 +600,7 @@ def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
         from conversations.services.agent_turns import agent_reply_record
 
         agent_reply_record(turn, assistant, tracker=tracker)
+    _experiments_record(turn, assistant)
     summary_schedule_if_due(
         conversation=turn.conversation, state=tracker.state, context_before=tracker.context_before
     )
