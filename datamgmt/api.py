@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.validators import UniqueValidator
 from rest_framework.views import APIView
 
 from accounts.permissions import HasApiScope, IsStaff
@@ -282,7 +283,15 @@ class RestoreViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 
 class RetentionPolicySerializer(RejectUnknownFields, serializers.ModelSerializer):
-    name = StrictCharField(max_length=200)
+    # Declared fields lose the model's unique check: restated, or a taken name is a 500.
+    name = StrictCharField(
+        max_length=200,
+        validators=[
+            UniqueValidator(
+                queryset=RetentionPolicy.objects.all(), message="A policy has this name already."
+            )
+        ],
+    )
     scope = serializers.ChoiceField(choices=RETENTION_SCOPES)
     auto_purge = StrictBooleanField(default=False)
     age_days = StrictIntegerField(min_value=0, max_value=36500)

@@ -291,3 +291,22 @@ def test_an_api_restore_of_a_tampered_chain_fails_and_drops_its_database(staff_c
             ).fetchone()[0]
             == 0
         )
+
+
+def test_a_policy_name_taken_is_a_400_on_create_and_rename(staff_client, db):
+    body = {"scope": "jobs", "age_days": 30}
+    first = staff_client.post("/api/v1/retention-policies/", {**body, "name": "a"}, format="json")
+    second = staff_client.post("/api/v1/retention-policies/", {**body, "name": "b"}, format="json")
+    again = staff_client.post("/api/v1/retention-policies/", {**body, "name": "a"}, format="json")
+    renamed = staff_client.patch(
+        f"/api/v1/retention-policies/{second.json()['id']}/", {"name": "a"}, format="json"
+    )
+    kept = staff_client.patch(
+        f"/api/v1/retention-policies/{first.json()['id']}/", {"name": "a"}, format="json"
+    )
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    for refused in (again, renamed):
+        assert refused.status_code == 400, refused.content
+        assert list(refused.json()["error"]["details"]) == ["name"]
+    assert kept.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -13,6 +14,8 @@ from accounts.models import User
 from accounts.services import api_key_create
 from agents.models import Agent, AgentVariant
 from conversations.models import Conversation, Message, ToolApproval
+from datamgmt.models import Backup, Export, Restore, RetentionPolicy
+from experiments.models import Experiment
 from jobs.models import Job
 from knowledge.models import ContentType, Document
 
@@ -87,6 +90,46 @@ def _approval(user: User, conversation_id: str) -> str:
     )
 
 
+def _export(user: User) -> str:
+    return str(
+        Export.objects.create(
+            owner=user,
+            scope="user",
+            parameters={"user_id": user.pk},
+            format="json",
+            status="pending",
+            expires_at=timezone.now() + timedelta(days=1),
+        ).pk
+    )
+
+
+def _backup(user: User) -> str:
+    return str(Backup.objects.create(type="full", status="complete", created_by=user).pk)
+
+
+def _restore(user: User) -> str:
+    backup = Backup.objects.create(type="full", status="complete", created_by=user)
+    return str(
+        Restore.objects.create(backup=backup, target_database=f"r_{uuid.uuid4().hex[:12]}").pk
+    )
+
+
+def _retention_policy(user: User) -> str:
+    return str(
+        RetentionPolicy.objects.create(
+            name=f"old chats {uuid.uuid4().hex[:8]}", scope="conversations", age_days=365
+        ).pk
+    )
+
+
+def _experiment(user: User) -> str:
+    return str(
+        Experiment.objects.create(
+            owner=user, name="mine", key=f"exp-{uuid.uuid4().hex[:8]}", type="prompt"
+        ).pk
+    )
+
+
 # The collection segment before a path parameter → a factory for an object of that resource.
 # Apps that add object endpoints add a factory here (the matrix test fails until they do).
 # A nested resource's factory also takes the id of the object it belongs to (the path's
@@ -100,6 +143,11 @@ FACTORIES: dict[str, Callable[..., str]] = {
     "agents": _agent,
     "variants": _variant,
     "approvals": _approval,
+    "exports": _export,
+    "backups": _backup,
+    "restores": _restore,
+    "retention-policies": _retention_policy,
+    "experiments": _experiment,
 }
 
 
