@@ -40,6 +40,11 @@ def job_get(*, user: User, job_id: int) -> Job:
     return job
 
 
+def jobs_running(*, handler: str) -> int:
+    """How many jobs of ``handler`` are running now."""
+    return Job.objects.filter(handler=handler, status=JobStatus.RUNNING).count()
+
+
 def live_workers() -> int:
     """Worker processes of the django-q2 clusters that reported in the last seconds."""
     from django_q.conf import Conf

@@ -1,0 +1,473 @@
+"""Writes for webhooks: endpoints (create, change, rotate the secret, test), redeliveries, the
+event subscriber that turns events into deliveries, and waking the delivery job.
+Sending itself is in webhooks.delivery."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import log_action
+from core.errors import ApplicationError, Conflict, Forbidden
+from core.events import event_emit, event_types
+from core.models import Event
+from core.netguard import OutboundFailed, OutboundRefused, check_url
+from jobs.models import JobPriority
+from jobs.services import enqueue
+from webhooks.delivery import (
+    LEASE_GRACE_SECONDS,
+    Claimed,
+    delivery_send,
+    endpoint_disable,
+    outcomes_record,
+)
+from webhooks.events import TEST_EVENT
+from webhooks.models import Delivery, DeliveryStatus, Endpoint
+from webhooks.signing import secret_new
+
+logger = logging.getLogger("chatter.webhooks")
+
+DELIVER_HANDLER = "webhooks_deliver"
+MAX_TIMEOUT_SECONDS = 60
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 1000
+MAX_OVERLAP_SECONDS = 7 * 24 * 3600
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+# Headers a delivery sets itself, or that only the HTTP layer may: an endpoint cannot override.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+EDITABLE_FIELDS = ("name", "url", "events", "headers", "timeout", "scope", "is_active")
+
+
+def _invalid(field: str, message: str, code: str = "validation_error") -> ApplicationError:
+    return ApplicationError(message, code=code, details={field: [message]})
+
+
+def subscribable_event_types() -> list[str]:
+    return [spec.name for spec in event_types() if spec.broadcast]
+
+
+def endpoint_url_check(url: str) -> str:
+    """The URL, if deliveries may go there: http(s), and every address its host resolves to
+    public or in CHATTER_WEBHOOK_ALLOWED_HOSTS (checked again at every send)."""
+    try:
+        return check_url(url, allowlist=settings.CHATTER_WEBHOOK_ALLOWED_HOSTS).url
+    except OutboundRefused as exc:
+        raise _invalid("url", exc.message, code="url_not_allowed") from exc
+    except OutboundFailed as exc:
+        raise _invalid(
+            "url", f"{exc.message} Use a host that resolves.", "url_unresolvable"
+        ) from exc
+
+
+def _check_events(events: Any) -> list[str]:
+    if not isinstance(events, list) or not all(isinstance(name, str) for name in events):
+        raise _invalid("events", "A list of event type names.")
+    known = set(subscribable_event_types())
+    unknown = sorted(set(events) - known)
+    if unknown:
+        raise _invalid("events", f"Unknown event types: {', '.join(unknown)}.")
+    return sorted(set(events))
+
+
+def _check_headers(headers: Any) -> dict[str, str]:
+    if not isinstance(headers, dict):
+        raise _invalid("headers", "An object of header names and values.")
+    if len(headers) > MAX_HEADERS:
+        raise _invalid("headers", f"At most {MAX_HEADERS} headers.")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not re.match(HEADER_NAME_PATTERN, name):
+            raise _invalid("headers", f"{name!r} is not a header name.")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered in seen:
+            raise _invalid("headers", f"{name!r} is set by Chatter itself (or named twice).")
+        seen.add(lowered)
+        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE:
+            raise _invalid("headers", f"{name}: a string of at most {MAX_HEADER_VALUE} characters.")
+        if any(c in value for c in "\r\n\x00"):
+            raise _invalid("headers", f"{name}: no line breaks or NUL in a header value.")
+    return dict(headers)
+
+
+def _check_timeout(timeout: Any) -> int:
+    if isinstance(timeout, bool) or not isinstance(timeout, int):
+        raise _invalid("timeout", "Whole seconds.")
+    if not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
+        raise _invalid("timeout", f"Between 1 and {MAX_TIMEOUT_SECONDS} seconds.")
+    return timeout
+
+
+def _check_scope(scope: Any, owner: User) -> str:
+    if scope not in Endpoint.Scope.values:
+        raise _invalid("scope", f"One of {', '.join(Endpoint.Scope.values)}.")
+    if scope == Endpoint.Scope.ALL and not owner.is_staff:
+        raise Forbidden(
+            "Only staff may receive every user's events.", details={"scope": ["Staff only."]}
+        )
+    return scope
+
+
+def _checked(fields: dict[str, Any], owner: User) -> dict[str, Any]:
+    """The model fields for ``fields`` (the API's names), each checked."""
+    checked: dict[str, Any] = {}
+    if "name" in fields:
+        name = fields["name"]
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise _invalid("name", "1 to 200 characters.")
+        checked["name"] = name.strip()
+    if "url" in fields:
+        checked["url"] = endpoint_url_check(fields["url"])
+    if "events" in fields:
+        checked["events"] = _check_events(fields["events"] or [])
+    if "headers" in fields:
+        checked["headers"] = _check_headers(fields["headers"] or {})
+    if "timeout" in fields:
+        checked["timeout_seconds"] = _check_timeout(fields["timeout"])
+    if "scope" in fields:
+        checked["scope"] = _check_scope(fields["scope"], owner)
+    return checked
+
+
+def endpoint_create(
+    *,
+    owner: User,
+    name: str,
+    url: str,
+    events: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: int = 15,
+    scope: str = Endpoint.Scope.OWN,
+) -> Endpoint:
+    """A new endpoint with a fresh secret (``endpoint.secret``: show it to its owner once)."""
+    fields = _checked(
+        {
+            "name": name,
+            "url": url,
+            "events": events or [],
+            "headers": headers or {},
+            "timeout": timeout,
+            "scope": scope,
+        },
+        owner,
+    )
+    with transaction.atomic():
+        endpoint = Endpoint.objects.create(owner=owner, secret=secret_new(), **fields)
+        log_action(
+            actor=owner,
+            action="webhook.endpoint_created",
+            target=endpoint,
+            details={"url": endpoint.url},
+        )
+    return endpoint
+
+
+def endpoint_update(*, endpoint: Endpoint, actor: User, **fields: Any) -> Endpoint:
+    """Change an endpoint; ``is_active`` True enables it again (its failures forgotten),
+    False disables it (its pending deliveries fail: redeliver them after enabling)."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    active = fields.pop("is_active", None)
+    checked = _checked(fields, endpoint.owner)
+    now = timezone.now()
+    with transaction.atomic():
+        if checked:
+            Endpoint.objects.filter(pk=endpoint.pk).update(**checked, updated_at=now)
+        if active is True and not endpoint.is_active:
+            Endpoint.objects.filter(pk=endpoint.pk).update(
+                is_active=True,
+                disabled_reason="",
+                disabled_at=None,
+                consecutive_failures=0,
+                failing_since=None,
+                updated_at=now,
+            )
+            log_action(actor=actor, action="webhook.endpoint_enabled", target=endpoint)
+        elif active is False and endpoint.is_active:
+            endpoint_disable(
+                endpoint_id=endpoint.pk, reason=f"Disabled by {actor.username}.", by=actor
+            )
+        if checked:
+            log_action(
+                actor=actor,
+                action="webhook.endpoint_updated",
+                target=endpoint,
+                details={"fields": sorted(fields)},
+            )
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint, actor: User) -> None:
+    with transaction.atomic():
+        log_action(
+            actor=actor,
+            action="webhook.endpoint_deleted",
+            target=endpoint,
+            details={"url": endpoint.url},
+        )
+        endpoint.delete()
+
+
+def endpoint_rotate_secret(
+    *, endpoint: Endpoint, actor: User | None, overlap_seconds: int | None = None
+) -> Endpoint:
+    """A new secret; deliveries are signed with the old one too for ``overlap_seconds``
+    (default CHATTER_WEBHOOK_SECRET_OVERLAP_SECONDS; 0: the old one stops at once), so a
+    receiver can switch without losing any."""
+    overlap = (
+        settings.CHATTER_WEBHOOK_SECRET_OVERLAP_SECONDS
+        if overlap_seconds is None
+        else overlap_seconds
+    )
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, int)
+        or not (0 <= overlap <= MAX_OVERLAP_SECONDS)
+    ):
+        raise _invalid("overlap_seconds", f"Between 0 and {MAX_OVERLAP_SECONDS} seconds.")
+    now = timezone.now()
+    with transaction.atomic():
+        current = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        current.previous_secret = current.secret if overlap else ""
+        current.previous_secret_expires_at = now + timedelta(seconds=overlap) if overlap else None
+        current.secret = secret_new()
+        current.secret_rotated_at = now
+        current.save(
+            update_fields=[
+                "previous_secret",
+                "previous_secret_expires_at",
+                "secret",
+                "secret_rotated_at",
+                "updated_at",
+            ]
+        )
+        log_action(
+            actor=actor,
+            action="webhook.secret_rotated",
+            target=current,
+            details={"overlap_seconds": overlap},
+        )
+    return current
+
+
+def endpoint_test(*, endpoint: Endpoint, actor: User | None = None) -> Delivery:
+    """Send a ``webhook.test`` event to this endpoint now (this request waits for it), once,
+    and return its delivery with the attempt recorded. Works on a disabled endpoint too."""
+    now = timezone.now()
+    with transaction.atomic():
+        event = event_emit(
+            type=TEST_EVENT,
+            data={
+                "endpoint_id": str(endpoint.pk),
+                "message": f"A test of {endpoint.name!r}, sent by "
+                f"{actor.username if actor else 'Chatter'}.",
+            },
+            owner_id=endpoint.owner_id,
+        )
+        delivery = Delivery.objects.create(
+            endpoint=endpoint,
+            event=event,
+            event_type=TEST_EVENT,
+            status=DeliveryStatus.SENDING,
+            attempt_count=1,
+            is_test=True,
+            last_attempt_at=now,
+            lease_until=now + timedelta(seconds=endpoint.timeout_seconds + LEASE_GRACE_SECONDS),
+        )
+    stored = Event.objects.get(pk=event.pk)  # its data as every later attempt reads it
+    outcome = delivery_send(
+        Claimed(
+            delivery_id=delivery.pk,
+            endpoint_id=endpoint.pk,
+            attempt=1,
+            retry_step=0,
+            is_test=True,
+            event_id=stored.pk,
+            event_type=TEST_EVENT,
+            owner_id=endpoint.owner_id,
+            endpoint_name=endpoint.name,
+            payload=stored.as_payload(),
+            url=endpoint.url,
+            headers=dict(endpoint.headers),
+            timeout=endpoint.timeout_seconds,
+            secrets=endpoint.signing_secrets(),
+        )
+    )
+    outcomes_record([outcome])
+    delivery.refresh_from_db()
+    return delivery
+
+
+def delivery_redeliver(*, delivery: Delivery, actor: User | None = None) -> Delivery:
+    """Send a finished delivery again (same event, same ``webhook-id``), on a fresh retry
+    schedule. 409 while it is still pending or sending, or its endpoint is disabled."""
+    if not Endpoint.objects.filter(pk=delivery.endpoint_id, is_active=True).exists():
+        raise Conflict(
+            "The endpoint is disabled; enable it (is_active: true) to redeliver.",
+            code="endpoint_disabled",
+        )
+    now = timezone.now()
+    updated = Delivery.objects.filter(
+        pk=delivery.pk, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+    ).update(
+        status=DeliveryStatus.PENDING,
+        retry_step=0,
+        next_attempt_at=now,
+        lease_until=None,
+        updated_at=now,
+    )
+    delivery.refresh_from_db()
+    if not updated:
+        raise Conflict(
+            f"The delivery is {delivery.status}: it will be attempted anyway.",
+            code="delivery_in_progress",
+            details={"status": delivery.status},
+        )
+    if actor is not None:
+        log_action(actor=actor, action="webhook.redelivered", target=delivery)
+    transaction.on_commit(webhooks_wake)
+    return delivery
+
+
+def deliveries_redeliver_failed(*, endpoint: Endpoint, actor: User | None = None) -> int:
+    """Redeliver every failed delivery of the endpoint (not test sends); returns how many."""
+    if not Endpoint.objects.filter(pk=endpoint.pk, is_active=True).exists():
+        raise Conflict(
+            "The endpoint is disabled; enable it (is_active: true) to redeliver.",
+            code="endpoint_disabled",
+        )
+    now = timezone.now()
+    count = Delivery.objects.filter(
+        endpoint=endpoint, status=DeliveryStatus.FAILED, is_test=False
+    ).update(
+        status=DeliveryStatus.PENDING,
+        retry_step=0,
+        next_attempt_at=now,
+        lease_until=None,
+        updated_at=now,
+    )
+    if count:
+        log_action(
+            actor=actor,
+            action="webhook.redelivered_failed",
+            target=endpoint,
+            details={"count": count},
+        )
+        transaction.on_commit(webhooks_wake)
+    return count
+
+
+# --- from events to deliveries ----------------------------------------------------------------
+def _wanted(endpoint: dict[str, Any], event: Event) -> bool:
+    if endpoint["scope"] != Endpoint.Scope.ALL and endpoint["owner_id"] != event.owner_id:
+        return False
+    if endpoint["events"] and event.type not in endpoint["events"]:
+        return False
+    # An alert about an endpoint goes everywhere but to it (it is failing, or gone).
+    details = event.data.get("details") if event.type == "system.alert" else None
+    return not (isinstance(details, dict) and details.get("endpoint_id") == str(endpoint["id"]))
+
+
+def deliveries_create_for_events(events: list[Event]) -> int:
+    """The event registry's subscriber: one pending delivery per event and endpoint that
+    wants it (the owner's active endpoints subscribed to its type; staff endpoints with
+    scope ``all`` for everyone's). Idempotent: an event handed over twice makes none twice."""
+    owners = {event.owner_id for event in events if event.owner_id is not None}
+    endpoints = list(
+        Endpoint.objects.filter(is_active=True, owner__is_active=True)
+        .filter(Q(owner_id__in=owners) | Q(scope=Endpoint.Scope.ALL, owner__is_staff=True))
+        .values("id", "owner_id", "scope", "events")
+    )
+    if not endpoints:
+        return 0
+    now = timezone.now()
+    first = now + timedelta(seconds=settings.CHATTER_WEBHOOK_RETRY_SCHEDULE[0])
+    rows = [
+        Delivery(
+            endpoint_id=endpoint["id"],
+            event_id=event.pk,
+            event_type=event.type,
+            next_attempt_at=first,
+            created_at=now,
+        )
+        for event in events
+        for endpoint in endpoints
+        if _wanted(endpoint, event)
+    ]
+    if rows:
+        Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+        transaction.on_commit(webhooks_wake)
+    return len(rows)
+
+
+def deliver_job_timeout() -> int:
+    # The claiming budget, then the slowest send it may have started, then its lease grace.
+    return int(settings.CHATTER_WEBHOOK_JOB_SECONDS + MAX_TIMEOUT_SECONDS + LEASE_GRACE_SECONDS)
+
+
+def webhooks_wake() -> None:
+    """Make sure a delivery job will run (one waiting at most: the dedupe key; a running one
+    has let go of it, so work that arrives while it runs gets a job of its own)."""
+    enqueue(
+        DELIVER_HANDLER,
+        priority=JobPriority.HIGH,
+        dedupe_key=DELIVER_HANDLER,
+        timeout=deliver_job_timeout(),
+        max_attempts=1,
+    )
+
+
+def webhooks_wake_for_events() -> None:
+    """The registry's waker: events were committed. Nobody to deliver to, nothing to wake
+    (the clock's dispatcher marks them dispatched)."""
+    if Endpoint.objects.filter(is_active=True).exists():
+        webhooks_wake()
+
+
+def webhooks_prune(*, now: Any = None) -> dict[str, int]:
+    """Delete finished deliveries (with their attempts) and dispatched events past their
+    retention; an event a delivery still waits on is kept."""
+    now = now or timezone.now()
+    deliveries_before = now - timedelta(days=settings.CHATTER_WEBHOOK_RETENTION_DAYS)
+    events_before = now - timedelta(days=settings.CHATTER_EVENTS_RETENTION_DAYS)
+    deleted_deliveries, _ = Delivery.objects.filter(
+        created_at__lt=deliveries_before,
+        status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED],
+    ).delete()
+    waiting = Delivery.objects.filter(
+        status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+    ).values("event_id")
+    deleted_events, _ = (
+        Event.objects.filter(created_at__lt=events_before, dispatched_at__isnull=False)
+        .exclude(pk__in=waiting)
+        .delete()
+    )
+    return {"deliveries": deleted_deliveries, "events": deleted_events}
