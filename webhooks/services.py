@@ -387,6 +387,8 @@ def deliveries_redeliver_failed(*, endpoint: Endpoint, actor: User | None = None
 
 # --- from events to deliveries ----------------------------------------------------------------
 def _wanted(endpoint: dict[str, Any], event: Event) -> bool:
+    if event.created_at < endpoint["created_at"]:
+        return False  # what happened before the endpoint existed is not its to receive
     if endpoint["scope"] != Endpoint.Scope.ALL and endpoint["owner_id"] != event.owner_id:
         return False
     if endpoint["events"] and event.type not in endpoint["events"]:
@@ -404,7 +406,7 @@ def deliveries_create_for_events(events: list[Event]) -> int:
     endpoints = list(
         Endpoint.objects.filter(is_active=True, owner__is_active=True)
         .filter(Q(owner_id__in=owners) | Q(scope=Endpoint.Scope.ALL, owner__is_staff=True))
-        .values("id", "owner_id", "scope", "events")
+        .values("id", "owner_id", "scope", "events", "created_at")
     )
     if not endpoints:
         return 0
