@@ -601,6 +601,9 @@ def deliveries_run(
             if not in_flight:
                 if claimed:
                     continue
+                if claiming and events_pump():  # events the last outcomes raised (alerts)
+                    last_pump = time.monotonic()
+                    continue
                 if not claiming or idle_exit:
                     break
                 time.sleep(0.05)

@@ -41,6 +41,7 @@ MAX_HEADERS = 20
 MAX_HEADER_VALUE = 1000
 MAX_OVERLAP_SECONDS = 7 * 24 * 3600
 HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+HEADER_VALUE_PATTERN = r"^[\t\x20-\x7e]*$"  # visible ASCII, spaces and tabs
 # Headers a delivery sets itself, or that only the HTTP layer may: an endpoint cannot override.
 RESERVED_HEADERS = frozenset(
     {
@@ -103,7 +104,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
         raise _invalid("headers", f"At most {MAX_HEADERS} headers.")
     seen: set[str] = set()
     for name, value in headers.items():
-        if not isinstance(name, str) or not re.match(HEADER_NAME_PATTERN, name):
+        if not isinstance(name, str) or not re.fullmatch(HEADER_NAME_PATTERN, name):
             raise _invalid("headers", f"{name!r} is not a header name.")
         lowered = name.lower()
         if lowered in RESERVED_HEADERS or lowered in seen:
@@ -111,8 +112,8 @@ def _check_headers(headers: Any) -> dict[str, str]:
         seen.add(lowered)
         if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE:
             raise _invalid("headers", f"{name}: a string of at most {MAX_HEADER_VALUE} characters.")
-        if any(c in value for c in "\r\n\x00"):
-            raise _invalid("headers", f"{name}: no line breaks or NUL in a header value.")
+        if not re.fullmatch(HEADER_VALUE_PATTERN, value):
+            raise _invalid("headers", f"{name}: visible ASCII characters, spaces and tabs only.")
     return dict(headers)
 
 

@@ -21,6 +21,8 @@ DECLARED = {
     ("POST", "api/v1/knowledge/search/"): ("expensive", False),
     ("POST", "api/v1/knowledge/metadata-query/"): ("expensive", False),
     ("POST", "api/v1/agents/route/"): ("expensive", False),
+    # A test send makes the outbound request while the client waits.
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/test/"): ("expensive", False),
     ("GET", "api/v1/health/"): (None, False),
     ("GET", "api/v1/ready/"): (None, False),
 }
@@ -72,6 +74,18 @@ DEFAULT = {
     ("GET", "api/v1/agents/<uuid:pk>/variant-choices/"),
     ("GET", "api/v1/agents/<uuid:pk>/interactions/"),
     ("GET", "api/v1/agents/<uuid:pk>/metrics/"),
+    ("GET", "api/v1/webhooks/endpoints/"),
+    ("POST", "api/v1/webhooks/endpoints/"),
+    ("GET", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("PUT", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("PATCH", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("DELETE", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/rotate-secret/"),
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/redeliver-failed/"),
+    ("GET", "api/v1/webhooks/deliveries/"),
+    ("GET", "api/v1/webhooks/deliveries/<uuid:pk>/"),
+    ("POST", "api/v1/webhooks/deliveries/<uuid:pk>/redeliver/"),
+    ("GET", "api/v1/webhooks/event-types/"),
     ("GET", "api/schema/"),
     ("GET", "api/docs/"),
 }

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from accounts.models import User
+from core.events import events_undispatched
 from webhooks.delivery import deliveries_due, deliveries_run, events_pump
 from webhooks.models import Delivery, DeliveryStatus, Endpoint
 from webhooks.services import endpoint_create
@@ -135,10 +136,13 @@ def deliver_until_settled(*, timeout: float = 20, concurrency: int | None = None
         events_pump()
         if deliveries_due():
             deliveries_run(seconds=2, concurrency=concurrency)
-        if not Delivery.objects.filter(
-            status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING],
-            endpoint__is_active=True,
-        ).exists():
+        if (
+            not events_undispatched()
+            and not Delivery.objects.filter(
+                status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING],
+                endpoint__is_active=True,
+            ).exists()
+        ):
             return
         time.sleep(0.02)
     raise AssertionError("deliveries did not settle")
