@@ -258,7 +258,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set two fields share.
-    "ENUM_NAME_OVERRIDES": {"AgentTypeEnum": "agents.api.AGENT_TYPE_CHOICES"},
+    "ENUM_NAME_OVERRIDES": {
+        "AgentTypeEnum": "agents.api.AGENT_TYPE_CHOICES",
+        "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
+    },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.ApiKeyAuthentication"],
     # Setting the hooks replaces the default list: keep the enum hook.
     "POSTPROCESSING_HOOKS": [

@@ -15,6 +15,7 @@ from agents.models import Agent
 from conversations.models import Conversation, Message
 from jobs.models import Job
 from knowledge.models import ContentType, Document
+from webhooks.models import Delivery, Endpoint
 
 
 def _conversation(user: User) -> str:
@@ -59,6 +60,27 @@ def _agent(user: User) -> str:
     )
 
 
+def _webhook_endpoint(user: User) -> Endpoint:
+    # A row, not endpoint_create(): no URL check, no outbound request.
+    return Endpoint.objects.create(
+        owner=user, name="mine", url="https://hooks.example.com/in", secret="whsec_dGVzdA=="
+    )
+
+
+def _endpoint(user: User) -> str:
+    return str(_webhook_endpoint(user).pk)
+
+
+def _delivery(user: User) -> str:
+    from core.events import alert_raise
+
+    event = alert_raise(code="matrix", message="an object to find", owner_id=user.pk)
+    delivery = Delivery.objects.create(
+        endpoint=_webhook_endpoint(user), event=event, event_type=event.type, status="failed"
+    )
+    return str(delivery.pk)
+
+
 def _api_key(user: User) -> str:
     return str(api_key_create(user=user, name="victim")[0].pk)
 
@@ -72,6 +94,8 @@ FACTORIES: dict[str, Callable[[User], str]] = {
     "jobs": _job,
     "documents": _document,
     "agents": _agent,
+    "endpoints": _endpoint,
+    "deliveries": _delivery,
 }
 
 
