@@ -63,7 +63,16 @@ RESERVED_HEADERS = frozenset(
         "webhook-signature",
     }
 )
-EDITABLE_FIELDS = ("name", "url", "events", "headers", "timeout", "scope", "is_active")
+EDITABLE_FIELDS = (
+    "name",
+    "url",
+    "events",
+    "headers",
+    "timeout",
+    "scope",
+    "max_in_flight",  # the admin's (the API does not offer it)
+    "is_active",
+)
 
 
 def _invalid(field: str, message: str, code: str = "validation_error") -> ApplicationError:
@@ -135,8 +144,8 @@ def _check_scope(scope: Any, owner: User) -> str:
     return scope
 
 
-def _checked(fields: dict[str, Any], owner: User) -> dict[str, Any]:
-    """The model fields for ``fields`` (the API's names), each checked."""
+def endpoint_fields_check(fields: dict[str, Any], owner: User) -> dict[str, Any]:
+    """The model fields for ``fields`` (the API's names), each checked (400s naming them)."""
     checked: dict[str, Any] = {}
     if "name" in fields:
         name = fields["name"]
@@ -153,6 +162,11 @@ def _checked(fields: dict[str, Any], owner: User) -> dict[str, Any]:
         checked["timeout_seconds"] = _check_timeout(fields["timeout"])
     if "scope" in fields:
         checked["scope"] = _check_scope(fields["scope"], owner)
+    if "max_in_flight" in fields:
+        value = fields["max_in_flight"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 50:
+            raise _invalid("max_in_flight", "Between 1 and 50.")
+        checked["max_in_flight"] = value
     return checked
 
 
@@ -167,7 +181,7 @@ def endpoint_create(
     scope: str = Endpoint.Scope.OWN,
 ) -> Endpoint:
     """A new endpoint with a fresh secret (``endpoint.secret``: show it to its owner once)."""
-    fields = _checked(
+    fields = endpoint_fields_check(
         {
             "name": name,
             "url": url,
@@ -196,7 +210,7 @@ def endpoint_update(*, endpoint: Endpoint, actor: User, **fields: Any) -> Endpoi
     if unknown:
         raise ApplicationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
     active = fields.pop("is_active", None)
-    checked = _checked(fields, endpoint.owner)
+    checked = endpoint_fields_check(fields, endpoint.owner)
     now = timezone.now()
     with transaction.atomic():
         if checked:
