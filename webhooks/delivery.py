@@ -55,7 +55,13 @@ from webhooks.signing import payload_bytes, signature_header
 logger = logging.getLogger("chatter.webhooks")
 
 USER_AGENT = "Chatter-Webhooks/1.0"
-LEASE_GRACE_SECONDS = 30
+
+
+def lease_grace_seconds() -> float:
+    """How long past its endpoint's timeout a claimed delivery stays its worker's."""
+    return float(settings.CHATTER_WEBHOOK_LEASE_GRACE_SECONDS)
+
+
 # Two-int advisory locks in their own key space: this first key marks them as webhooks'.
 LOCK_NAMESPACE = 0x57484B53  # "WHKS"
 WORKER_LOST = (
@@ -224,7 +230,7 @@ def deliveries_claim(*, limit: int, now: datetime | None = None) -> list[Claimed
             return []
         cursor.execute(
             _CLAIM_SQL.format(**tables),
-            {"now": now, "ids": ids, "limit": limit, "grace": LEASE_GRACE_SECONDS},
+            {"now": now, "ids": ids, "limit": limit, "grace": lease_grace_seconds()},
         )
         rows = cursor.fetchall()
     return [_claimed(row, now) for row in rows]

@@ -23,10 +23,10 @@ from core.netguard import OutboundFailed, OutboundRefused, check_url
 from jobs.models import JobPriority
 from jobs.services import enqueue
 from webhooks.delivery import (
-    LEASE_GRACE_SECONDS,
     Claimed,
     delivery_send,
     endpoint_disable,
+    lease_grace_seconds,
     outcomes_record,
 )
 from webhooks.events import TEST_EVENT
@@ -315,7 +315,7 @@ def endpoint_test(*, endpoint: Endpoint, actor: User | None = None) -> Delivery:
             attempt_count=1,
             is_test=True,
             last_attempt_at=now,
-            lease_until=now + timedelta(seconds=endpoint.timeout_seconds + LEASE_GRACE_SECONDS),
+            lease_until=now + timedelta(seconds=endpoint.timeout_seconds + lease_grace_seconds()),
         )
     stored = Event.objects.get(pk=event.pk)  # its data as every later attempt reads it
     outcome = delivery_send(
@@ -447,7 +447,7 @@ def deliveries_create_for_events(events: list[Event]) -> int:
 
 def deliver_job_timeout() -> int:
     # The claiming budget, then the slowest send it may have started, then its lease grace.
-    return int(settings.CHATTER_WEBHOOK_JOB_SECONDS + MAX_TIMEOUT_SECONDS + LEASE_GRACE_SECONDS)
+    return int(settings.CHATTER_WEBHOOK_JOB_SECONDS + MAX_TIMEOUT_SECONDS + lease_grace_seconds())
 
 
 def webhooks_wake() -> None:
