@@ -430,6 +430,8 @@ CHATTER_WEBHOOK_CONCURRENCY = int(os.environ.get("CHATTER_WEBHOOK_CONCURRENCY", 
 # many delivery jobs may run at once (each takes a job worker while it runs).
 CHATTER_WEBHOOK_JOB_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_JOB_SECONDS", "60"))
 CHATTER_WEBHOOK_MAX_JOBS = int(os.environ.get("CHATTER_WEBHOOK_MAX_JOBS", "2"))
+# A delivery job with nothing to send waits this long for more before it ends.
+CHATTER_WEBHOOK_IDLE_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_IDLE_SECONDS", "2"))
 # A claimed delivery is its worker's for its endpoint's timeout plus this; past it (the
 # worker died or hangs) the clock records the attempt as lost and the delivery goes on.
 CHATTER_WEBHOOK_LEASE_GRACE_SECONDS = float(

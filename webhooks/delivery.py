@@ -357,7 +357,32 @@ def outcomes_record(outcomes: list[Outcome], *, now: datetime | None = None) -> 
         return 0
     now = now or timezone.now()
     states = [_next_state(outcome, now) for outcome in outcomes]
-    with transaction.atomic():
+    ids = [o.claimed.delivery_id for o in outcomes]
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The fenced update first: it locks the deliveries it moves on, so that nobody can
+        # delete them (an endpoint being deleted) before their attempts are stored.
+        cursor.execute(
+            _RECORD_SQL.format(**_tables()),
+            {
+                "now": now,
+                "ids": ids,
+                "attempts": [o.claimed.attempt for o in outcomes],
+                "statuses": [state[0] for state in states],
+                "steps": [state[1] for state in states],
+                "nexts": [state[2] for state in states],
+                "codes": [o.status_code for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "delivered": [now if o.succeeded else None for o in outcomes],
+            },
+        )
+        moved = {row[0] for row in cursor.fetchall()}
+        # Attempts fenced out (a lease taken back meanwhile) happened too: stored as well, if
+        # their delivery still exists (locked until this commits).
+        cursor.execute(
+            f"SELECT id FROM {_tables()['delivery']} WHERE id = ANY(%s) FOR KEY SHARE",
+            [[i for i in ids if i not in moved]],
+        )
+        existing = moved | {row[0] for row in cursor.fetchall()}
         DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -373,24 +398,9 @@ def outcomes_record(outcomes: list[Outcome], *, now: datetime | None = None) -> 
                     webhook_timestamp=o.timestamp,
                 )
                 for o in outcomes
+                if o.claimed.delivery_id in existing
             ]
         )
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _RECORD_SQL.format(**_tables()),
-                {
-                    "now": now,
-                    "ids": [o.claimed.delivery_id for o in outcomes],
-                    "attempts": [o.claimed.attempt for o in outcomes],
-                    "statuses": [state[0] for state in states],
-                    "steps": [state[1] for state in states],
-                    "nexts": [state[2] for state in states],
-                    "codes": [o.status_code for o in outcomes],
-                    "errors": [o.error for o in outcomes],
-                    "delivered": [now if o.succeeded else None for o in outcomes],
-                },
-            )
-            moved = {row[0] for row in cursor.fetchall()}
         written = [
             (o, state)
             for o, state in zip(outcomes, states, strict=True)
@@ -579,13 +589,17 @@ def deliveries_run(
     seconds: float | None = None,
     concurrency: int | None = None,
     should_stop: Callable[[], bool] | None = None,
-    idle_exit: bool = True,
+    idle_seconds: float | None = None,
 ) -> dict[str, int]:
     """The delivery loop (a ``webhooks_deliver`` job's body): hand waiting events to the
     subscribers, claim due deliveries into a pool of sending threads as slots free up,
     record outcomes as they come back. Claims for ``seconds`` (then lets what is in flight
-    finish); returns early once nothing is due or in flight (``idle_exit``)."""
+    finish); returns early once nothing has been due or in flight for ``idle_seconds``
+    (CHATTER_WEBHOOK_IDLE_SECONDS: a job that lingers picks up the next events within
+    milliseconds, instead of a new job being queued and started for them)."""
     budget = settings.CHATTER_WEBHOOK_JOB_SECONDS if seconds is None else seconds
+    linger = settings.CHATTER_WEBHOOK_IDLE_SECONDS if idle_seconds is None else idle_seconds
+    busy_at = time.monotonic()
     threads = concurrency or settings.CHATTER_WEBHOOK_CONCURRENCY
     deadline = time.monotonic() + budget
     clients = _Clients()
@@ -610,10 +624,11 @@ def deliveries_run(
                 if claiming and events_pump():  # events the last outcomes raised (alerts)
                     last_pump = time.monotonic()
                     continue
-                if not claiming or idle_exit:
+                if not claiming or time.monotonic() - busy_at >= linger:
                     break
                 time.sleep(0.05)
                 continue
+            busy_at = time.monotonic()
             done, in_flight = wait(
                 in_flight, timeout=0.05 if claiming else None, return_when=FIRST_COMPLETED
             )

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -241,7 +241,12 @@ def endpoint_update(*, endpoint: Endpoint, actor: User, **fields: Any) -> Endpoi
 
 
 def endpoint_delete(*, endpoint: Endpoint, actor: User) -> None:
+    """Delete the endpoint with its deliveries and their attempts, also while some of them
+    are being sent: the rows are locked first, so a worker recording an outcome waits and
+    then finds them gone."""
     with transaction.atomic():
+        Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+        list(Delivery.objects.select_for_update().filter(endpoint=endpoint).values_list("pk"))
         log_action(
             actor=actor,
             action="webhook.endpoint_deleted",
@@ -425,6 +430,15 @@ def deliveries_create_for_events(events: list[Event]) -> int:
     )
     if not endpoints:
         return 0
+    # KEY SHARE: an endpoint being deleted is waited for and then left out, rather than
+    # given deliveries that would break its deletion (or this transaction) at commit.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Endpoint._meta.db_table} WHERE id = ANY(%s) FOR KEY SHARE",
+            [[endpoint["id"] for endpoint in endpoints]],
+        )
+        alive = {row[0] for row in cursor.fetchall()}
+    endpoints = [endpoint for endpoint in endpoints if endpoint["id"] in alive]
     now = timezone.now()
     first = now + timedelta(seconds=settings.CHATTER_WEBHOOK_RETRY_SCHEDULE[0])
     rows = [

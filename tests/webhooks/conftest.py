@@ -107,6 +107,12 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _delivery_loops_end_when_idle(settings) -> None:
+    """In-process delivery loops return as soon as nothing is due (no linger)."""
+    settings.CHATTER_WEBHOOK_IDLE_SECONDS = 0
+
+
 @pytest.fixture
 def receiver(settings) -> Iterator[Receiver]:
     settings.CHATTER_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]

@@ -87,3 +87,40 @@ def test_the_in_flight_bound_holds_across_workers(user, make_endpoint, receiver)
     for delivery in Delivery.objects.all():
         numbers = list(delivery.attempts.values_list("number", flat=True))
         assert numbers == list(range(1, len(numbers) + 1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_while_its_deliveries_are_in_flight_is_deleted_cleanly(
+    user, api_client, make_endpoint, receiver
+):
+    endpoint = make_endpoint(user, "/hook")
+    sending = threading.Event()
+
+    def decide(got) -> Reply:
+        sending.set()
+        return Reply(delay=1)
+
+    receiver.decide = decide
+    for n in range(5):
+        alert_raise(code="load", message=f"event {n}", owner_id=user.pk)
+    events_pump()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            deliveries_run(seconds=3, concurrency=4)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert sending.wait(30)
+    response = api_client.delete(f"/api/v1/webhooks/endpoints/{endpoint.pk}/")
+    thread.join()
+
+    assert response.status_code == 204
+    assert errors == []
+    assert not Endpoint.objects.exists() and not Delivery.objects.exists()
+    assert not DeliveryAttempt.objects.exists()
