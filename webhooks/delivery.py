@@ -28,6 +28,7 @@ import email.utils
 import json
 import logging
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -41,8 +42,6 @@ from uuid import UUID
 import httpx
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DateTimeField, F, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.services import log_action
@@ -139,7 +138,8 @@ SELECT id FROM candidates WHERE pg_try_advisory_xact_lock(%(ns)s, hashtext(id::t
 # Under those locks (a new snapshot: every claim that held them has committed), take up to
 # each endpoint's free slots of its due deliveries, oldest first.
 _CLAIM_SQL = """
-WITH busy AS (
+WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+busy AS (
     SELECT endpoint_id, count(*) AS n FROM {delivery}
     WHERE status = 'sending' AND lease_until > %(now)s AND endpoint_id = ANY(%(ids)s)
     GROUP BY endpoint_id
@@ -160,7 +160,7 @@ UPDATE {delivery} d SET
     status = 'sending', attempt_count = d.attempt_count + 1, last_attempt_at = %(now)s,
     lease_until = %(now)s + make_interval(secs => e.timeout_seconds + %(grace)s),
     updated_at = %(now)s
-FROM chosen, {endpoint} e, {event} ev
+FROM chosen, {endpoint} e, {event} ev, async_commit
 WHERE d.id = chosen.id AND e.id = d.endpoint_id AND ev.id = d.event_id
 RETURNING d.id, d.endpoint_id, d.attempt_count, d.retry_step, d.is_test,
           ev.id, ev.type, ev.created_at, ev.data, e.owner_id, e.name, e.url, e.headers,
@@ -320,7 +320,12 @@ def retry_delay(step: int, *, retry_after: float | None = None) -> float:
     return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
 
 
+# synchronous_commit off for this transaction (claims likewise): only a crash of PostgreSQL
+# itself can lose its last fraction of a second, and then a delivery is back to "sending"
+# under its lease, taken back by the clock and sent again (at least once, as ever): an
+# outcome may be lost that way, never a delivery.
 _RECORD_SQL = """
+WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 UPDATE {delivery} AS d SET
     status = v.status, retry_step = v.retry_step, next_attempt_at = v.next_attempt_at,
     lease_until = NULL, last_status_code = v.status_code, last_error = v.error,
@@ -328,7 +333,8 @@ UPDATE {delivery} AS d SET
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(steps)s::int[],
             %(nexts)s::timestamptz[], %(codes)s::int[], %(errors)s::text[],
             %(delivered)s::timestamptz[])
-     AS v(id, attempt, status, retry_step, next_attempt_at, status_code, error, delivered_at)
+     AS v(id, attempt, status, retry_step, next_attempt_at, status_code, error, delivered_at),
+     async_commit
 WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt
 RETURNING d.id
 """
@@ -378,11 +384,14 @@ def outcomes_record(outcomes: list[Outcome], *, now: datetime | None = None) -> 
         moved = {row[0] for row in cursor.fetchall()}
         # Attempts fenced out (a lease taken back meanwhile) happened too: stored as well, if
         # their delivery still exists (locked until this commits).
-        cursor.execute(
-            f"SELECT id FROM {_tables()['delivery']} WHERE id = ANY(%s) FOR KEY SHARE",
-            [[i for i in ids if i not in moved]],
-        )
-        existing = moved | {row[0] for row in cursor.fetchall()}
+        existing = set(moved)
+        fenced_out = [i for i in ids if i not in moved]
+        if fenced_out:
+            cursor.execute(
+                f"SELECT id FROM {_tables()['delivery']} WHERE id = ANY(%s) FOR KEY SHARE",
+                [fenced_out],
+            )
+            existing |= {row[0] for row in cursor.fetchall()}
         DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -419,41 +428,61 @@ def outcomes_record(outcomes: list[Outcome], *, now: datetime | None = None) -> 
     return len(moved)
 
 
+# Each endpoint's health after a batch of outcomes, in one statement. With a success in the
+# batch: the failures after the last one (and the first of them) are the count; without
+# one, the failures add to it. A healthy endpoint's row is written at most once a second
+# (last_success_at), not once per delivery. Returns the endpoints failing for too long.
+_HEALTH_SQL = """
+UPDATE {endpoint} AS e SET
+    consecutive_failures = CASE WHEN v.last_success IS NOT NULL THEN v.failures_after
+                                ELSE e.consecutive_failures + v.failures END,
+    failing_since = CASE WHEN v.last_success IS NOT NULL THEN v.first_failure_after
+                         ELSE COALESCE(e.failing_since, v.first_failure) END,
+    last_success_at = COALESCE(v.last_success, e.last_success_at),
+    last_failure_at = COALESCE(v.last_failure, e.last_failure_at),
+    updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(last_success)s::timestamptz[], %(failures_after)s::int[],
+            %(first_failure_after)s::timestamptz[], %(failures)s::int[],
+            %(first_failure)s::timestamptz[], %(last_failure)s::timestamptz[])
+     AS v(id, last_success, failures_after, first_failure_after, failures, first_failure,
+          last_failure)
+WHERE e.id = v.id
+  AND (v.failures > 0 OR e.consecutive_failures <> 0 OR e.failing_since IS NOT NULL
+       OR e.last_success_at IS NULL OR e.last_success_at < v.last_success - interval '1 second')
+RETURNING e.id, e.is_active AND e.failing_since <= %(limit)s
+"""
+
+
 def _health_record(outcomes: list[Outcome], now: datetime) -> None:
     by_endpoint: dict[UUID, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_endpoint[outcome.claimed.endpoint_id].append(outcome)
-    limit = now - timedelta(seconds=settings.CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS)
+    if not by_endpoint:
+        return
+    columns: dict[str, list[Any]] = defaultdict(list)
     for endpoint_id, results in by_endpoint.items():
         successes = [o.started_at for o in results if o.succeeded]
         failures = [o.started_at for o in results if not o.succeeded]
-        endpoint = Endpoint.objects.filter(pk=endpoint_id)
-        if successes:
-            last = max(successes)
-            after = [at for at in failures if at > last]
-            endpoint.update(
-                consecutive_failures=len(after),
-                failing_since=min(after) if after else None,
-                last_success_at=last,
-                last_failure_at=max(failures) if failures else F("last_failure_at"),
-            )
-            continue
-        endpoint.update(
-            consecutive_failures=F("consecutive_failures") + len(failures),
-            failing_since=Coalesce(
-                F("failing_since"), Value(min(failures), output_field=DateTimeField())
-            ),
-            last_failure_at=max(failures),
+        last = max(successes) if successes else None
+        after = [at for at in failures if last is not None and at > last]
+        columns["ids"].append(endpoint_id)
+        columns["last_success"].append(last)
+        columns["failures_after"].append(len(after))
+        columns["first_failure_after"].append(min(after) if after else None)
+        columns["failures"].append(len(failures))
+        columns["first_failure"].append(min(failures) if failures else None)
+        columns["last_failure"].append(max(failures) if failures else None)
+    limit = now - timedelta(seconds=settings.CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(_HEALTH_SQL.format(**_tables()), {**columns, "now": now, "limit": limit})
+        too_long = [endpoint_id for endpoint_id, failing in cursor.fetchall() if failing]
+    days = settings.CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS / 86400
+    for endpoint_id in too_long:
+        endpoint_disable(
+            endpoint_id=endpoint_id,
+            reason=f"Every delivery has failed for {days:g} days (since the last success).",
+            now=now,
         )
-        if Endpoint.objects.filter(
-            pk=endpoint_id, is_active=True, failing_since__lte=limit
-        ).exists():
-            days = settings.CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS / 86400
-            endpoint_disable(
-                endpoint_id=endpoint_id,
-                reason=f"Every delivery has failed for {days:g} days (since the last success).",
-                now=now,
-            )
 
 
 def endpoint_disable(
@@ -562,26 +591,33 @@ def deliveries_due(now: datetime | None = None) -> bool:
 
 
 class _Clients:
-    """One guarded client per target host for this run (keep-alive to the checked address;
-    a TLS connection belongs to one server name, so hosts never share one)."""
+    """Guarded clients for this run, one per sending thread and target host: keep-alive to
+    the checked address (a TLS connection belongs to one server name, so hosts never share
+    one), and no connection pool shared between threads (under load a shared sync pool
+    handed sockets another thread had closed: EBADF)."""
 
     def __init__(self) -> None:
-        self.clients: dict[tuple[str, str, int | None], httpx.Client] = {}
+        self.lock = threading.Lock()
+        self.clients: dict[tuple[int, str, str, int | None], httpx.Client] = {}
 
     def get(self, url: str) -> httpx.Client:
         parts = urlsplit(url)
-        key = (parts.scheme, (parts.hostname or "").lower(), parts.port)
-        client = self.clients.get(key)
-        if client is None:
-            client = self.clients[key] = guarded_client(
-                max_connections=max(settings.CHATTER_WEBHOOK_MAX_IN_FLIGHT, 4)
-            )
-        return client
+        key = (threading.get_ident(), parts.scheme, (parts.hostname or "").lower(), parts.port)
+        with self.lock:
+            client = self.clients.get(key)
+            if client is None:
+                client = self.clients[key] = guarded_client(max_connections=1)
+            return client
 
     def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-        self.clients.clear()
+        with self.lock:
+            for client in self.clients.values():
+                client.close()
+            self.clients.clear()
+
+
+def _send_in_thread(claimed: Claimed, clients: _Clients) -> Outcome:
+    return delivery_send(claimed, client=clients.get(claimed.url))
 
 
 def deliveries_run(
@@ -617,7 +653,7 @@ def deliveries_run(
                     last_pump = time.monotonic()
                 claimed = deliveries_claim(limit=threads - len(in_flight))
                 for item in claimed:
-                    in_flight.add(pool.submit(delivery_send, item, client=clients.get(item.url)))
+                    in_flight.add(pool.submit(_send_in_thread, item, clients))
             if not in_flight:
                 if claimed:
                     continue
