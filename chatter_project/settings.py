@@ -429,7 +429,7 @@ CHATTER_WEBHOOK_CONCURRENCY = int(os.environ.get("CHATTER_WEBHOOK_CONCURRENCY", 
 # How long one delivery job claims new work before it hands over to a fresh job, and how
 # many delivery jobs may run at once (each takes a job worker while it runs).
 CHATTER_WEBHOOK_JOB_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_JOB_SECONDS", "60"))
-CHATTER_WEBHOOK_MAX_JOBS = int(os.environ.get("CHATTER_WEBHOOK_MAX_JOBS", "2"))
+CHATTER_WEBHOOK_MAX_JOBS = int(os.environ.get("CHATTER_WEBHOOK_MAX_JOBS", "1"))
 # A delivery job with nothing to send waits this long for more before it ends.
 CHATTER_WEBHOOK_IDLE_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_IDLE_SECONDS", "2"))
 # A claimed delivery is its worker's for its endpoint's timeout plus this; past it (the

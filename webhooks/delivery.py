@@ -45,7 +45,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.services import log_action
-from core.events import alert_raise, events_dispatch
+from core.events import alert_raise, events_dispatch, events_undispatched
 from core.models import Event
 from core.netguard import OutboundFailed, OutboundRefused, guarded_client, send
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint
@@ -626,13 +626,16 @@ def deliveries_run(
     concurrency: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     idle_seconds: float | None = None,
+    on_budget_spent: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """The delivery loop (a ``webhooks_deliver`` job's body): hand waiting events to the
     subscribers, claim due deliveries into a pool of sending threads as slots free up,
     record outcomes as they come back. Claims for ``seconds`` (then lets what is in flight
     finish); returns early once nothing has been due or in flight for ``idle_seconds``
     (CHATTER_WEBHOOK_IDLE_SECONDS: a job that lingers picks up the next events within
-    milliseconds, instead of a new job being queued and started for them)."""
+    milliseconds, instead of a new job being queued and started for them). When the budget
+    is spent, ``on_budget_spent`` is called before what is in flight is waited for, so that
+    a successor claims meanwhile (a slow endpoint's sends may take its whole timeout)."""
     budget = settings.CHATTER_WEBHOOK_JOB_SECONDS if seconds is None else seconds
     linger = settings.CHATTER_WEBHOOK_IDLE_SECONDS if idle_seconds is None else idle_seconds
     busy_at = time.monotonic()
@@ -646,6 +649,10 @@ def deliveries_run(
     try:
         while True:
             claiming = time.monotonic() < deadline and not (should_stop and should_stop())
+            if not claiming and on_budget_spent is not None:
+                handover, on_budget_spent = on_budget_spent, None
+                if in_flight or deliveries_due() or events_undispatched():
+                    handover()
             claimed: list[Claimed] = []
             if claiming:
                 if time.monotonic() - last_pump > 0.05:

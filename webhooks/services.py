@@ -21,6 +21,7 @@ from core.events import event_emit, event_types
 from core.models import Event
 from core.netguard import OutboundFailed, OutboundRefused, check_url
 from jobs.models import JobPriority
+from jobs.selectors import jobs_running
 from jobs.services import enqueue
 from webhooks.delivery import (
     Claimed,
@@ -464,9 +465,19 @@ def deliver_job_timeout() -> int:
     return int(settings.CHATTER_WEBHOOK_JOB_SECONDS + MAX_TIMEOUT_SECONDS + lease_grace_seconds())
 
 
-def webhooks_wake() -> None:
-    """Make sure a delivery job will run (one waiting at most: the dedupe key; a running one
-    has let go of it, so work that arrives while it runs gets a job of its own)."""
+def delivery_jobs_claiming() -> int:
+    """Delivery jobs running within their claiming budget (each picks up new work within
+    ~50 ms); a job past it only finishes its sends."""
+    since = timezone.now() - timedelta(seconds=settings.CHATTER_WEBHOOK_JOB_SECONDS)
+    return jobs_running(handler=DELIVER_HANDLER, started_after=since)
+
+
+def webhooks_wake(*, handover: bool = False) -> None:
+    """Make sure a delivery job will run: nothing to do while CHATTER_WEBHOOK_MAX_JOBS are
+    claiming (they find the work themselves); else one waits at most (the dedupe key; a
+    running job has let go of it). ``handover``: from a job whose budget is spent."""
+    if not handover and delivery_jobs_claiming() >= settings.CHATTER_WEBHOOK_MAX_JOBS:
+        return
     enqueue(
         DELIVER_HANDLER,
         priority=JobPriority.HIGH,

@@ -7,14 +7,13 @@ from typing import Any
 
 from django.conf import settings
 
-from core.events import events_undispatched
 from jobs.registry import JobContext, clock_step, job_handler, maintenance_step
-from jobs.selectors import jobs_running
 from jobs.services import job_dedupe_key_release
 from webhooks.delivery import deliveries_due, deliveries_run, events_pump, leases_expire
 from webhooks.services import (
     DELIVER_HANDLER,
     deliver_job_timeout,
+    delivery_jobs_claiming,
     webhooks_prune,
     webhooks_wake,
 )
@@ -30,12 +29,12 @@ from webhooks.services import (
 def deliver(ctx: JobContext) -> dict[str, Any]:
     # Work arriving from now on gets a job of its own rather than waiting behind this one.
     job_dedupe_key_release(job_id=ctx.job_id)
-    if jobs_running(handler=DELIVER_HANDLER) > settings.CHATTER_WEBHOOK_MAX_JOBS:
+    # Jobs past their claiming budget only finish their sends: they do not count.
+    if delivery_jobs_claiming() > settings.CHATTER_WEBHOOK_MAX_JOBS:
         return {"skipped": "enough delivery jobs are running"}
-    summary = deliveries_run()
-    if deliveries_due() or events_undispatched():
-        webhooks_wake()  # its claiming budget ran out with work left: a fresh job goes on
-    return summary
+    # With its budget spent and work left, a fresh job takes over while this one finishes
+    # its sends.
+    return deliveries_run(on_budget_spent=lambda: webhooks_wake(handover=True))
 
 
 @clock_step("webhooks", every_seconds=1.0)
