@@ -425,7 +425,7 @@ CHATTER_WEBHOOK_SECRET_OVERLAP_SECONDS = int(
 # Deliveries in flight at once per endpoint (its own concurrency: a slow endpoint holds at
 # most this many of a worker's sending threads), and sending threads per delivery job.
 CHATTER_WEBHOOK_MAX_IN_FLIGHT = int(os.environ.get("CHATTER_WEBHOOK_MAX_IN_FLIGHT", "4"))
-CHATTER_WEBHOOK_CONCURRENCY = int(os.environ.get("CHATTER_WEBHOOK_CONCURRENCY", "16"))
+CHATTER_WEBHOOK_CONCURRENCY = int(os.environ.get("CHATTER_WEBHOOK_CONCURRENCY", "32"))
 # How long one delivery job claims new work before it hands over to a fresh job, and how
 # many delivery jobs may run at once (each takes a job worker while it runs).
 CHATTER_WEBHOOK_JOB_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_JOB_SECONDS", "60"))

@@ -63,6 +63,9 @@ def lease_grace_seconds() -> float:
 
 # Two-int advisory locks in their own key space: this first key marks them as webhooks'.
 LOCK_NAMESPACE = 0x57484B53  # "WHKS"
+# How often a delivery loop looks for new events and due deliveries, busy or idle alike
+# (the same cadence either way: a slow endpoint's sends in flight must not change it).
+POLL_SECONDS = 0.03
 WORKER_LOST = (
     "The worker sending it stopped before recording an outcome (its lease expired); "
     "the receiver may or may not have got this attempt."
@@ -655,7 +658,7 @@ def deliveries_run(
                     handover()
             claimed: list[Claimed] = []
             if claiming:
-                if time.monotonic() - last_pump > 0.05:
+                if time.monotonic() - last_pump >= POLL_SECONDS:
                     summary["dispatched"] += events_pump()
                     last_pump = time.monotonic()
                 claimed = deliveries_claim(limit=threads - len(in_flight))
@@ -664,16 +667,16 @@ def deliveries_run(
             if not in_flight:
                 if claimed:
                     continue
-                if claiming and events_pump():  # events the last outcomes raised (alerts)
-                    last_pump = time.monotonic()
+                if claiming and time.monotonic() - busy_at < linger:
+                    time.sleep(POLL_SECONDS)
                     continue
-                if not claiming or time.monotonic() - busy_at >= linger:
-                    break
-                time.sleep(0.05)
-                continue
+                if claiming and events_pump():  # a last look (alerts the outcomes raised)
+                    last_pump = busy_at = time.monotonic()
+                    continue
+                break
             busy_at = time.monotonic()
             done, in_flight = wait(
-                in_flight, timeout=0.05 if claiming else None, return_when=FIRST_COMPLETED
+                in_flight, timeout=POLL_SECONDS if claiming else None, return_when=FIRST_COMPLETED
             )
             outcomes = [future.result() for future in done]
             if outcomes:
