@@ -500,16 +500,19 @@ def webhooks_prune(*, now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
     deliveries_before = now - timedelta(days=settings.CHATTER_WEBHOOK_RETENTION_DAYS)
     events_before = now - timedelta(days=settings.CHATTER_EVENTS_RETENTION_DAYS)
-    deleted_deliveries, _ = Delivery.objects.filter(
+    _, deliveries = Delivery.objects.filter(
         created_at__lt=deliveries_before,
         status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED],
     ).delete()
     waiting = Delivery.objects.filter(
         status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
     ).values("event_id")
-    deleted_events, _ = (
+    _, events = (
         Event.objects.filter(created_at__lt=events_before, dispatched_at__isnull=False)
         .exclude(pk__in=waiting)
         .delete()
     )
-    return {"deliveries": deleted_deliveries, "events": deleted_events}
+    return {
+        "deliveries": deliveries.get(Delivery._meta.label, 0),
+        "events": events.get(Event._meta.label, 0),
+    }
