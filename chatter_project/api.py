@@ -32,6 +32,7 @@ from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 from web.exception_handlers import install_ninja_handlers
 from web.health import router as health_router
+from webhooks.api import DeliveryViewSet, EndpointViewSet, EventTypeList
 
 API_PREFIX = "/api/v1/"
 
@@ -47,6 +48,8 @@ router.register("backups", BackupViewSet, basename="backup")
 router.register("restores", RestoreViewSet, basename="restore")
 router.register("retention-policies", RetentionPolicyViewSet, basename="retention-policy")
 router.register("experiments", ExperimentViewSet, basename="experiment")
+router.register("webhooks/endpoints", EndpointViewSet, basename="webhook-endpoint")
+router.register("webhooks/deliveries", DeliveryViewSet, basename="webhook-delivery")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -75,6 +78,7 @@ urlpatterns = [
     path("security/events/", SecurityCounterList.as_view(), name="security-events"),
     path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
     path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),
+    path("webhooks/event-types/", EventTypeList.as_view(), name="webhook-event-types"),
     path("", ninja_api.urls),
 ]
 

@@ -23,6 +23,8 @@ DECLARED = {
     ("POST", "api/v1/agents/route/"): ("expensive", False),
     # The OpenAI-compatible API: a completion runs the agent's model (and its tools).
     ("POST", "api/openai/v1/chat/completions"): ("expensive", False),
+    # A test send makes the outbound request while the client waits.
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/test/"): ("expensive", False),
     ("GET", "api/v1/health/"): (None, False),
     ("GET", "api/v1/ready/"): (None, False),
 }
@@ -108,6 +110,18 @@ DEFAULT = {
     ("POST", "api/v1/experiments/<uuid:pk>/assign/"),
     ("POST", "api/v1/experiments/<uuid:pk>/events/"),
     ("GET", "api/v1/experiments/<uuid:pk>/results/"),
+    ("GET", "api/v1/webhooks/endpoints/"),
+    ("POST", "api/v1/webhooks/endpoints/"),
+    ("GET", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("PUT", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("PATCH", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("DELETE", "api/v1/webhooks/endpoints/<uuid:pk>/"),
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/rotate-secret/"),
+    ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/redeliver-failed/"),
+    ("GET", "api/v1/webhooks/deliveries/"),
+    ("GET", "api/v1/webhooks/deliveries/<uuid:pk>/"),
+    ("POST", "api/v1/webhooks/deliveries/<uuid:pk>/redeliver/"),
+    ("GET", "api/v1/webhooks/event-types/"),
     ("GET", "api/schema/"),
     ("GET", "api/docs/"),
 }

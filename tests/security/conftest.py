@@ -18,6 +18,7 @@ from datamgmt.models import Backup, Export, Restore, RetentionPolicy
 from experiments.models import Experiment
 from jobs.models import Job
 from knowledge.models import ContentType, Document
+from webhooks.models import Delivery, Endpoint
 
 
 def _conversation(user: User) -> str:
@@ -60,6 +61,27 @@ def _agent(user: User) -> str:
             owner=user, created_by=user, name="mine", slug=f"mine-{uuid.uuid4().hex[:8]}"
         ).pk
     )
+
+
+def _webhook_endpoint(user: User) -> Endpoint:
+    # A row, not endpoint_create(): no URL check, no outbound request.
+    return Endpoint.objects.create(
+        owner=user, name="mine", url="https://hooks.example.com/in", secret="whsec_dGVzdA=="
+    )
+
+
+def _endpoint(user: User) -> str:
+    return str(_webhook_endpoint(user).pk)
+
+
+def _delivery(user: User) -> str:
+    from core.events import alert_raise
+
+    event = alert_raise(code="matrix", message="an object to find", owner_id=user.pk)
+    delivery = Delivery.objects.create(
+        endpoint=_webhook_endpoint(user), event=event, event_type=event.type, status="failed"
+    )
+    return str(delivery.pk)
 
 
 def _api_key(user: User) -> str:
@@ -148,6 +170,8 @@ FACTORIES: dict[str, Callable[..., str]] = {
     "restores": _restore,
     "retention-policies": _retention_policy,
     "experiments": _experiment,
+    "endpoints": _endpoint,
+    "deliveries": _delivery,
 }
 
 
