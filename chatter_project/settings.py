@@ -269,6 +269,7 @@ SPECTACULAR_SETTINGS = {
         "ExportScopeEnum": "datamgmt.models.ExportScope",
         "RetentionScopeEnum": "datamgmt.services.retention.RETENTION_SCOPES",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
+        "WebhookEndpointScopeEnum": "webhooks.models.Endpoint.Scope",
     },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.ApiKeyAuthentication"],
     # Setting the hooks replaces the default list: keep the enum hook.
