@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,6 +15,12 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # The user.registered / user.updated event (accounts.signals, on post_save) is
+        # written in the save's own transaction: a save that rolls back emits nothing.
+        with transaction.atomic():
+            super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
 # django-ratelimit's rate syntax: a count, a slash, an optional multiplier and s/m/h/d.

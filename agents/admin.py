@@ -362,7 +362,7 @@ class AgentVariantChoiceAdmin(ReadOnlyModelAdmin):
 class MCPServerForm(forms.ModelForm):
     class Meta:
         model = MCPServer
-        fields = ["name", "transport", "command", "args", "url", "enabled"]
+        fields = ["name", "transport", "command", "args", "url", "enabled", "approval_tools"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -379,6 +379,16 @@ class MCPServerForm(forms.ModelForm):
             not isinstance(args, list) or not all(isinstance(a, str) for a in args)
         ):
             self.add_error("args", "A list of strings.")
+        approval = cleaned.get("approval_tools")
+        if approval is not None and (
+            not isinstance(approval, list) or not all(isinstance(a, str) for a in approval)
+        ):
+            self.add_error("approval_tools", 'A list of tool names, e.g. ["delete_file"].')
+        elif approval and self.instance.tools:
+            # Names are checked against the tools last listed; a new server's are listed on save.
+            unknown = sorted(set(approval) - {t.get("name") for t in self.instance.tools})
+            if unknown:
+                self.add_error("approval_tools", f"Not tools of this server: {', '.join(unknown)}.")
         return cleaned
 
 
@@ -402,8 +412,16 @@ class MCPServerAdmin(admin.ModelAdmin):
             "<ul>{}</ul>",
             format_html_join(
                 "",
-                "<li><code>mcp__{}__{}</code>: {}</li>",
-                ((obj.name, t.get("name", ""), t.get("description", "")) for t in obj.tools),
+                "<li><code>mcp__{}__{}</code>{}: {}</li>",
+                (
+                    (
+                        obj.name,
+                        t.get("name", ""),
+                        " (needs approval)" if t.get("name") in obj.approval_tools else "",
+                        t.get("description", ""),
+                    )
+                    for t in obj.tools
+                ),
             ),
         )
 

@@ -803,6 +803,8 @@ class AgentViewSet(viewsets.ModelViewSet):
     def metrics(self, request: Request, pk: str | None = None) -> Response:
         """How the agent has done over a window of time."""
         agent = self.get_object()
-        query = MetricsQuerySerializer(data=request.query_params)
+        # A plain dict: DRF reads an empty form value of an optional field as "not given",
+        # and `?window=` must be the 400 the schema's pattern promises, not the default.
+        query = MetricsQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         return Response(agent_metrics(agent=agent, **query.validated_data))

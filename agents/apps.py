@@ -10,4 +10,4 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents import mcp  # noqa: F401  (MCP servers become a source of tools)
+        from agents import events, mcp  # noqa: F401  (agent.* event types; MCP tool sources)

@@ -20,6 +20,7 @@ would be worse than none.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -65,3 +66,20 @@ def reply_confidence(
     if value is not None:
         return value, "citations"
     return None, ""
+
+
+def sources_from_tool_calls(calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The passages ``knowledge_search`` calls handed the model, numbered in order (their
+    similarities are what a citation-based confidence averages)."""
+    sources: list[dict[str, Any]] = []
+    for call in calls:
+        if call["name"] != "knowledge_search" or call["error"] or not call["result"]:
+            continue
+        try:
+            hits = json.loads(call["result"])
+        except ValueError:  # an excerpt cut mid-way
+            continue
+        for hit in hits if isinstance(hits, list) else []:
+            if isinstance(hit, dict):
+                sources.append({"n": len(sources) + 1, "similarity": hit.get("similarity")})
+    return sources

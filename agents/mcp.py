@@ -108,6 +108,7 @@ def _spec(server: MCPServer, definition: dict[str, Any]) -> ToolSpec:
         name=_tool_name(server, definition),
         description=definition.get("description") or definition["name"],
         factory=_factory(server, definition),
+        requires_approval=definition["name"] in server.approval_tools,
         source=f"mcp:{server.name}",
     )
 

@@ -172,6 +172,12 @@ class MCPServer(models.Model):
     healthy = models.BooleanField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     tools = models.JSONField(default=list, blank=True)  # [{name, description, inputSchema}]
+    approval_tools = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of this server's tools (as the server names them) whose every call "
+        "waits for a person's approval.",
+    )
     checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import log_action
 from agents.confidence import reply_confidence
+from agents.events import agent_event_emit
 from agents.models import (
     Agent,
     AgentInteraction,
@@ -157,6 +158,7 @@ def agent_create(*, actor: User, shared: bool = False, **fields: Any) -> Agent:
                 owner=None if shared else actor, created_by=actor, **fields
             )
             _record_prompt(agent, actor)
+            agent_event_emit("agent.created", agent)
     except IntegrityError as exc:
         raise _slug_taken(fields.get("slug", "")) from exc
     log_action(actor=actor, action="agent.create", target=agent, details={"slug": agent.slug})
@@ -183,6 +185,7 @@ def agent_update(*, agent: Agent, actor: User, **fields: Any) -> Agent:
             agent.save()
             if prompt_changed:
                 _record_prompt(agent, actor)
+            agent_event_emit("agent.updated", agent, fields=sorted(fields))
     except IntegrityError as exc:
         raise _slug_taken(agent.slug) from exc
     log_action(actor=actor, action="agent.update", target=agent, details={"fields": sorted(fields)})
@@ -479,16 +482,19 @@ def interaction_record(
     reply: str = "",
     sources: list[dict[str, Any]] | None = None,
     logprobs: list[float] | None = None,
+    interaction_id: Any = None,
 ) -> AgentInteraction:
     """Store one reply of an agent (agents.confidence says how its confidence is measured).
     ``tool_calls`` are {id, name, args, result, latency_ms, error, approval} dicts in call
-    order; results are kept as excerpts."""
+    order; results are kept as excerpts. ``interaction_id``: an id the caller has already
+    shown (the OpenAI-compatible API's completion id)."""
     calls = [
         {**call, "result": str(call.get("result", ""))[:TOOL_RESULT_EXCERPT_CHARS]}
         for call in tool_calls or []
     ]
     confidence, method = reply_confidence(reply=reply, sources=sources or (), logprobs=logprobs)
     return AgentInteraction.objects.create(
+        **({"id": interaction_id} if interaction_id is not None else {}),
         agent=agent,
         variant_id=choice.variant_id if choice else None,
         choice=choice,

@@ -13,6 +13,7 @@ Runs against its own database (`chatter_bench`) on the embedded server (or DATAB
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import sys
@@ -21,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_conversations import ensure_database, percentile, start_server
+from bench.bench_conversations import bench_setup, percentile, start_server
 
-TURNS = 200
+TURNS = int(os.environ.get("BENCH_TURNS", "200"))
 
 
 def bare_tool_turn(conninfo: str):
@@ -64,29 +65,15 @@ def bare_tool_turn(conninfo: str):
 
 
 def main() -> None:
-    ensure_database()
-    import django
-
-    django.setup()
-    import logging
-
+    user, key = bench_setup("bench-agent")
     import httpx
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from django.core.management import call_command
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.services import api_key_create, user_ensure
     from agents.models import Agent
     from agents.services import agent_create
     from conversations.checkpointer import _conninfo
     from conversations.models import Conversation
 
-    user, _ = user_ensure(username="bench")
-    _, key = api_key_create(
-        user=user, name="bench-agent", rate_limit="100000/m", expensive_rate_limit="100000/m"
-    )
     agent = Agent.objects.filter(owner=user, slug="bench-calculator").first() or agent_create(
         actor=user,
         name="Bench calculator",

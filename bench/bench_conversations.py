@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -83,6 +84,29 @@ def bare_langgraph_turn(conninfo: str):
         graph.invoke({"messages": [HumanMessage(f"Hello {index}")]}, config)
 
     return turn, saver_context
+
+
+def bench_setup(key_name: str) -> tuple[Any, str]:
+    """The bench database migrated, Django set up, and the bench user with an API key whose
+    limits sit above any benchmark's rate: the figures measure the work, not the limiter's
+    refusals (whose cost, one atomic cache statement per request, stays in them)."""
+    ensure_database()
+    import logging
+
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from accounts.services import api_key_create, user_ensure
+
+    user, _ = user_ensure(username="bench")
+    _, key = api_key_create(
+        user=user, name=key_name, rate_limit="100000/m", expensive_rate_limit="100000/m"
+    )
+    return user, key
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -186,7 +210,62 @@ def wal_flushes_per_turn(
     return (middle - start) / 50, (end - middle) / 50
 
 
-async def hold_streams(base: str, key: str, conversation_ids: list[str]) -> dict:
+async def bare_streams(conninfo: str, count: int) -> dict:
+    """The baseline for the streams: `count` concurrent bare LangGraph runs in this process
+    (one model node, AsyncPostgresSaver, the same paced model), each streaming its tokens
+    (stream_mode="messages") to a reader that counts them; the CPU this process spent."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    from bench.providers import _paced
+    from conversations.providers import ModelOptions
+
+    model = _paced("50:20", ModelOptions())
+
+    async def call(state: MessagesState) -> dict:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", call)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", END)
+    kwargs = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
+    async with AsyncConnectionPool(conninfo, max_size=10, kwargs=kwargs, open=False) as pool:
+        saver = AsyncPostgresSaver(pool)
+        await saver.setup()
+        graph = builder.compile(checkpointer=saver)
+        stamp = time.time()
+
+        async def one(index: int) -> tuple[int, float]:
+            config = {"configurable": {"thread_id": f"bare-stream-{stamp}-{index}"}}
+            tokens, first, started = 0, 0.0, time.perf_counter()
+            async for chunk, _meta in graph.astream(
+                {"messages": [HumanMessage("go")]}, config, stream_mode="messages"
+            ):
+                if not chunk.content:  # the closing chunk carries no text
+                    continue
+                tokens += 1
+                if tokens == 1:
+                    first = time.perf_counter() - started
+            return tokens, first
+
+        cpu, started = time.process_time(), time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(count)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "complete": sum(1 for tokens, _ in results if tokens == 50),
+        "elapsed": elapsed,
+        "first_token_p50": statistics.median(first for _, first in results),
+        "cpu_per_stream": cpu / count,
+    }
+
+
+async def hold_streams(
+    base: str, key: str, conversation_ids: list[str], server_pid: int | None = None
+) -> dict:
     import httpx
 
     limits = httpx.Limits(max_connections=len(conversation_ids) + 10, max_keepalive_connections=0)
@@ -214,9 +293,14 @@ async def hold_streams(base: str, key: str, conversation_ids: list[str]) -> dict
                 pass
             return deltas, done, first
 
+        import psutil
+
+        server = psutil.Process(server_pid) if server_pid else None
+        cpu_before = sum(server.cpu_times()[:2]) if server else 0.0
         started = time.perf_counter()
         results = await asyncio.gather(*(one(cid) for cid in conversation_ids))
         elapsed = time.perf_counter() - started
+        cpu = sum(server.cpu_times()[:2]) - cpu_before if server else 0.0
     complete = sum(1 for deltas, done, _ in results if deltas == 50 and done)
     firsts = [first for _, _, first in results if first]
     return {
@@ -225,31 +309,17 @@ async def hold_streams(base: str, key: str, conversation_ids: list[str]) -> dict
         "dropped": len(results) - complete,
         "elapsed": elapsed,
         "first_token_p50": percentile(firsts, 0.5) if firsts else None,
+        "cpu_per_stream": cpu / len(results),
     }
 
 
 def main() -> None:
-    ensure_database()
-    import django
-
-    django.setup()
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    from django.core.management import call_command
+    user, key = bench_setup("bench")
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.services import api_key_create, user_ensure
     from conversations.checkpointer import _conninfo
     from conversations.models import Conversation
 
-    user, _ = user_ensure(username="bench")
-    # A per-key limit above the benchmark's rate: it measures turns, not the rate limiter's
-    # refusals (whose cost, one atomic cache statement per request, stays in the figure).
-    _, key = api_key_create(
-        user=user, name="bench", rate_limit="100000/m", expensive_rate_limit="100000/m"
-    )
     # `basic`: one model node, the same graph as the bare baseline (`rag` adds a retrieval
     # step, measured on its own below).
     conversation = Conversation.objects.create(
@@ -275,7 +345,8 @@ def main() -> None:
         bare, api = interleaved_turns(base, key, str(conversation.pk), bare_turn, floors)
         rag_bare, rag = interleaved_turns(base, key, str(rag_conversation.pk), bare_turn)
         bare_flushes, api_flushes = wal_flushes_per_turn(base, key, str(conversation.pk), bare_turn)
-        streams = asyncio.run(hold_streams(base, key, stream_conversations))
+        streams = asyncio.run(hold_streams(base, key, stream_conversations, server.pid))
+        bare_stream = asyncio.run(bare_streams(conninfo, STREAMS))
     finally:
         saver_context.__exit__(None, None, None)
         server.terminate()
@@ -309,6 +380,18 @@ def main() -> None:
     print(
         f"  complete {streams['complete']}, dropped {streams['dropped']}, wall {streams['elapsed']:.2f} s "
         f"(ideal 1.0 s), first token p50 {streams['first_token_p50'] * 1000:.0f} ms"
+    )
+    print(
+        f"  bare LangGraph, the same {STREAMS} runs in one process: complete "
+        f"{bare_stream['complete']}, wall {bare_stream['elapsed']:.2f} s, first token p50 "
+        f"{bare_stream['first_token_p50'] * 1000:.0f} ms"
+    )
+    print(
+        f"  CPU per stream: Chatter's server {streams['cpu_per_stream'] * 1000:.1f} ms, bare "
+        f"LangGraph {bare_stream['cpu_per_stream'] * 1000:.1f} ms = "
+        f"{streams['cpu_per_stream'] / bare_stream['cpu_per_stream']:.2f}x; one core does "
+        f"{1 / streams['cpu_per_stream']:.0f} streams/s, so {STREAMS} need "
+        f">= {STREAMS * streams['cpu_per_stream']:.1f} s of wall (goal 2.0 s)"
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.bench_conversations import ensure_database, percentile, start_server  # noqa: E402
+from bench.bench_conversations import bench_setup, percentile, start_server  # noqa: E402
 
 PREFILL = int(os.environ.get("BENCH_GROWTH_PREFILL", "350"))
 ROUNDS = int(os.environ.get("BENCH_GROWTH_ROUNDS", "60"))
@@ -41,25 +41,12 @@ def turns(client, conversation_id: str, count: int) -> list[float]:
 
 
 def main() -> None:
-    ensure_database()
-    import django
-
-    django.setup()
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    user, key = bench_setup("bench-growth")
     import httpx
-    from django.core.management import call_command
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.services import api_key_create, user_ensure
     from conversations.models import Conversation
 
-    user, _ = user_ensure(username="bench")
-    _, key = api_key_create(
-        user=user, name="bench-growth", rate_limit="100000/m", expensive_rate_limit="100000/m"
-    )
     pairs = {
         window: [
             str(

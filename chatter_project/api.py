@@ -20,11 +20,19 @@ from conversations.api import (
     UsageView,
 )
 from conversations.api import router as conversations_router
+from datamgmt.api import (
+    BackupViewSet,
+    BulkOperationView,
+    ExportViewSet,
+    RestoreViewSet,
+    RetentionPolicyViewSet,
+)
 from experiments.api import ExperimentViewSet
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
 from web.exception_handlers import install_ninja_handlers
 from web.health import router as health_router
+from webhooks.api import DeliveryViewSet, EndpointViewSet, EventTypeList
 
 API_PREFIX = "/api/v1/"
 
@@ -35,7 +43,13 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("jobs", JobViewSet, basename="job")
 router.register("documents", DocumentViewSet, basename="document")
 router.register("agents", AgentViewSet, basename="agent")
+router.register("exports", ExportViewSet, basename="export")
+router.register("backups", BackupViewSet, basename="backup")
+router.register("restores", RestoreViewSet, basename="restore")
+router.register("retention-policies", RetentionPolicyViewSet, basename="retention-policy")
 router.register("experiments", ExperimentViewSet, basename="experiment")
+router.register("webhooks/endpoints", EndpointViewSet, basename="webhook-endpoint")
+router.register("webhooks/deliveries", DeliveryViewSet, basename="webhook-delivery")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -59,10 +73,12 @@ urlpatterns = [
         name="message-feedback",
     ),
     path("usage/", UsageView.as_view(), name="usage"),
+    path("bulk-operations/", BulkOperationView.as_view(), name="bulk-operations"),
     path("approvals/", ApprovalListView.as_view(), name="approvals"),
     path("security/events/", SecurityCounterList.as_view(), name="security-events"),
     path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
     path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),
+    path("webhooks/event-types/", EventTypeList.as_view(), name="webhook-event-types"),
     path("", ninja_api.urls),
 ]
 

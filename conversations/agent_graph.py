@@ -9,6 +9,12 @@ database runner, async ones (MCP) on the loop. A tool's exception becomes its To
 (status error), which the model reads as the result. A call that needs approval pauses the
 turn with `interrupt()` before any tool of the step runs, so a resumed step never repeats
 a call; the decision comes back through `Command(resume=...)`.
+
+Callers with tools of their own (the OpenAI-compatible API's client-supplied `tools`) pass
+them as `client_tools` (OpenAI function definitions, bound beside the agent's): a step that
+calls one of them ends the run, its calls left for the caller to answer. `tool_choice`
+applies to the run's first model call (`tool_choice_until`: the input's message count), so
+a forced choice cannot loop through the agent's own tools.
 """
 
 from __future__ import annotations
@@ -64,24 +70,41 @@ def _tool_rounds(state: ChatState) -> int:
     return rounds
 
 
-def _with_tools(model: BaseChatModel, tools: list[BaseTool]) -> Any:
-    if not tools:
+def _with_tools(
+    model: BaseChatModel,
+    tools: list[BaseTool],
+    client_tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+) -> Any:
+    offered: list[Any] = [*tools, *(client_tools or [])]
+    if not offered or tool_choice == "none":
         return model
     try:
-        return model.bind_tools(tools)
+        if tool_choice in (None, "auto"):
+            return model.bind_tools(offered)
+        return model.bind_tools(offered, tool_choice=tool_choice)
     except NotImplementedError:  # the local provider: it calls no tools
         return model
+
+
+def _tool_choice(state: ChatState, configurable: dict[str, Any]) -> str | None:
+    """The caller's tool_choice while the model has not answered yet in this run."""
+    if len(state["messages"]) > configurable.get("tool_choice_until", 0):
+        return None
+    return configurable.get("tool_choice")
 
 
 async def agent_model_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     settings = TurnSettings.of(config)
     configurable = config.get("configurable", {})
     tools = configurable.get("agent_tools") or []
+    client_tools = configurable.get("client_tools") or []
+    choice = _tool_choice(state, configurable)
     primary = _model_for(state, settings)
     memory = await remember(state, settings, primary)
     prompt = _prompt(_remembered(state, memory), settings)
     try:
-        reply = await _with_tools(primary, tools).ainvoke(prompt, config)
+        reply = await _with_tools(primary, tools, client_tools, choice).ainvoke(prompt, config)
         used = settings.model
     except Exception as exc:
         fallback = configurable.get("fallback_model")
@@ -89,7 +112,7 @@ async def agent_model_node(state: ChatState, config: RunnableConfig) -> dict[str
             raise
         logger.warning("model %s failed (%s); answering with %s", settings.model, exc, fallback)
         model = chat_model(fallback, ModelOptions(settings.temperature, settings.max_tokens))
-        reply = await _with_tools(model, tools).ainvoke(prompt, config)
+        reply = await _with_tools(model, tools, client_tools, choice).ainvoke(prompt, config)
         used = fallback
     limit = configurable.get("max_tool_iterations") or (
         django_settings.CHATTER_AGENT_MAX_TOOL_ITERATIONS
@@ -190,8 +213,14 @@ async def tools_node(state: ChatState, config: RunnableConfig) -> dict[str, Any]
     return await node.ainvoke(state, config)
 
 
-def _next(state: ChatState) -> str:
-    return TOOLS_NODE if getattr(state["messages"][-1], "tool_calls", None) else END
+def _next(state: ChatState, config: RunnableConfig) -> str:
+    calls = getattr(state["messages"][-1], "tool_calls", None)
+    if not calls:
+        return END
+    client = set(config.get("configurable", {}).get("client_tool_names") or ())
+    if client and any(call["name"] in client for call in calls):
+        return END  # the caller runs its own tools
+    return TOOLS_NODE
 
 
 def build_agent() -> StateGraph:

@@ -266,7 +266,12 @@ class TurnSerializer(serializers.Serializer):
 
 
 class ToolApprovalSerializer(serializers.ModelSerializer):
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who decided; null while the call is pending.",
+    )
 
     class Meta:
         model = ToolApproval

@@ -8,3 +8,6 @@ class ConversationsConfig(AppConfig):
 
     name = "conversations"
     verbose_name = "Conversations"
+
+    def ready(self) -> None:
+        from conversations import events  # noqa: F401  (conversation.* and message.* types)

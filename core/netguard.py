@@ -13,8 +13,12 @@ The request then connects to the checked address itself (no second DNS lookup, s
 cannot resolve to a public address for the check and a private one for the connection): the
 URL is rewritten to the IP, the ``Host`` header and the TLS server name (SNI, and the name the
 certificate is verified against) stay the original host's. Redirects are followed by hand, at
-most ``max_redirects``, each hop checked again. The body is read up to ``max_bytes`` and the
-whole exchange (every hop) is bounded by ``timeout`` seconds.
+most ``max_redirects``, each hop checked again, or not at all (``follow_redirects=False``:
+the 3xx is the answer; webhooks). The body is read up to ``max_bytes`` and the whole
+exchange (every hop) is bounded by ``timeout`` seconds.
+
+``fetch`` GETs; ``send`` takes any method and a body (webhooks POST through it) and may reuse
+a caller's client (``guarded_client``) for keep-alive connections to the checked address.
 
 Operators allow private targets explicitly (``CHATTER_OUTBOUND_ALLOWLIST``, or ``allowlist=``):
 entries are IPs, CIDRs or host names, each optionally with ``:port`` (IPv6 in brackets:
@@ -81,6 +85,7 @@ class FetchResult:
     body: bytes
     truncated: bool
     redirects: list[str] = field(default_factory=list)
+    address: str = ""  # the checked address the last hop connected to
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -203,7 +208,13 @@ def check_url(url: str, *, allowlist: Iterable[str] | None = None) -> Target:
     return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0])
 
 
-def _pinned_request(client: httpx.Client, target: Target, headers: dict[str, str]) -> httpx.Request:
+def _pinned_request(
+    client: httpx.Client,
+    target: Target,
+    headers: dict[str, str],
+    method: str = "GET",
+    content: bytes | None = None,
+) -> httpx.Request:
     parts = urlsplit(target.url)
     ip = target.address
     netloc = f"[{ip}]:{target.port}" if ip.version == 6 else f"{ip}:{target.port}"
@@ -215,11 +226,26 @@ def _pinned_request(client: httpx.Client, target: Target, headers: dict[str, str
         )
     pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     return client.build_request(
-        "GET",
+        method,
         pinned,
         headers={**headers, "Host": host_header},
+        content=content,
         # The TLS server name and certificate check are the original host's, not the IP's.
         extensions={"sni_hostname": target.host},
+    )
+
+
+def guarded_client(*, timeout: float = 10.0, max_connections: int = 10) -> httpx.Client:
+    """A client for ``send(client=...)``: no redirects of its own, no proxy from the
+    environment (it could relay to where the guard said no). Its connections are pooled by
+    address, so use one client per target host (a TLS connection is for one server name)."""
+    return httpx.Client(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=timeout,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
     )
 
 
@@ -234,27 +260,55 @@ def fetch(
 ) -> FetchResult:
     """GET ``url`` through the guard (see the module's docstring); the body is capped at
     ``max_bytes`` (``truncated`` says when more was sent)."""
+    return send(
+        "GET",
+        url,
+        max_bytes=max_bytes,
+        timeout=timeout,
+        max_redirects=max_redirects,
+        headers=headers,
+        allowlist=allowlist,
+    )
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    content: bytes | None = None,
+    max_bytes: int = 1024 * 1024,
+    timeout: float = 10.0,
+    follow_redirects: bool = True,
+    max_redirects: int = 3,
+    headers: dict[str, str] | None = None,
+    allowlist: Iterable[str] | None = None,
+    client: httpx.Client | None = None,
+) -> FetchResult:
+    """``method`` ``url`` (with ``content``) through the guard: every hop's host resolved and
+    checked, the connection made to the checked address. With ``follow_redirects=False`` a
+    3xx is returned as it is. ``client``: a ``guarded_client`` to reuse (else one per call)."""
     deadline = time.monotonic() + timeout
     redirects: list[str] = []
     current = url
-    # trust_env=False: no proxy from the environment may relay to where the guard said no.
-    with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout) as client:
+    own_client = client is None
+    active = client or guarded_client(timeout=timeout)
+    try:
         while True:
             target = check_url(current, allowlist=allowlist)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise OutboundFailed("The request took too long.", code="outbound_timeout")
-            request = _pinned_request(client, target, headers or {})
+            request = _pinned_request(active, target, headers or {}, method, content)
             request.extensions["timeout"] = httpx.Timeout(remaining).as_dict()
             try:
-                response = client.send(request, stream=True)
+                response = active.send(request, stream=True)
             except httpx.TimeoutException as exc:
                 raise OutboundFailed("The request took too long.", code="outbound_timeout") from exc
             except httpx.HTTPError as exc:
                 raise OutboundFailed(f"The request failed: {exc}") from exc
             try:
                 location = response.headers.get("location")
-                if response.status_code in _REDIRECTS and location:
+                if follow_redirects and response.status_code in _REDIRECTS and location:
                     if len(redirects) >= max_redirects:
                         raise OutboundFailed(
                             f"More than {max_redirects} redirects.", code="outbound_redirects"
@@ -270,9 +324,13 @@ def fetch(
                     body=body,
                     truncated=truncated,
                     redirects=redirects,
+                    address=str(target.address),
                 )
             finally:
                 response.close()
+    finally:
+        if own_client:
+            active.close()
 
 
 def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> tuple[bytes, bool]:

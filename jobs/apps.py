@@ -18,7 +18,7 @@ class JobsConfig(AppConfig):
         from django_q.signals import pre_execute
 
         from core.probes import probe_register
-        from jobs import queues, worker
+        from jobs import events, queues, worker  # noqa: F401  (events: the registry's job.* types)
 
         # Every app registers its job handlers and maintenance steps in its tasks.py.
         autodiscover_modules("tasks")

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
+from jobs.registry import clock_steps
 from jobs.selectors import live_workers, queue_stall, tokens_waiting
 from jobs.services import hard_kill_grace_seconds, job_outcome_record, tokens_send
 from jobs.worker import HOST, LOCK_KEY_SQL, LOCK_NAMESPACE, cancelled_outcome, failure_outcome
@@ -185,6 +187,7 @@ class Clock:
         self.interval = interval or float(settings.JOBS_CLOCK_INTERVAL_SECONDS)
         self.stop_event = threading.Event()
         self.ticks = 0
+        self.steps_last_run: dict[str, float] = {}
 
     def tick(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"promoted": jobs_promote_due(), **jobs_reap()}
@@ -192,8 +195,24 @@ class Clock:
         if self.ticks % max(1, round(5 / self.interval)) == 0:
             summary["redispatched"] = jobs_redispatch_lost()
             summary["clusters_restarted"] = clusters_restart_wedged()
+        summary.update(self.run_steps())
         self.ticks += 1
         return summary
+
+    def run_steps(self) -> dict[str, Any]:
+        """Other apps' clock steps (``jobs.registry.clock_step``) that are due."""
+        results: dict[str, Any] = {}
+        for step in clock_steps():
+            now = time.monotonic()
+            if now - self.steps_last_run.get(step.name, float("-inf")) < step.every_seconds:
+                continue
+            self.steps_last_run[step.name] = now
+            try:
+                results[step.name] = step.func()
+            except Exception:  # one app's step must not stop the clock or the other steps
+                logger.exception("clock step %s failed", step.name)
+                results[step.name] = "failed"
+        return results
 
     def stop(self, *args: object) -> None:
         self.stop_event.set()

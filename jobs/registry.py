@@ -85,6 +85,9 @@ class HandlerSpec:
     retry_cap: float
     description: str
     on_give_up: Callable[[GiveUp], None] | None = None
+    # Whether its jobs' ends are events (job.completed, job.failed): not for the jobs that
+    # deliver events (webhooks), whose every run would otherwise emit another one to deliver.
+    emit_events: bool = True
 
     def check_args(self, args: dict[str, Any]) -> None:
         """Raise ApplicationError (400) unless these args fit the handler's signature."""
@@ -105,8 +108,16 @@ class MaintenanceStep:
     order: int
 
 
+@dataclass(frozen=True)
+class ClockStep:
+    name: str
+    func: Callable[[], Any]
+    every_seconds: float
+
+
 _handlers: dict[str, HandlerSpec] = {}
 _maintenance_steps: dict[str, MaintenanceStep] = {}
+_clock_steps: dict[str, ClockStep] = {}
 
 
 def job_handler(
@@ -119,6 +130,7 @@ def job_handler(
     retry_cap: float = 600.0,
     description: str = "",
     on_give_up: Callable[[GiveUp], None] | None = None,
+    emit_events: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func(ctx, **args)`` as the handler called ``name``.
 
@@ -126,6 +138,7 @@ def job_handler(
     ``max_attempts`` are the defaults ``enqueue`` uses; a failed attempt n is retried after
     ``min(retry_base * 2**(n-1), retry_cap)`` seconds, +-25% jitter. ``on_give_up`` is
     called when a job of this handler ends dead, failed or cancelled (see the module doc).
+    ``emit_events=False``: its jobs' ends are not ``job.completed``/``job.failed`` events.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,6 +155,7 @@ def job_handler(
             retry_cap=retry_cap,
             description=description or (inspect.getdoc(func) or "").split("\n")[0],
             on_give_up=on_give_up,
+            emit_events=emit_events,
         )
         return func
 
@@ -165,6 +179,30 @@ def maintenance_step(
         return func
 
     return register
+
+
+def clock_step(
+    name: str, *, every_seconds: float = 1.0
+) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Register ``func()`` to run in the jobs clock's loop every ``every_seconds`` (at most
+    once per tick): periodic work too frequent for a schedule, like finding due webhook
+    retries. A step must be quick (it delays the clock's own work), safe to run in several
+    clocks at once (conditional updates, ``SKIP LOCKED``), and return a JSON-serialisable
+    summary; one that raises is logged and the others still run.
+    """
+
+    def register(func: Callable[[], Any]) -> Callable[[], Any]:
+        existing = _clock_steps.get(name)
+        if existing is not None and existing.func is not func:
+            raise ValueError(f"clock step {name!r} is already registered")
+        _clock_steps[name] = ClockStep(name=name, func=func, every_seconds=every_seconds)
+        return func
+
+    return register
+
+
+def clock_steps() -> list[ClockStep]:
+    return [_clock_steps[name] for name in sorted(_clock_steps)]
 
 
 def handler_get(name: str) -> HandlerSpec | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +38,14 @@ def job_get(*, user: User, job_id: int) -> Job:
     if job is None:
         raise NotFound("Not found.")
     return job
+
+
+def jobs_running(*, handler: str, started_after: datetime | None = None) -> int:
+    """How many jobs of ``handler`` are running now (that started after ``started_after``)."""
+    jobs = Job.objects.filter(handler=handler, status=JobStatus.RUNNING)
+    if started_after is not None:
+        jobs = jobs.filter(started_at__gt=started_after)
+    return jobs.count()
 
 
 def live_workers() -> int:

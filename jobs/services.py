@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import ApplicationError, Conflict, Forbidden
+from core.events import event_emit, event_emit_raw, events_wake
 from jobs.models import PRIORITY_RANK, Job, JobPriority, JobStatus
 from jobs.registry import GiveUp, HandlerSpec, handler_get
 
@@ -222,6 +223,19 @@ def job_create_for_user(*, user: User, handler: str, **options: Any) -> Job:
     return enqueue(handler, **options, owner=user)
 
 
+def job_dedupe_key_release(*, job_id: int) -> bool:
+    """A running job lets go of its dedupe key, so that the next enqueue with that key makes
+    a new job instead of returning this one. For a handler that works until its queue is
+    empty (webhook deliveries): work that arrives after its last look is not left waiting
+    behind it. Returns whether the key was released."""
+    return (
+        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING)
+        .exclude(dedupe_key=None)
+        .update(dedupe_key=None, updated_at=timezone.now())
+        == 1
+    )
+
+
 GIVE_UP_STATUSES = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
@@ -244,30 +258,79 @@ def job_gave_up(
         logger.exception("on_give_up of job %s (%s) failed", job_id, handler)
 
 
+# The ends of a job that are events (job.completed, job.failed; jobs/events.py).
+EVENT_FOR_STATUS = {
+    JobStatus.SUCCEEDED: "job.completed",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.DEAD: "job.failed",
+}
+_EVENT_COLUMNS = "owner_id, handler, priority, attempts, error, created_at, finished_at"
+
+
+def _job_event(row: tuple[Any, ...], job_id: int, status: str) -> dict[str, Any] | None:
+    """The event for a job that has just ended (``row``: _EVENT_COLUMNS), or None."""
+    owner_id, handler, priority, attempts, error, created_at, finished_at = row
+    spec = handler_get(handler)
+    if status not in EVENT_FOR_STATUS or (spec is not None and not spec.emit_events):
+        return None
+    return {
+        "type": EVENT_FOR_STATUS[status],
+        "owner_id": owner_id,
+        "data": {
+            "id": job_id,
+            "handler": handler,
+            "status": status,
+            "priority": priority,
+            "attempts": attempts,
+            "error": (error or "")[:1000],
+            "created_at": created_at,
+            "finished_at": finished_at,
+        },
+    }
+
+
 def job_outcome_write(
     *, job_id: int, attempt: int, outcome: dict[str, Any], conn: psycopg.Connection | None = None
 ) -> bool:
     """Write an attempt's outcome, fenced: only if that attempt still runs the job (a late
     write from an attempt taken over changes nothing). Through ``conn`` (a worker's own
-    session) or Django's connection. Returns whether it was written."""
+    session) or Django's connection. A final outcome is also a ``job.completed`` or
+    ``job.failed`` event, in the same transaction. Returns whether it was written."""
     fields = {**outcome, "updated_at": timezone.now()}
+    status = str(outcome.get("status", ""))
     if conn is None:
-        return (
-            Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=attempt).update(
-                **fields
+        with transaction.atomic():
+            written = (
+                Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=attempt).update(
+                    **fields
+                )
+                == 1
             )
-            == 1
-        )
+            if written and status in EVENT_FOR_STATUS:
+                row = Job.objects.filter(pk=job_id).values_list(*_EVENT_COLUMNS.split(", "))
+                event = _job_event(row[0], job_id, status)
+                if event is not None:
+                    event_emit(**event)
+        return written
     assignments = ", ".join(f"{name} = %({name})s" for name in fields)
     params = {
         name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
     }
-    cursor = conn.execute(
-        f"UPDATE jobs_job SET {assignments} "
-        "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'",
-        {**params, "job_id": job_id, "attempt": attempt},
-    )
-    return cursor.rowcount == 1
+    event = None
+    with conn.transaction():
+        row = conn.execute(
+            f"UPDATE jobs_job SET {assignments} "
+            "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running' "
+            f"RETURNING {_EVENT_COLUMNS}",
+            {**params, "job_id": job_id, "attempt": attempt},
+        ).fetchone()
+        if row is not None:
+            event = _job_event(row, job_id, status)
+            if event is not None:
+                event_emit_raw(conn, **event)
+    if event is not None:
+        events_wake()
+    return row is not None
 
 
 def job_outcome_record(

@@ -13,6 +13,7 @@ class KnowledgeConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from core.probes import report_register
+        from knowledge import events  # noqa: F401  (document.* event types)
         from knowledge.embeddings import embedding_status
 
         report_register("embeddings", embedding_status)

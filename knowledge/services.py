@@ -25,6 +25,7 @@ from jobs.models import ACTIVE_STATUSES, Job, JobPriority
 from jobs.registry import JobCancelled
 from jobs.services import enqueue, jobs_cancel, max_timeout_seconds
 from knowledge.embeddings import Embedder, active_embedder
+from knowledge.events import document_event_emit
 from knowledge.exceptions import FileTooLarge
 from knowledge.models import Chunk, Document, DocumentStatus
 from knowledge.parsing import extract_text, inspect_upload
@@ -150,6 +151,7 @@ def document_upload(
                 source=data,
             )
             log_action(actor=owner, action="document.uploaded", target=document)
+            document_event_emit("document.uploaded", document)
     except IntegrityError:
         # The same file uploaded twice at once: the other request created it.
         existing = Document.objects.defer("source").get(owner=owner, sha256=sha256)
@@ -229,19 +231,30 @@ def document_processing_abandon(*, document_id: UUID | str, status: str, error: 
         "cancelled": "Processing was cancelled",
     }
     reason = reasons.get(status, f"Processing ended {status}")
-    return Document.objects.filter(
-        pk=document_id, status__in=[DocumentStatus.PENDING, DocumentStatus.PROCESSING]
-    ).update(
-        status=DocumentStatus.FAILED,
-        failure_reason=(f"{reason}: {error}" if error else f"{reason}.")[:2000],
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        updated = Document.objects.filter(
+            pk=document_id, status__in=[DocumentStatus.PENDING, DocumentStatus.PROCESSING]
+        ).update(
+            status=DocumentStatus.FAILED,
+            failure_reason=(f"{reason}: {error}" if error else f"{reason}.")[:2000],
+            updated_at=timezone.now(),
+        )
+        _failed_event(document_id, updated)
+    return updated
+
+
+def _failed_event(document_id: UUID | str, updated: int) -> None:
+    document = Document.objects.defer("source").filter(pk=document_id).first() if updated else None
+    if document is not None:
+        document_event_emit("document.failed", document, failure_reason=document.failure_reason)
 
 
 def _fail(document_id: UUID, reason: str) -> None:
-    Document.objects.filter(pk=document_id).update(
-        status=DocumentStatus.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
-    )
+    with transaction.atomic():
+        updated = Document.objects.filter(pk=document_id).update(
+            status=DocumentStatus.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
+        )
+        _failed_event(document_id, updated)
 
 
 def _set_progress(document_id: UUID, percent: int) -> None:
@@ -353,12 +366,21 @@ def document_process(
         with transaction.atomic():
             Chunk.objects.filter(document_id=document.pk).delete()
             chunks_copy(_chunk_rows(document.pk, chunks, tokens, vectors))
+            processed_at = timezone.now()
             Document.objects.filter(pk=document.pk).update(
                 status=DocumentStatus.PROCESSED,
                 progress=100,
                 embedding_space=embedder.space,
-                processed_at=timezone.now(),
+                processed_at=processed_at,
                 updated_at=timezone.now(),
+            )
+            document_event_emit(
+                "document.processed",
+                document,
+                status=DocumentStatus.PROCESSED,
+                chunk_count=len(chunks),
+                embedding_space=embedder.space,
+                processed_at=processed_at,
             )
     except JobCancelled:
         raise  # the job's outcome (cancelled) and its on_give_up hook settle the document

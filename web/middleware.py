@@ -10,7 +10,9 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
+from core.asyncdb import release_connections
 from core.errors import error_response
 from core.logs import request_id_var
 
@@ -123,7 +125,49 @@ class GateMiddleware(_SyncAndAsync):
         return refused or self.decorate(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        refused = await sync_to_async(self.check)(request) if self.blocking else self.check(request)
+        refused = (
+            await sync_to_async(self._check_released)(request)
+            if self.blocking
+            else self.check(request)
+        )
         if refused is not None:
             return refused
         return self.decorate(request, await self.get_response(request))
+
+    def _check_released(self, request: HttpRequest) -> HttpResponse | None:
+        # The request's thread would otherwise keep the connection its check took until
+        # the response ends: a stream's whole length, one pooled connection per open
+        # stream, and requests beyond the pool's size waiting for one (then refused).
+        try:
+            return self.check(request)
+        finally:
+            release_connections()
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise (the static files: admin, API docs) in an async stack too. WhiteNoise is
+    sync only, and one sync middleware makes Django run every request's chain through a
+    thread and back (two hops a request, and the request's thread held while it runs)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        return super().__call__(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:  # DEBUG: looks on disk, so in a thread
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve)(static_file, request)
+        return await self.get_response(request)

@@ -20,6 +20,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
 
+from core.asyncdb import release_connections
 from core.errors import ApplicationError, error_response
 from core.validation import normalize_line
 from web.middleware import GateMiddleware
@@ -395,6 +396,14 @@ def upload_threats_refuse(
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
+def _record_all(findings: list[tuple[Any, ...]]) -> None:
+    try:
+        for args in findings:
+            _record(*args)
+    finally:
+        release_connections()  # not held by the request's thread for the response's length
+
+
 class ThreatDetectionMiddleware(GateMiddleware):
     def check(self, request: HttpRequest) -> HttpResponse | None:
         return inspect(request)
@@ -404,12 +413,12 @@ class ThreatDetectionMiddleware(GateMiddleware):
         # limit has already bounded: it runs on the loop, and only storing findings (the
         # database) goes to a thread. Form and multipart bodies (uploads) are parsed in one.
         if request.content_type in _FORM_TYPES:
-            refused = await sync_to_async(self.check)(request)
+            refused = await sync_to_async(self._check_released)(request)
         else:
             findings: list[tuple[Any, ...]] = []
             refused = inspect(request, record=lambda *args: findings.append(args))
-            for args in findings:
-                await sync_to_async(_record)(*args)
+            if findings:
+                await sync_to_async(_record_all)(findings)
         if refused is not None:
             return refused
         return self.decorate(request, await self.get_response(request))

@@ -9,9 +9,10 @@ that agent's scope. Plugins call ``tool_register``; agents name tools in their `
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from django.conf import settings
 from langchain_core.tools import BaseTool
 
 from core.errors import ApplicationError
@@ -67,13 +68,20 @@ def tool_unregister(name: str) -> None:
     _tools.pop(name, None)
 
 
+def _with_policy(spec: ToolSpec) -> ToolSpec:
+    """The operator's word on approval (CHATTER_TOOLS_REQUIRING_APPROVAL) adds to the tool's."""
+    if not spec.requires_approval and spec.name in settings.CHATTER_TOOLS_REQUIRING_APPROVAL:
+        return replace(spec, requires_approval=True)
+    return spec
+
+
 def tool_get(name: str) -> ToolSpec:
     if name in _tools:
-        return _tools[name]
+        return _with_policy(_tools[name])
     for source in _sources:
         spec = source.spec(name)
         if spec is not None:
-            return spec
+            return _with_policy(spec)
     known = sorted(spec.name for spec in tool_list())
     raise ApplicationError(
         f"Unknown tool {name!r}.",
@@ -87,7 +95,7 @@ def tool_list() -> list[ToolSpec]:
     for source in _sources:
         for spec in source.specs():
             specs.setdefault(spec.name, spec)
-    return [specs[name] for name in sorted(specs)]
+    return [_with_policy(specs[name]) for name in sorted(specs)]
 
 
 def tools_for(*, user: User, agent: Agent) -> list[BaseTool]:

@@ -246,22 +246,9 @@ def _logprobs(tracker: RunTracker | None) -> list[float] | None:
 
 
 def _tool_sources(tracker: RunTracker | None) -> list[dict[str, Any]]:
-    """The passages knowledge_search handed the model this turn, numbered in order."""
-    import json
+    from agents.confidence import sources_from_tool_calls
 
-    if tracker is None:
-        return []
-    sources: list[dict[str, Any]] = []
-    for call in tracker.tool_trace():
-        if call["name"] != "knowledge_search" or call["error"] or not call["result"]:
-            continue
-        try:
-            hits = json.loads(call["result"])
-        except ValueError:  # an excerpt cut mid-way
-            continue
-        for hit in hits if isinstance(hits, list) else []:
-            sources.append({"n": len(sources) + 1, "similarity": hit.get("similarity")})
-    return sources
+    return [] if tracker is None else sources_from_tool_calls(tracker.tool_trace())
 
 
 def agent_reply_record(

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from accounts.models import User
 from conversations.checkpointer import thread_config
+from conversations.events import conversation_started_emit
 from conversations.models import Conversation, Message
 from conversations.services.streaming import message_send
 from conversations.services.threads import EDITABLE_FIELDS
@@ -90,6 +91,7 @@ def _copy_into(
             cost=_total_cost(rows),
             **lineage,
         )
+        conversation_started_emit(copy)
         new_ids: dict[str, str] = {}
         copies = []
         for row in rows:

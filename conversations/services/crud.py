@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.models import User
 from agents.services import interaction_feedback_record
 from conversations.checkpointer import get_checkpointer
+from conversations.events import conversation_ended_emit, conversation_started_emit
 from conversations.models import Conversation, Message
 from conversations.services.threads import EDITABLE_FIELDS, conversation_settings_check
 from core.errors import ApplicationError, NotFound
@@ -33,7 +34,10 @@ def conversation_create(*, owner: User, agent: str | None = None, **fields: Any)
     bound = _agent_fields(owner, agent) if agent else {}
     fields.setdefault("workflow", settings.CHATTER_DEFAULT_WORKFLOW)
     fields = {**conversation_settings_check(fields), **bound}
-    return Conversation.objects.create(owner=owner, **fields)
+    with transaction.atomic():
+        conversation = Conversation.objects.create(owner=owner, **fields)
+        conversation_started_emit(conversation)
+    return conversation
 
 
 def conversation_update(
@@ -62,7 +66,9 @@ def conversation_update(
 def conversation_delete(*, conversation: Conversation) -> None:
     """Delete the conversation, its messages and its LangGraph checkpoints."""
     thread_id = str(conversation.pk)
-    conversation.delete()
+    with transaction.atomic():
+        conversation_ended_emit(conversation, reason="deleted", at=timezone.now())
+        conversation.delete()
     get_checkpointer().delete_thread(thread_id)
 
 

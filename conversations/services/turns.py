@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from accounts.models import User
 from conversations.checkpointer import get_checkpointer
+from conversations.events import message_event_emit
 from conversations.models import Conversation, Message, ModelPrice, ToolApproval
 from conversations.pricing import catalog_cost
 from conversations.providers import (
@@ -207,7 +208,11 @@ def turn_begin(*, user: User, conversation_id: Any, content: str) -> Turn:
             value = field.pre_save(message, add=True)
             params[f"{prefix}_{field.attname}"] = field.get_db_prep_save(value, connection)
     # raw() maps the returned columns onto a Conversation by name, with Django's converters.
-    claimed = list(Conversation.objects.raw(sql, params))
+    with transaction.atomic():  # the claim and its message.received event commit together
+        claimed = list(Conversation.objects.raw(sql, params))
+        if claimed:
+            user_message.position = claimed[0].first_position
+            message_event_emit("message.received", user_message, owner_id=claimed[0].owner_id)
     if not claimed:
         if conversation_get(user=user, conversation_id=conversation_id) is None:
             raise NotFound("Not found.")
@@ -485,7 +490,7 @@ def turn_finish(
         message=Message._meta.db_table,
         conversation=Conversation._meta.db_table,
     )
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:  # the reply and message.sent
         cursor.execute(
             sql,
             {
@@ -512,9 +517,21 @@ def turn_finish(
             },
         )
         row = cursor.fetchone()
+        if row is not None:
+            (assistant.cost,) = row
+            message_event_emit(
+                "message.sent",
+                assistant,
+                owner_id=turn.conversation.owner_id,
+                status=status,
+                model=assistant.model,
+                tokens_in=assistant.tokens_in,
+                tokens_out=assistant.tokens_out,
+                latency_ms=assistant.latency_ms,
+                cost=assistant.cost,
+            )
     if row is None:  # deleted meanwhile: its rows are gone, nothing was updated
         raise _conversation_gone(turn)
-    (assistant.cost,) = row
     return assistant
 
 

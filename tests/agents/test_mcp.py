@@ -108,3 +108,49 @@ def test_an_operator_registers_a_server_in_the_admin(make_user):
     assert "command" in missing.context["adminform"].form.errors
     listing = client.get("/admin/agents/mcpserver/")
     assert listing.status_code == 200
+
+
+def test_an_operator_marks_a_servers_tool_as_needing_approval(server, settings):
+    server.approval_tools = ["shout"]
+    server.save()
+    mcp_server_refresh(server=server)
+
+    assert tool_get("mcp__testing__shout").requires_approval is True
+    assert tool_get("mcp__testing__add").requires_approval is False
+    listed = {spec.name: spec.requires_approval for spec in tool_list()}
+    assert listed["mcp__testing__shout"] is True and listed["mcp__testing__add"] is False
+
+
+def test_the_approval_setting_marks_any_registered_tool(settings):
+    settings.CHATTER_TOOLS_REQUIRING_APPROVAL = frozenset({"http_get"})
+
+    assert tool_get("http_get").requires_approval is True
+    assert tool_get("calculator").requires_approval is False
+
+
+def test_the_admin_refuses_approval_for_a_tool_the_server_does_not_have(server, make_user):
+    from django.test import Client
+
+    mcp_server_refresh(server=server)
+    make_user("root", staff=True, password="pw-for-tests")
+    client = Client()
+    assert client.login(username="root", password="pw-for-tests")
+    form = {
+        "name": "testing",
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": f'["{SERVER_SCRIPT}"]',
+        "enabled": "on",
+    }
+    url = f"/admin/agents/mcpserver/{server.pk}/change/"
+
+    refused = client.post(url, {**form, "approval_tools": '["shout", "rm_rf"]'})
+    accepted = client.post(url, {**form, "approval_tools": '["shout"]'})
+
+    assert refused.status_code == 200
+    assert "rm_rf" in str(refused.context["adminform"].form.errors["approval_tools"])
+    assert accepted.status_code == 302
+    server.refresh_from_db()
+    assert server.approval_tools == ["shout"]
+    page = client.get(url).content.decode()
+    assert "mcp__testing__shout</code> (needs approval)" in page

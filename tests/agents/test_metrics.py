@@ -183,6 +183,8 @@ def test_a_window_with_no_replies_has_no_rates(api_client, user):
         ({"window": "367d"}, {"window"}),
         ({"window": "8785h"}, {"window"}),
         ({"window": "-1d"}, {"window"}),
+        ({"window": ""}, {"window"}),
+        ({"since": ""}, {"since"}),
         ({"since": "yesterday"}, {"since"}),
         ({"until": "2026-13-01T00:00:00Z"}, {"until"}),
         ({"since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00Z"}, {"since"}),

@@ -283,6 +283,20 @@ def test_knowledge_search_keeps_to_the_agents_scope_and_the_users_documents(
     assert interaction.confidence == pytest.approx(hits[0]["similarity"], abs=1e-4)
 
 
+def test_an_operator_can_require_approval_for_a_built_in_tool(
+    api_client, make_agent, create_conversation, openai_server, settings
+):
+    settings.CHATTER_TOOLS_REQUIRING_APPROVAL = frozenset({"calculator"})
+    conversation = create_conversation(make_agent(tools=["calculator"]).slug)
+    openai_server.script = [{"tool_calls": [_call("calculator", {"expression": "6*7"}, "c-1")]}]
+
+    reply = _send(api_client, conversation["id"], "Six times seven?").json()["assistant_message"]
+
+    assert reply["status"] == "awaiting_approval"
+    assert reply["tool_calls"][0]["approval"] == "pending"
+    assert len(openai_server.requests) == 1
+
+
 def test_a_call_that_needs_approval_pauses_until_the_owner_approves(
     api_client, other_client, make_agent, create_conversation, openai_server
 ):

@@ -24,13 +24,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _own_ids(path: str, user, factories) -> dict[str, str] | None:
     """Path parameters naming the fuzzer's own objects, so bodies reach real rows too."""
     segments = path.split("/")
-    ids = {}
+    ids: dict[str, str] = {}
+    parent = None
     for index, segment in enumerate(segments):
         if segment.startswith("{"):
             factory = factories.get(segments[index - 1])
             if factory is None:
                 return None
-            ids[segment.strip("{}")] = factory(user)
+            parent = factory(user) if parent is None else factory(user, parent)
+            ids[segment.strip("{}")] = parent
     return ids or None
 
 

@@ -76,9 +76,11 @@ class Command(BaseCommand):
         started = time.monotonic()
         pending = migrations_pending()
         if pending:
-            self.stdout.write(
-                f"  Applying {pending} migrations (the first start creates every table)..."
-            )
+            from django.db import connection
+
+            first = "django_migrations" not in connection.introspection.table_names()
+            why = " (the first start creates every table)" if first else ""
+            self.stdout.write(f"  Applying {pending} migration{'s' * (pending != 1)}{why}...")
             self.stdout.flush()
             call_command("migrate", interactive=False, verbosity=0)
             self.step(f"Applied {pending} migrations", started)

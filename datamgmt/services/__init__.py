@@ -1,0 +1,1 @@
+"""Writes for data management (see each module)."""

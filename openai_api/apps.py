@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class OpenAIApiConfig(AppConfig):
+    name = "openai_api"
+    verbose_name = "OpenAI-compatible API"
