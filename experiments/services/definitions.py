@@ -12,6 +12,7 @@ from accounts.models import User
 from accounts.services import log_action
 from core.errors import ApplicationError, Conflict, NotFound
 from experiments import rules
+from experiments.events import experiment_event_emit
 from experiments.models import (
     Experiment,
     Metric,
@@ -246,16 +247,46 @@ def _transition(
     details: dict[str, Any] | None = None,
     **changes: Any,
 ) -> Experiment:
-    # A conditional UPDATE: of two concurrent transitions exactly one wins; the other sees
-    # the status it lost to.
-    moved = Experiment.objects.filter(pk=experiment.pk, status__in=TRANSITIONS[action]).update(
-        updated_at=timezone.now(), **changes
-    )
-    experiment.refresh_from_db()
-    if not moved:
-        raise _invalid_transition(experiment, action)
-    log_action(actor=actor, action=f"experiment.{action}", target=experiment, details=details or {})
+    was = experiment.status
+    with transaction.atomic():
+        # A conditional UPDATE: of two concurrent transitions exactly one wins; the other
+        # sees the status it lost to.
+        moved = Experiment.objects.filter(pk=experiment.pk, status__in=TRANSITIONS[action]).update(
+            updated_at=timezone.now(), **changes
+        )
+        experiment.refresh_from_db()
+        if not moved:
+            raise _invalid_transition(experiment, action)
+        log_action(
+            actor=actor, action=f"experiment.{action}", target=experiment, details=details or {}
+        )
+        experiment_event_emit(
+            EVENT_OF[action], experiment, **_event_extra(action, experiment, was, details or {})
+        )
     return experiment
+
+
+EVENT_OF = {
+    "start": "experiment.started",
+    "pause": "experiment.paused",
+    "complete": "experiment.completed",
+    "cancel": "experiment.cancelled",
+}
+
+
+def _event_extra(
+    action: str, experiment: Experiment, was: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    if action == "start":
+        return {"resumed": was == Status.PAUSED}
+    if action == "pause":
+        return {"reason": details.get("reason", "")}
+    if action == "complete":
+        return {
+            "winner": experiment.winner.name if experiment.winner else "",
+            "promoted_to": experiment.promoted_to,
+        }
+    return {}
 
 
 def experiment_start(*, experiment: Experiment, actor: User | None) -> Experiment:

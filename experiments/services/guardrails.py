@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Conflict
+from core.events import alert_raise
 from experiments.models import (
     Experiment,
     ExperimentAlert,
@@ -116,6 +117,13 @@ def experiment_guardrails_check(*, experiment: Experiment) -> list[ExperimentAle
                 f"{breach.threshold:.1%}; always-valid interval {breach.sequential_low:+.1%} "
                 f"to {breach.sequential_high:+.1%})."
             )
+            details = {
+                "lift": breach.lift,
+                "sequential_ci_low": breach.sequential_low,
+                "sequential_ci_high": breach.sequential_high,
+                "threshold": breach.threshold,
+                **breach.details,
+            }
             alerts.append(
                 ExperimentAlert.objects.create(
                     experiment=experiment,
@@ -123,14 +131,22 @@ def experiment_guardrails_check(*, experiment: Experiment) -> list[ExperimentAle
                     metric=breach.metric,
                     variant=breach.variant,
                     message=message,
-                    details={
-                        "lift": breach.lift,
-                        "sequential_ci_low": breach.sequential_low,
-                        "sequential_ci_high": breach.sequential_high,
-                        "threshold": breach.threshold,
-                        **breach.details,
-                    },
+                    details=details,
                 )
+            )
+            # The platform's alert (webhooks deliver it to the owner's endpoints).
+            alert_raise(
+                code="experiment.guardrail",
+                level="warning",
+                message=message,
+                owner_id=experiment.owner_id,
+                details={
+                    "experiment_id": str(experiment.pk),
+                    "key": experiment.key,
+                    "metric": breach.metric,
+                    "variant": breach.variant,
+                    **details,
+                },
             )
             logger.warning(message)
     return alerts

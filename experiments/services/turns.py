@@ -6,6 +6,7 @@ metric events) and ``turn_feedback_record`` (a rating of the reply as an event).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from accounts.models import User
 from experiments import rules
@@ -55,22 +57,104 @@ class TurnAssignment:
         return {"id": str(self.experiment_id), "key": self.key, "variant": self.variant}
 
 
-def _covering(*, user: User, agent_id: Any, workflow: str) -> list[Experiment]:
-    # Staff's experiments cover every user; a user's own, only their own conversations.
-    scope = Q(agent_id=agent_id) if agent_id else Q(agent_id__isnull=True)
-    live = Q(status=Status.RUNNING) | Q(
-        status=Status.COMPLETED, promoted_to=Experiment.Promotion.DEFAULTS, winner__isnull=False
+# Every experiment that may cover a turn, with its variants, its metrics and the unit's
+# stored assignment, in one statement: the turn's hot path (an ORM query with two
+# prefetches costs three round trips and milliseconds of SQL compilation). Staff's
+# experiments cover every user; a user's own, only their own conversations.
+_COVERING_SQL = """
+SELECT e.id, e.key, e.type, e.status, e.allocation, e.traffic_percentage, e.ramp_schedule,
+       e.targeting, e.start_at, e.end_at, e.started_at, e.guardrails_checked_at, e.winner_id,
+       (SELECT coalesce(json_agg(json_build_array(v.id, v.name, v.is_control, v.weight,
+                                                  v.configuration) ORDER BY v.position, v.id),
+                        '[]')
+        FROM {variant} v WHERE v.experiment_id = e.id),
+       (SELECT coalesce(json_agg(json_build_array(m.name, m.type, m.guardrail)
+                                 ORDER BY m.position, m.id), '[]')
+        FROM {metric} m WHERE m.experiment_id = e.id),
+       a.id, a.variant_id
+FROM {experiment} e
+JOIN {user} o ON o.id = e.owner_id
+LEFT JOIN {assignment} a ON a.experiment_id = e.id AND a.unit_id = %(unit)s
+WHERE (e.status = 'running'
+       OR (e.status = 'completed' AND e.promoted_to = 'defaults' AND e.winner_id IS NOT NULL))
+  AND e.agent_id IS NOT DISTINCT FROM %(agent)s::uuid
+  AND (o.is_staff OR e.owner_id = %(user)s)
+  AND (%(workflow)s <> 'agent' OR e.type <> 'workflow')
+ORDER BY e.started_at, e.id
+"""
+
+
+@dataclass
+class _Covering:
+    experiment: Experiment  # not saved: the fields assignment reads
+    variants: list[Variant]
+    metrics: list[tuple[str, str, bool]]  # (name, type, guardrail)
+    assignment_id: int | None
+    assigned_variant_id: int | None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _covering(*, user: User, agent_id: Any, workflow: str) -> list[_Covering]:
+    sql = _COVERING_SQL.format(
+        experiment=Experiment._meta.db_table,
+        variant=Variant._meta.db_table,
+        metric=Metric._meta.db_table,
+        assignment=Assignment._meta.db_table,
+        user=User._meta.db_table,
     )
-    experiments = Experiment.objects.filter(
-        live, scope, Q(owner__is_staff=True) | Q(owner_id=user.pk)
-    )
-    if workflow == "agent":  # an agent's turn runs the agent's workflow, never another
-        experiments = experiments.exclude(type=Experiment.Type.WORKFLOW)
-    return list(
-        experiments.select_related("winner")
-        .prefetch_related("variants", "metrics")
-        .order_by("started_at", "id")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "unit": str(user.pk),
+                "agent": str(agent_id) if agent_id else None,
+                "user": user.pk,
+                "workflow": workflow,
+            },
+        )
+        rows = cursor.fetchall()
+    found = []
+    for row in rows:
+        (pk, key, kind, status, allocation, traffic, ramp, targeting, start_at, end_at) = row[:10]
+        (started_at, checked_at, winner_id, variants, metrics, assignment_id, assigned) = row[10:]
+        experiment = Experiment(
+            id=pk,
+            key=key,
+            type=kind,
+            status=status,
+            allocation=allocation,
+            traffic_percentage=traffic,
+            ramp_schedule=_json(ramp),
+            targeting=_json(targeting),
+            start_at=start_at,
+            end_at=end_at,
+            started_at=started_at,
+            guardrails_checked_at=checked_at,
+            winner_id=winner_id,
+        )
+        found.append(
+            _Covering(
+                experiment=experiment,
+                variants=[
+                    Variant(
+                        id=v[0],
+                        experiment_id=pk,
+                        name=v[1],
+                        is_control=v[2],
+                        weight=v[3],
+                        configuration=v[4],
+                    )
+                    for v in _json(variants)
+                ],
+                metrics=[(m[0], m[1], m[2]) for m in _json(metrics)],
+                assignment_id=assignment_id,
+                assigned_variant_id=assigned,
+            )
+        )
+    return found
 
 
 def turn_attributes(user: User, agent_id: Any, workflow: str) -> dict[str, Any]:
@@ -104,96 +188,118 @@ def turn_overrides(
 def _turn_overrides(
     *, user: User, agent_id: Any, workflow: str, message_id: Any
 ) -> tuple[dict[str, Any], list[TurnAssignment]]:
-    experiments = _covering(user=user, agent_id=agent_id, workflow=workflow)
-    if not experiments:
+    covering = _covering(user=user, agent_id=agent_id, workflow=workflow)
+    if not covering:
         return {}, []
     now = timezone.now()
     unit_id = str(user.pk)
     overrides: dict[str, Any] = {}
-    for experiment in experiments:
-        if experiment.status == Status.COMPLETED and experiment.winner is not None:
-            overrides.update(experiment.winner.configuration)
-    running = [e for e in experiments if e.status == Status.RUNNING and in_window(e, now)]
-    if not running:
-        return overrides, []
-    stored = {
-        a.experiment_id: a
-        for a in Assignment.objects.filter(experiment__in=running, unit_id=unit_id)
-    }
+    for entry in covering:
+        if entry.experiment.status == Status.COMPLETED:
+            winner = next(v for v in entry.variants if v.pk == entry.experiment.winner_id)
+            overrides.update(winner.configuration)
+    running = [
+        c
+        for c in covering
+        if c.experiment.status == Status.RUNNING and in_window(c.experiment, now)
+    ]
     attributes = turn_attributes(user, agent_id, workflow)
     claimed: set[str] = set()
-    chosen: list[tuple[Experiment, Variant]] = []
-    new: list[Assignment] = []
-    for experiment in running:
-        variants = list(experiment.variants.all())
+    chosen: list[tuple[_Covering, Variant]] = []
+    for entry in running:
+        experiment = entry.experiment
         keys = set(rules.CONFIGURATION_KEYS.get(experiment.type, ()))
-        if keys & claimed or not variants:
+        if keys & claimed or not entry.variants:
             continue
-        assignment = stored.get(experiment.pk)
-        if assignment is not None:
-            variant = next(v for v in variants if v.pk == assignment.variant_id)
+        if entry.assigned_variant_id is not None:
+            variant = next(v for v in entry.variants if v.pk == entry.assigned_variant_id)
         elif eligibility(experiment, unit_id, attributes, now) == "assigned":
-            variant = variant_for(experiment, variants, unit_id)
-            new.append(
+            variant = variant_for(experiment, entry.variants, unit_id)
+        else:
+            continue
+        claimed |= keys
+        chosen.append((entry, variant))
+    new = [(entry, variant) for entry, variant in chosen if entry.assignment_id is None]
+    if new:
+        # A concurrent turn of the same user may store it first: the same variant (the hash
+        # decides), and its row is the one read back.
+        Assignment.objects.bulk_create(
+            [
                 Assignment(
-                    experiment=experiment,
-                    variant=variant,
+                    experiment_id=entry.experiment.pk,
+                    variant_id=variant.pk,
                     unit_id=unit_id,
                     attributes=attributes,
                     source=Assignment.Source.TURN,
                 )
-            )
-        else:
-            continue
-        claimed |= keys
-        chosen.append((experiment, variant))
-    if new:
-        # A concurrent turn of the same user may have stored it first: the same variant
-        # (the hash decides), its row.
-        Assignment.objects.bulk_create(new, ignore_conflicts=True)
-        stored.update(
-            {
-                a.experiment_id: a
-                for a in Assignment.objects.filter(
-                    experiment__in=[a.experiment for a in new], unit_id=unit_id
-                )
-            }
-        )
-    assignments: list[TurnAssignment] = []
-    for experiment, variant in chosen:
-        assignment = stored[experiment.pk]
-        if assignment.variant_id != variant.pk:  # stored by a concurrent turn: it holds
-            variant = next(v for v in experiment.variants.all() if v.pk == assignment.variant_id)
-        overrides.update(variant.configuration)
-        metrics = list(experiment.metrics.all())
-        assignments.append(
-            TurnAssignment(
-                experiment_id=experiment.pk,
-                key=experiment.key,
-                variant_id=variant.pk,
-                variant=variant.name,
-                assignment_id=assignment.pk,
-                configuration=dict(variant.configuration),
-                metrics=tuple((m.name, m.type) for m in metrics),
-                guardrails=any(m.guardrail for m in metrics),
-                guardrails_checked_at=experiment.guardrails_checked_at,
-            )
-        )
-    if message_id is not None and assignments:
-        Exposure.objects.bulk_create(
-            [
-                Exposure(
-                    message_id=message_id,
-                    experiment_id=a.experiment_id,
-                    variant_id=a.variant_id,
-                    assignment_id=a.assignment_id,
-                    configuration=a.configuration,
-                )
-                for a in assignments
+                for entry, variant in new
             ],
             ignore_conflicts=True,
         )
+        stored = {
+            a.experiment_id: a
+            for a in Assignment.objects.filter(
+                experiment_id__in=[entry.experiment.pk for entry, _ in new], unit_id=unit_id
+            )
+        }
+        for entry, _ in new:
+            entry.assignment_id = stored[entry.experiment.pk].pk
+            entry.assigned_variant_id = stored[entry.experiment.pk].variant_id
+    assignments: list[TurnAssignment] = []
+    for entry, variant in chosen:
+        if entry.assigned_variant_id != variant.pk:  # stored by a concurrent turn: it holds
+            variant = next(v for v in entry.variants if v.pk == entry.assigned_variant_id)
+        overrides.update(variant.configuration)
+        assignments.append(
+            TurnAssignment(
+                experiment_id=entry.experiment.pk,
+                key=entry.experiment.key,
+                variant_id=variant.pk,
+                variant=variant.name,
+                assignment_id=entry.assignment_id,  # type: ignore[arg-type]
+                configuration=dict(variant.configuration),
+                metrics=tuple((name, kind) for name, kind, _ in entry.metrics),
+                guardrails=any(guardrail for _, _, guardrail in entry.metrics),
+                guardrails_checked_at=entry.experiment.guardrails_checked_at,
+            )
+        )
+    if message_id is not None and assignments:
+        _insert_unflushed(
+            Exposure,
+            ["message_id", "experiment_id", "variant_id", "assignment_id", "configuration"],
+            [
+                (message_id, a.experiment_id, a.variant_id, a.assignment_id, Jsonb(a.configuration))
+                for a in assignments
+            ],
+        )
     return overrides, assignments
+
+
+def _insert_unflushed(model: Any, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING in one statement that does not wait for the WAL
+    flush (a synchronous commit costs a flush per turn). An exposure is flushed by the turn's
+    last statement, a synchronous commit, so it is as durable as the reply; the reply's
+    metric events, written after it, by the WAL writer within wal_writer_delay (200 ms): a
+    database crash in that window may lose the last measurements, never a reply. Inside a
+    caller's transaction the commit is the caller's, left as it is."""
+    types = [model._meta.get_field(name).db_type(connection) for name in columns]
+    row = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
+    names = ", ".join(columns)
+    unflushed = not connection.in_atomic_block
+    sql = (
+        (
+            "WITH unflushed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
+            if unflushed
+            else ""
+        )
+        + f"INSERT INTO {model._meta.db_table} ({names}, created_at) "
+        + f"SELECT {', '.join(f'v.{c}' for c in columns)}, now() "
+        + f"FROM (VALUES {', '.join([row] * len(rows))}) AS v({names})"
+        + (", unflushed" if unflushed else "")
+        + " ON CONFLICT DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for values in rows for value in values])
 
 
 def turn_overrides_for_reply(*, message_id: Any) -> tuple[dict[str, Any], list[TurnAssignment]]:
@@ -290,18 +396,30 @@ def _turn_metrics_record(
             value = _turn_value(kind, **values)
             if value is not None:
                 events.append(
-                    MetricEvent(
-                        experiment_id=assignment.experiment_id,
-                        variant_id=assignment.variant_id,
-                        assignment_id=assignment.assignment_id,
-                        metric=name,
-                        value=value,
-                        source=MetricEvent.Source.TURN,
-                        message_id=message_id,
+                    (
+                        assignment.experiment_id,
+                        assignment.variant_id,
+                        assignment.assignment_id,
+                        name,
+                        value,
+                        MetricEvent.Source.TURN.value,
+                        message_id,
                     )
                 )
     if events:
-        MetricEvent.objects.bulk_create(events, ignore_conflicts=True)
+        _insert_unflushed(
+            MetricEvent,
+            [
+                "experiment_id",
+                "variant_id",
+                "assignment_id",
+                "metric",
+                "value",
+                "source",
+                "message_id",
+            ],
+            events,
+        )
     for assignment in assignments:
         if assignment.guardrails:
             guardrails_check_soon(assignment.experiment_id, assignment.guardrails_checked_at)

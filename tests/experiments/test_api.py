@@ -6,15 +6,19 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from accounts.models import AuditLog
 from agents.models import Agent
+from core.events import event_type_get
+from core.models import Event
 from experiments.models import Experiment
 from tests.experiments.conftest import prompt_experiment
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/experiments/"
+EVENT_KEYS = {"status", "resumed", "reason", "winner", "promoted_to"}
 
 
 def create(client, **overrides):
@@ -116,6 +120,24 @@ def test_the_lifecycle_runs_draft_running_paused_running_completed(api_client):
     body = completed.json()
     assert (body["status"], body["winner"], body["promoted_to"]) == ("completed", "friendly", "")
     assert body["completed_at"]
+    events = [
+        (e.type, e.owner_id, {k: e.data[k] for k in e.data if k in EVENT_KEYS})
+        for e in Event.objects.filter(type__startswith="experiment.").order_by("created_at")
+    ]
+    owner = Experiment.objects.get().owner_id
+    assert events == [
+        ("experiment.started", owner, {"status": "running", "resumed": False}),
+        ("experiment.paused", owner, {"status": "paused", "reason": ""}),
+        ("experiment.started", owner, {"status": "running", "resumed": True}),
+        (
+            "experiment.completed",
+            owner,
+            {"status": "completed", "winner": "friendly", "promoted_to": ""},
+        ),
+    ]
+    for event in Event.objects.filter(type__startswith="experiment."):
+        Draft202012Validator(event_type_get(event.type).schema).validate(event.data)
+        assert event.data["id"] == experiment_id
 
 
 @pytest.mark.parametrize(

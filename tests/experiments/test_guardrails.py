@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from accounts.models import AuditLog
+from core.models import Event
 from experiments.models import Experiment, ExperimentAlert, MetricEvent
 from experiments.services import (
     GUARDRAILS_HANDLER,
@@ -64,6 +65,16 @@ def test_a_degrading_guardrail_pauses_the_experiment_with_an_alert(user, make_ex
     assert AuditLog.objects.get(action="experiment.pause").details == {
         "reason": "guardrail: errors (friendly)"
     }
+    # The platform's alert and the pause, as events for the owner's webhooks.
+    platform_alert = Event.objects.get(type="system.alert")
+    assert platform_alert.owner_id == user.pk
+    assert platform_alert.data["code"] == "experiment.guardrail"
+    assert platform_alert.data["level"] == "warning"
+    assert platform_alert.data["message"] == alert.message
+    assert platform_alert.data["details"]["experiment_id"] == str(experiment.pk)
+    assert platform_alert.data["details"]["metric"] == "errors"
+    paused = Event.objects.get(type="experiment.paused")
+    assert paused.data["reason"] == "guardrail: errors (friendly)"
 
 
 def test_a_healthy_guardrail_leaves_it_running(user, make_experiment):

@@ -9,7 +9,7 @@ import pytest
 
 import bench.providers  # noqa: F401  (registers the instant: test models)
 from agents.models import Agent
-from conversations.models import Conversation, Message, ModelPrice
+from conversations.models import Conversation, Message, ModelPrice, ToolApproval
 from experiments.models import Assignment, Experiment, Exposure, MetricEvent
 from experiments.services import experiment_complete, experiment_pause
 
@@ -371,3 +371,50 @@ def test_a_streamed_turn_is_changed_and_recorded_the_same_way(api_client, user, 
         "errors",
         "turns",
     }
+
+
+def test_a_reply_resumed_after_an_approval_keeps_its_variant(
+    api_client, user, openai_server, make_experiment, settings
+):
+    from agents.services import agent_create
+
+    settings.CHATTER_TOOLS_REQUIRING_APPROVAL = frozenset({"calculator"})
+    agent = agent_create(
+        actor=user,
+        name="Maths",
+        slug="maths",
+        system_prompt="You are the maths agent.",
+        model="openai:primary",
+        tools=["calculator"],
+    )
+    make_experiment(
+        user,
+        start=True,
+        agent_id=agent.pk,
+        **always({"configuration": {"system_prompt": "You are the friendly maths agent."}}),
+    )
+    conversation = api_client.post(
+        "/api/v1/conversations/", {"agent": "maths"}, format="json"
+    ).json()
+    openai_server.script = [
+        {"tool_calls": [{"id": "c-1", "name": "calculator", "args": {"expression": "6*7"}}]},
+        {"content": "It is 42."},
+    ]
+
+    paused = send(api_client, Conversation.objects.get(pk=conversation["id"]), "Six times seven?")
+    approval = ToolApproval.objects.get()
+    decided = api_client.post(
+        f"/api/v1/conversations/{conversation['id']}/approvals/{approval.pk}/",
+        {"decision": "approve"},
+        format="json",
+    )
+
+    assert paused["status"] == "awaiting_approval"
+    assert decided.status_code == 200, decided.json()
+    final = decided.json()["assistant_message"]
+    assert final["id"] == paused["id"] and final["content"] == "It is 42."
+    prompts = [r["messages"][0]["content"] for r in openai_server.requests]
+    assert prompts == ["You are the friendly maths agent."] * 2
+    assert final["metadata"]["experiments"][0]["variant"] == "treatment"
+    assert MetricEvent.objects.filter(message_id=final["id"], metric="turns").count() == 1
+    assert Exposure.objects.filter(message_id=final["id"]).count() == 1
