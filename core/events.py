@@ -28,16 +28,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from core.models import Event, event_id_new
-
-if TYPE_CHECKING:
-    import psycopg
+from core.models import Event
 
 logger = logging.getLogger("chatter.events")
 
@@ -174,26 +171,6 @@ def event_emit(*, type: str, data: dict[str, Any], owner_id: int | None = None) 
     return event
 
 
-def event_emit_raw(
-    conn: psycopg.Connection, *, type: str, data: dict[str, Any], owner_id: int | None = None
-) -> str:
-    """``event_emit`` through a psycopg connection of the caller's own (the jobs worker's
-    session), in that connection's transaction. The caller calls ``events_wake()`` once it
-    has committed. Returns the event's id."""
-    from psycopg.types.json import Jsonb
-
-    spec, plain = _checked(type, data)
-    now = timezone.now()
-    event_id = event_id_new()
-    conn.execute(
-        f"INSERT INTO {Event._meta.db_table} "
-        "(id, type, owner_id, data, created_at, dispatched_at, dispatch_attempts, dispatch_error) "
-        "VALUES (%s, %s, %s, %s, %s, %s, 0, '')",
-        [event_id, type, owner_id, Jsonb(plain), now, None if spec.broadcast else now],
-    )
-    return event_id
-
-
 def events_wake() -> None:
     """Tell every registered waker that committed events wait (after a commit)."""
     for name, wake in list(_wakers.items()):
@@ -218,7 +195,7 @@ def events_dispatch(*, limit: int = 500) -> int:
         events = list(
             Event.objects.select_for_update(skip_locked=True)
             .filter(dispatched_at__isnull=True)
-            .order_by("created_at", "id")[:limit]
+            .order_by("id")[:limit]
         )
         if not events:
             return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -13,15 +14,24 @@ from django.utils import timezone
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def event_id_new() -> str:
-    """``evt_`` + 26 characters (a ULID: 48 bits of milliseconds, 80 random bits), so ids
-    sort by creation time and are unguessable."""
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+def _ulid(value: int) -> str:
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return "evt_" + "".join(reversed(chars))
+
+
+def event_id_new() -> str:
+    """``evt_`` + 26 characters (a ULID: 48 bits of milliseconds, 80 random bits), so ids
+    sort by creation time (the table needs no index of its own on it) and are unguessable."""
+    return _ulid((int(time.time() * 1000) << 80) | secrets.randbits(80))
+
+
+def event_id_floor(moment: datetime) -> str:
+    """The smallest id an event created at ``moment`` can have: ``id < event_id_floor(t)``
+    selects the events created before ``t``."""
+    return _ulid(int(moment.timestamp() * 1000) << 80)
 
 
 class Event(models.Model):
@@ -41,16 +51,16 @@ class Event(models.Model):
     dispatch_error = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        # Ids sort by creation time: the primary key orders and bounds events by age, so
+        # each event (an insert, then its dispatch's update) maintains two indexes only.
+        ordering = ["-id"]
         indexes = [
             # The dispatcher's queue: a tiny partial index, empty when it keeps up.
             models.Index(
-                fields=["created_at"],
+                fields=["id"],
                 name="core_event_undispatched_idx",
                 condition=Q(dispatched_at__isnull=True),
-            ),
-            models.Index(fields=["created_at"], name="core_event_created_idx"),
-            models.Index(fields=["type", "-created_at"], name="core_event_type_idx"),
+            )
         ]
 
     def __str__(self) -> str:

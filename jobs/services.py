@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import ApplicationError, Conflict, Forbidden
-from core.events import event_emit, event_emit_raw, events_wake
+from core.events import EventInvalid, event_emit, event_type_get, events_wake
+from core.models import event_id_new
 from jobs.models import PRIORITY_RANK, Job, JobPriority, JobStatus
 from jobs.registry import GiveUp, HandlerSpec, handler_get
 
@@ -289,13 +290,54 @@ def _job_event(row: tuple[Any, ...], job_id: int, status: str) -> dict[str, Any]
     }
 
 
+def _iso(column: str) -> str:
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+# The worker's outcome and its event in one statement (one round trip, as the outcome alone
+# was): the event's data is built from the row just written, in the shape jobs/events.py
+# declares (tests/webhooks/test_events.py checks it against the schema).
+_OUTCOME_WITH_EVENT_SQL = f"""
+WITH ended AS (
+    UPDATE jobs_job SET {{assignments}}
+    WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running'
+    RETURNING id, owner_id, handler, status, priority, attempts, error, created_at, finished_at
+), event AS (
+    INSERT INTO core_event
+        (id, type, owner_id, data, created_at, dispatched_at, dispatch_attempts, dispatch_error)
+    SELECT %(event_id)s, %(event_type)s::text, owner_id,
+           jsonb_build_object(
+               'id', id, 'handler', handler, 'status', status, 'priority', priority,
+               'attempts', attempts, 'error', left(error, 1000),
+               'created_at', {_iso("created_at")}, 'finished_at', {_iso("finished_at")}),
+           %(now)s, NULL, 0, ''
+    FROM ended WHERE %(emit)s::boolean
+    RETURNING owner_id
+)
+SELECT (SELECT count(*) FROM ended), (SELECT bool_or(owner_id IS NOT NULL) FROM event)
+"""
+
+
+def _event_type_for(handler: str, status: str) -> str | None:
+    spec = handler_get(handler) if handler else None
+    if status not in EVENT_FOR_STATUS or spec is None or not spec.emit_events:
+        return None
+    return EVENT_FOR_STATUS[status]
+
+
 def job_outcome_write(
-    *, job_id: int, attempt: int, outcome: dict[str, Any], conn: psycopg.Connection | None = None
+    *,
+    job_id: int,
+    attempt: int,
+    outcome: dict[str, Any],
+    conn: psycopg.Connection | None = None,
+    handler: str = "",
 ) -> bool:
     """Write an attempt's outcome, fenced: only if that attempt still runs the job (a late
     write from an attempt taken over changes nothing). Through ``conn`` (a worker's own
-    session) or Django's connection. A final outcome is also a ``job.completed`` or
-    ``job.failed`` event, in the same transaction. Returns whether it was written."""
+    session) or Django's connection. A final outcome of ``handler``'s job is also a
+    ``job.completed`` or ``job.failed`` event, written with it. Returns whether it was
+    written."""
     fields = {**outcome, "updated_at": timezone.now()}
     status = str(outcome.get("status", ""))
     if conn is None:
@@ -316,21 +358,27 @@ def job_outcome_write(
     params = {
         name: (psycopg.types.json.Jsonb(v) if name == "result" else v) for name, v in fields.items()
     }
-    event = None
-    with conn.transaction():
-        row = conn.execute(
-            f"UPDATE jobs_job SET {assignments} "
-            "WHERE id = %(job_id)s AND attempts = %(attempt)s AND status = 'running' "
-            f"RETURNING {_EVENT_COLUMNS}",
-            {**params, "job_id": job_id, "attempt": attempt},
-        ).fetchone()
-        if row is not None:
-            event = _job_event(row, job_id, status)
-            if event is not None:
-                event_emit_raw(conn, **event)
-    if event is not None:
+    event_type = _event_type_for(handler, status)
+    if event_type is not None and event_type_get(event_type) is None:
+        raise EventInvalid(f"unknown event type {event_type!r}")
+    written, users_event = conn.execute(
+        _OUTCOME_WITH_EVENT_SQL.format(assignments=assignments),
+        {
+            **params,
+            "job_id": job_id,
+            "attempt": attempt,
+            "event_id": event_id_new(),
+            "event_type": event_type,
+            "emit": event_type is not None,
+            "now": timezone.now(),
+        },
+    ).fetchone()
+    # A user's job wakes the dispatcher at once; a system job's event (owner-less: only
+    # operators' endpoints take it) waits for the webhooks clock step, at most a second, so
+    # that a backlog of system jobs is not slowed by a wake per job.
+    if users_event:
         events_wake()
-    return row is not None
+    return bool(written)
 
 
 def job_outcome_record(
@@ -345,7 +393,9 @@ def job_outcome_record(
     """Record how an attempt ended (the worker's outcome, the clock's reap): the fenced
     write, then, if it was written and is final without success, the handler's
     ``on_give_up``. Returns whether it was written."""
-    written = job_outcome_write(job_id=job_id, attempt=attempt, outcome=outcome, conn=conn)
+    written = job_outcome_write(
+        job_id=job_id, attempt=attempt, outcome=outcome, conn=conn, handler=handler
+    )
     if written:
         job_gave_up(
             job_id=job_id,

@@ -357,7 +357,6 @@ class EventAdmin(ReadOnlyModelAdmin):
     list_display = ["id", "type", "owner_id", "created_at", "dispatched_at", "dispatch_attempts"]
     list_filter = ["type"]
     search_fields = ["id", "type"]
-    date_hierarchy = "created_at"
     readonly_fields = [
         "id",
         "type",

@@ -37,15 +37,13 @@ class Migration(migrations.Migration):
                 ("dispatch_error", models.TextField(blank=True)),
             ],
             options={
-                "ordering": ["-created_at"],
+                "ordering": ["-id"],
                 "indexes": [
                     models.Index(
                         condition=models.Q(("dispatched_at__isnull", True)),
-                        fields=["created_at"],
+                        fields=["id"],
                         name="core_event_undispatched_idx",
-                    ),
-                    models.Index(fields=["created_at"], name="core_event_created_idx"),
-                    models.Index(fields=["type", "-created_at"], name="core_event_type_idx"),
+                    )
                 ],
             },
         ),

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import log_action
 from core.errors import Conflict
-from core.models import Event
+from core.models import Event, event_id_floor
 from webhooks.models import Delivery, DeliveryStatus, Endpoint
 from webhooks.services.wake import webhooks_wake
 
@@ -145,7 +145,7 @@ def webhooks_prune(*, now: Any = None) -> dict[str, int]:
         status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
     ).values("event_id")
     _, events = (
-        Event.objects.filter(created_at__lt=events_before, dispatched_at__isnull=False)
+        Event.objects.filter(pk__lt=event_id_floor(events_before), dispatched_at__isnull=False)
         .exclude(pk__in=waiting)
         .delete()
     )
