@@ -3,64 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from conversations.checkpointer import thread_config
 from conversations.graph import get_graph
 from conversations.models import Conversation, Message
+from tests.servers import uvicorn_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def server() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "CHATTER_DATA_DIR": str(settings.DATA_DIR),
-        "CHATTER_DB_NAME": connection.settings_dict["NAME"],
-        "CHATTER_PROVIDER_MODULES": "bench.providers,tests.conversations.gated_provider",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "chatter_project.asgi:application",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/v1/health/").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.communicate(timeout=30)
+def server(tmp_path) -> Iterator[str]:
+    env = {"CHATTER_PROVIDER_MODULES": "bench.providers,tests.conversations.gated_provider"}
+    database = connection.settings_dict["NAME"]
+    with uvicorn_server(database=database, log_path=tmp_path / "server.log", env=env) as (url, _):
+        yield url
 
 
 def wait_for(predicate, timeout: float = 15.0):

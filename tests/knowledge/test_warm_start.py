@@ -4,18 +4,16 @@ answers meanwhile and says whether it is loaded; the first search does not pay f
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from knowledge.embeddings import embedding_status
 from tests.jobs.support import Cluster, wait_for
+from tests.servers import uvicorn_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,27 +30,13 @@ def test_ready_reports_the_active_space_and_whether_its_model_is_loaded(client):
 
 @pytest.fixture
 def web_server() -> Iterator[tuple[str, subprocess.Popen]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "chatter_project.asgi:application"),
-            *("--port", str(port), "--lifespan", "off"),
-        ],
-        cwd=settings.BASE_DIR,
-        env={
-            **os.environ,
-            "CHATTER_DATA_DIR": str(settings.DATA_DIR),
-            "CHATTER_DB_NAME": connection.settings_dict["NAME"],
-            "CHATTER_EMBEDDINGS_WARM": "1",  # this test asks for the warm start
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    yield f"http://127.0.0.1:{port}", process
-    process.terminate()
-    process.wait(timeout=30)
+    # Not waited for: the test watches readiness from the first answer on.
+    with uvicorn_server(
+        database=connection.settings_dict["NAME"],
+        env={"CHATTER_EMBEDDINGS_WARM": "1"},  # this test asks for the warm start
+        wait=False,
+    ) as server:
+        yield server
 
 
 def test_a_web_worker_loads_the_model_in_the_background_as_it_starts(web_server):

@@ -4,16 +4,10 @@ official clients (the `openai` SDK, langchain-openai's ChatOpenAI) pointed at it
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -22,6 +16,7 @@ from accounts.services import api_key_create
 from agents.models import Agent
 from agents.services import agent_create
 from tests.conversations.conftest import FakeOpenAI
+from tests.servers import uvicorn_server
 
 
 @pytest.fixture(scope="session")
@@ -37,19 +32,12 @@ def chatter(
 ) -> Iterator[str]:
     """The base URL of a uvicorn server of Chatter on the test database (it sees what the
     tests commit: they run with transaction=True)."""
-    from django.conf import settings
     from django.db import connection
 
     with django_db_blocker.unblock():
         database = connection.settings_dict["NAME"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log_path = Path(tmp_path_factory.mktemp("chatter")) / "server.log"
     env = {
-        **os.environ,
-        "CHATTER_DATA_DIR": str(settings.DATA_DIR),
-        "CHATTER_DB_NAME": database,
         "CHATTER_PROVIDER_MODULES": "bench.providers",
         "OPENAI_BASE_URL": upstream.url,
         "OPENAI_API_KEY": "sk-upstream",
@@ -60,34 +48,8 @@ def chatter(
         "CHATTER_RATE_LIMIT_EXPENSIVE": "100000/m",
         "LOG_LEVEL": "WARNING",
     }
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "chatter_project.asgi:application"),
-                *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"),
-                "--no-access-log",
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # a generous wait for start-up, not a speed claim
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "uvicorn did not come up"
-            time.sleep(0.2)
+    with uvicorn_server(database=database, log_path=log_path, env=env) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture
