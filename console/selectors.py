@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.models import Agent, AgentInteraction
+from agents.selectors import agent_usable
 from conversations.models import Conversation, Message
 from experiments.models import Experiment
 from experiments.selectors import experiment_results
@@ -227,9 +228,10 @@ def experiments_running_count() -> int:
 
 
 # --- the chat page ---------------------------------------------------------------------------
-def chat_agents() -> QuerySet[Agent]:
-    """Every agent an operator may talk to (staff use any), by name."""
-    return Agent.objects.order_by("name", "slug")
+def chat_agents(*, user: User) -> QuerySet[Agent]:
+    """The agents the operator may talk to: every active shared agent and their own (a
+    user's private agent stays theirs, for staff too: the turn's own rule), by name."""
+    return agent_usable(user=user)
 
 
 def chat_conversations(*, user: User, limit: int = 20) -> QuerySet[Conversation]:

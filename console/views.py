@@ -76,7 +76,10 @@ def chat(request: HttpRequest, conversation_id: UUID | None = None) -> HttpRespo
     """The operator chat: pick an agent to start a conversation (POST), or talk in one."""
     user = request.user
     if request.method == "POST":
-        agent = get_object_or_404(selectors.chat_agents(), pk=request.POST.get("agent"))
+        agent = get_object_or_404(
+            selectors.chat_agents(user=user),  # type: ignore[arg-type]
+            pk=request.POST.get("agent"),
+        )
         try:
             conversation = conversation_create(
                 owner=user,  # type: ignore[arg-type]
@@ -97,7 +100,7 @@ def chat(request: HttpRequest, conversation_id: UUID | None = None) -> HttpRespo
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": conversation.title if conversation else "Operator chat",
-        "agents": selectors.chat_agents(),
+        "agents": selectors.chat_agents(user=user),  # type: ignore[arg-type]
         "conversations": selectors.chat_conversations(user=user),  # type: ignore[arg-type]
         "conversation": conversation,
         "chat_messages": list(message_list(conversation=conversation)) if conversation else [],
