@@ -28,6 +28,9 @@ class ConsoleAdminSite(admin.AdminSite):
         from console import views
 
         urls = [
+            path(
+                "console/operations/", self.admin_view(views.operations), name="console_operations"
+            ),
             path("console/chat/", self.admin_view(views.chat), name="console_chat"),
             path(
                 "console/chat/<uuid:conversation_id>/",

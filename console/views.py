@@ -23,6 +23,11 @@ from conversations.selectors import conversation_get, message_list
 from conversations.services import conversation_create
 from core.client_ip import client_ip
 from core.errors import ApplicationError, error_response
+from datamgmt.models import ExportFormat, ExportScope
+from datamgmt.selectors import export_list
+from datamgmt.services.exports import export_request
+from knowledge.selectors import document_list
+from knowledge.services import document_upload
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -108,3 +113,44 @@ def chat(request: HttpRequest, conversation_id: UUID | None = None) -> HttpRespo
         "url_template": reverse("admin:console_chat_conversation", args=[UUID(int=0)]),
     }
     return TemplateResponse(request, "admin/console/chat.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def operations(request: HttpRequest) -> HttpResponse:
+    """Upload a document to the operator's knowledge base, or run an export of their data
+    (the same services as the API's); the recent ones with their status and download."""
+    user = request.user
+    if request.method == "POST":
+        try:
+            if request.POST.get("operation") == "upload" and "file" in request.FILES:
+                upload = request.FILES["file"]
+                document, _ = document_upload(
+                    owner=user,  # type: ignore[arg-type]
+                    data=upload.read(),
+                    filename=upload.name or "upload",
+                    title=request.POST.get("title") or None,
+                )
+                messages.success(request, f"{document.title} uploaded: it is being processed.")
+                return HttpResponseRedirect(
+                    reverse("admin:knowledge_document_change", args=[document.pk])
+                )
+            if request.POST.get("operation") == "export":
+                export = export_request(
+                    owner=user,  # type: ignore[arg-type]
+                    scope=request.POST.get("scope", ExportScope.USER),
+                    format=request.POST.get("format", ExportFormat.JSON),
+                )
+                messages.success(request, f"Export {export.pk} queued.")
+                return HttpResponseRedirect(reverse("admin:console_operations"))
+            messages.error(request, "Choose a file to upload, or an export to run.")
+        except ApplicationError as error:
+            messages.error(request, error.message)
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": "Uploads and exports",
+        "documents": document_list(user=user).filter(owner=user)[:10],  # type: ignore[arg-type]
+        "exports": export_list(user=user).filter(owner=user).order_by("-created_at")[:10],  # type: ignore[arg-type]
+        "scopes": [(ExportScope.USER, ExportScope.USER.label)],
+        "formats": ExportFormat.choices,
+    }
+    return TemplateResponse(request, "admin/console/operations.html", context)

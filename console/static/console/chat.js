@@ -60,6 +60,7 @@
     const content = reply.querySelector(".chat-content");
     if (name === "delta") {
       content.textContent += data.content;
+      log.dataset.deltas = String(Number(log.dataset.deltas || 0) + 1);
       log.scrollTop = log.scrollHeight;
     } else if (name === "start") {
       reply.dataset.messageId = data.assistant_message_id;
@@ -88,6 +89,7 @@
   }
 
   async function stream(text) {
+    log.dataset.deltas = "0";
     bubble("user", text);
     const reply = bubble("assistant", "");
     const response = await fetch(form.dataset.streamUrl, {
