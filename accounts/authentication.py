@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
-from ninja.security import HttpBearer
+from ninja.security import HttpBearer, SessionAuthIsStaff
 from rest_framework import authentication, exceptions
 
 from accounts.models import ApiKey
@@ -68,3 +68,15 @@ class NinjaApiKeyAuth(HttpBearer):
             raise PermissionDenied(SCOPE_DENIED_MESSAGE)
         request.user = api_key.user
         return api_key
+
+
+class NinjaStaffSessionAuth(SessionAuthIsStaff):
+    """A staff member's admin session, for the operations the operator console calls from
+    the browser (its chat streams through the API's own endpoint). CSRF is checked as for
+    any session write; a non-staff session is not enough (clients use API keys)."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+            return user
+        return None

@@ -283,6 +283,19 @@ class Supervisor:
             child.wait(timeout=5)
 
 
+def metrics_files_clear() -> int:
+    """Empty PROMETHEUS_MULTIPROC_DIR before the web and job workers start: each process
+    writes its samples to a file named by its pid, and files left by an earlier run would
+    be summed into this one's (prometheus-client's multiprocess mode). Returns the count."""
+    from django.conf import settings
+
+    removed = 0
+    for path in Path(settings.PROMETHEUS_MULTIPROC_DIR).glob("*.db"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process group still has a live (not zombie) member."""
     import psutil

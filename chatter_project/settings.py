@@ -55,7 +55,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with Chatter's site: the dashboard on its index, the operator chat.
+    "console.sites.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -81,11 +82,14 @@ INSTALLED_APPS = [
     "plugins",
     "datamgmt",
     "openai_api",
+    "console",
     "chatter_project.apps.ChatterConfig",
 ]
 
 MIDDLEWARE = [
     "web.middleware.RequestIdMiddleware",
+    # Outermost but the request id: every response is counted, static files and refusals too.
+    "web.metrics.RequestMetricsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "web.http_policy.SecurityHeadersMiddleware",
@@ -507,6 +511,21 @@ CHATTER_API_VERSIONS: dict[str, dict[str, object]] = {
 
 # API keys: how often last_used_at is written at most (one UPDATE per key per interval).
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
+
+# --- Prometheus (`/metrics`; README "Operator console") ------------------------------------
+# Per-process samples (request latencies, embedding throughput) go to one file per process
+# here, summed at scrape time; prometheus-client reads the variable when it is first
+# imported, which is after the settings in every Chatter process. `serve` empties it.
+PROMETHEUS_MULTIPROC_DIR = Path(
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# Who may scrape: a request bearing this token (Authorization: Bearer), or one from these
+# networks (CIDRs; set it empty to require the token from everywhere).
+CHATTER_METRICS_TOKEN = os.environ.get("CHATTER_METRICS_TOKEN", "")
+CHATTER_METRICS_ALLOWED_NETWORKS = env_list(
+    "CHATTER_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
+)
 
 # --- Language models and conversations -------------------------------------------------------
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")

@@ -28,6 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import NinjaApiKeyAuth, NinjaStaffSessionAuth
 from conversations.models import (
     SETTING_RANGES,
     SYSTEM_PROMPT_MAX_CHARS,
@@ -647,6 +648,8 @@ def _sse(event: TurnEvent) -> str:
         "its message and the partial reply, marked incomplete."
     ),
     response={200: None},
+    # An API key, or a staff member's admin session (the operator console's chat page).
+    auth=[NinjaApiKeyAuth(), NinjaStaffSessionAuth()],
     openapi_extra={
         "responses": {
             "200": {
@@ -680,7 +683,8 @@ def _sse(event: TurnEvent) -> str:
 )
 @route_policy(rate="expensive")
 async def stream_message(request: HttpRequest, conversation_id: UUID, payload: MessageIn) -> Any:
-    user = request.auth.user  # type: ignore[attr-defined]
+    # Both authentications set request.user: the key's owner, or the staff session's user.
+    user = request.user
     # Authentication ran in this request's sync thread; give its connection back now.
     await sync_to_async(release_connections)()
     # The turn's first statement checks the conversation is the caller's (404 if not).

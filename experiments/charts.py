@@ -1,5 +1,6 @@
 """Server-rendered SVG for the admin's results page (no JavaScript, no CDN): each variant's
-lift against control with its intervals, and a metric's daily mean per variant."""
+lift against control with its intervals, and a metric's daily mean per variant (drawn by
+core.charts, as every line plot of the admin)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from core.charts import COLOURS, Point, Series, daily_lines_svg
 from experiments.selectors import MetricDay
 
 WIDTH = 760
 LEFT, RIGHT = 210, 190
 ROW = 30
 # Colour-blind-safe (Okabe-Ito): better, worse, not significant; series colours.
-BETTER, WORSE, NEUTRAL = "#0072B2", "#D55E00", "#666"
-COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000"]
+BETTER, WORSE, NEUTRAL = COLOURS[0], COLOURS[5], "#666"
 
 
 def _percent(value: float) -> str:
@@ -98,81 +99,37 @@ def lift_chart_svg(results: dict[str, Any]) -> SafeString:
     return mark_safe("".join(parts))  # every interpolated text is escaped above
 
 
-TIME_HEIGHT = 260
-TOP, BOTTOM, TIME_LEFT, TIME_RIGHT = 16, 40, 60, 170
-
-
 def metric_chart_svg(
     points: list[MetricDay], *, metric: str, start: dt.date, end: dt.date
 ) -> SafeString:
     """The daily mean of ``metric``'s events per variant from ``start`` to ``end``: a line
     per variant, a dot per day with events (its count in a tooltip)."""
-    span = max((end - start).days, 1)
-    plot_w = WIDTH - TIME_LEFT - TIME_RIGHT
-    plot_h = TIME_HEIGHT - TOP - BOTTOM
-    values = [p.mean for p in points] or [0.0, 1.0]
-    low, high = min(values), max(values)
-    if high == low:
-        low, high = low - 1, high + 1
-    pad = (high - low) * 0.1
-    low, high = low - pad, high + pad
-
-    def x(day: dt.date) -> float:
-        return TIME_LEFT + plot_w * (day - start).days / span
-
-    def y(value: float) -> float:
-        return TOP + plot_h * (1 - (value - low) / (high - low))
-
-    parts = [
-        f'<svg class="experiment-metric-plot" xmlns="http://www.w3.org/2000/svg" '
-        f'viewBox="0 0 {WIDTH} {TIME_HEIGHT}" width="{WIDTH}" height="{TIME_HEIGHT}" '
-        'role="img" font-family="sans-serif" font-size="11">',
-        f"<title>{escape(metric)}: daily mean per variant</title>",
-    ]
-    for step in range(5):
-        value = low + (high - low) * step / 4
-        parts.append(
-            f'<line x1="{TIME_LEFT}" x2="{TIME_LEFT + plot_w}" y1="{y(value):.1f}" '
-            f'y2="{y(value):.1f}" stroke="#ddd"/><text x="{TIME_LEFT - 6}" '
-            f'y="{y(value) + 4:.1f}" text-anchor="end" fill="#555">{value:.3g}</text>'
-        )
-    for day in sorted({start, start + (end - start) / 2, end}):
-        parts.append(
-            f'<text x="{x(day):.1f}" y="{TIME_HEIGHT - BOTTOM + 16}" text-anchor="middle" '
-            f'fill="#555">{day:%Y-%m-%d}</text>'
-        )
-    parts.append(
-        f'<text x="{TIME_LEFT}" y="{TIME_HEIGHT - 6}" fill="#555">{escape(metric)}: mean of the '
-        "day's events (UTC) per variant</text>"
-    )
-    series: dict[str, list[MetricDay]] = defaultdict(list)
+    by_variant: dict[str, list[MetricDay]] = defaultdict(list)
     for point in points:
         if start <= point.day <= end:
-            series[point.variant].append(point)
-    if not series:
-        parts.append(
-            f'<text x="{TIME_LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
-            'text-anchor="middle" fill="#555">No events in this period.</text>'
+            by_variant[point.variant].append(point)
+    series = [
+        Series(
+            name=name,
+            legend=f"{name} ({sum(r.count for r in rows)} events)",
+            points=[
+                Point(
+                    day=r.day,
+                    value=r.mean,
+                    tooltip=f"{r.day:%Y-%m-%d} · {name}: mean {r.mean:.4g} over {r.count} "
+                    f"event{'s' if r.count != 1 else ''}",
+                )
+                for r in rows
+            ],
         )
-    for index, (name, rows) in enumerate(sorted(series.items())):
-        colour = COLOURS[index % len(COLOURS)]
-        label = escape(name)
-        coords = " ".join(f"{x(r.day):.1f},{y(r.mean):.1f}" for r in rows)
-        parts.append(
-            f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>'
-        )
-        for r in rows:
-            parts.append(
-                f'<circle cx="{x(r.day):.1f}" cy="{y(r.mean):.1f}" r="3.5" fill="{colour}">'
-                f"<title>{r.day:%Y-%m-%d} · {label}: mean {r.mean:.4g} over {r.count} "
-                f"event{'s' if r.count != 1 else ''}</title></circle>"
-            )
-        total = sum(r.count for r in rows)
-        legend_y = TOP + 14 + 16 * index
-        parts.append(
-            f'<rect x="{WIDTH - TIME_RIGHT + 12}" y="{legend_y - 9}" width="10" height="10" '
-            f'fill="{colour}"/><text x="{WIDTH - TIME_RIGHT + 28}" y="{legend_y}">{label} '
-            f"({total} events)</text>"
-        )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # every interpolated text is escaped above
+        for name, rows in sorted(by_variant.items())
+    ]
+    return daily_lines_svg(
+        series,
+        start=start,
+        end=end,
+        css_class="experiment-metric-plot",
+        title=f"{metric}: daily mean per variant",
+        caption=f"{metric}: mean of the day's events (UTC) per variant",
+        empty="No events in this period.",
+    )

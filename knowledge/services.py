@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pgvector.psycopg import register_vector
 from accounts.models import User
 from accounts.services import log_action
 from core.errors import ApplicationError, Conflict
+from core.metrics import EMBEDDED_CHUNKS, EMBEDDING_SECONDS
 from core.validation import InvalidInput, validate_metadata
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority
 from jobs.registry import JobCancelled
@@ -270,8 +272,15 @@ def _embed_in_batches(
 ) -> np.ndarray:
     batch = settings.KNOWLEDGE_EMBEDDING_BATCH_SIZE
     vectors = []
+    embedded, seconds = (
+        EMBEDDED_CHUNKS.labels(embedder.space),
+        EMBEDDING_SECONDS.labels(embedder.space),
+    )
     for start in range(0, len(texts), batch):
+        began = time.perf_counter()
         vectors.append(embedder.embed_documents(texts[start : start + batch]))
+        seconds.inc(time.perf_counter() - began)
+        embedded.inc(len(vectors[-1]))
         if on_progress is not None:
             on_progress(min(start + batch, len(texts)))
     return np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)

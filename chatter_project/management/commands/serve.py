@@ -17,6 +17,7 @@ from chatter_project.launcher import (
     Supervisor,
     child_commands,
     demo_credentials_ensure,
+    metrics_files_clear,
     print_banner,
 )
 from jobs.services import maintenance_schedule_ensure
@@ -92,6 +93,7 @@ class Command(BaseCommand):
         # The web server, the job workers and the clock each import Django and the apps in
         # their own process: start them now and make the operator account meanwhile.
         started = time.monotonic()
+        metrics_files_clear()
         commands = child_commands(options["port"], options["host"], options["web_workers"])
         supervisor = Supervisor(commands, self.stdout)
         # The web server first: on two cores, job workers importing beside it would double
