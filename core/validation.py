@@ -254,6 +254,10 @@ class _RuleCharField(serializers.CharField):
             self.validators.append(RegexValidator(self.visible))
 
     def to_internal_value(self, data: Any) -> str:
+        # The schema's maxLength binds what the client sent: checked before the rule strips
+        # controls and outer space (which would let 101 characters pass for 98).
+        if isinstance(data, str) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         value = super().to_internal_value(data)
         if value == "" and self.allow_blank:
             return value

@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "tests/contract/test_schemathesis_coverage.py",
     "tests/contract/test_schemathesis.py",
     "tests/security/test_fuzz.py",
+    "tests/console/test_browser.py",
 )
 
 

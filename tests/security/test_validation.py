@@ -132,3 +132,23 @@ def test_a_nullable_form_date_time_takes_null_or_nothing(raw, expected):
     assert form.is_valid(), form.errors
     assert form.validated_data["at"] is expected
     assert not bad.is_valid() and "at" in bad.errors
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "limit"),
+    [("/api/v1/api-keys/", "name", 100), ("/api/v1/conversations/", "title", 300)],
+)
+def test_a_length_limit_binds_what_the_client_sent_not_what_normalizing_leaves(
+    api_client, path, field, limit
+):
+    # Controls and outer space are stripped once the value is accepted, but the documented
+    # maxLength is the request's: one character too many is refused even if it is a control.
+    too_long = "x" * (limit - 1) + "\x1b\x07"
+    response = api_client.post(path, {field: too_long}, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["error"]["details"]
+
+    at_the_limit = "x" * (limit - 1) + "\x1b"
+    response = api_client.post(path, {field: at_the_limit}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()[field] == "x" * (limit - 1)
