@@ -147,6 +147,11 @@ def plugin_install(
     manifest_check_compatible(manifest)
     with transaction.atomic():
         plugin = Plugin.objects.select_for_update().filter(name=manifest.name).first()
+        if plugin is not None and plugin.source != PluginSource.UPLOAD:
+            raise Conflict(
+                f"{plugin.name} is pip-installed on this machine: update it with pip.",
+                code="installed_by_pip",
+            )
         _modules_check(info.modules, name=manifest.name)
         if plugin is None:
             if config is not None:
@@ -161,11 +166,6 @@ def plugin_install(
             )
             created, previous = True, None
         else:
-            if plugin.source != PluginSource.UPLOAD:
-                raise Conflict(
-                    f"{plugin.name} is pip-installed on this machine: update it with pip.",
-                    code="installed_by_pip",
-                )
             current_sha = PluginWheel.objects.filter(plugin=plugin).values_list("sha256", flat=True)
             if plugin.version == manifest.version:
                 same = info.sha256 in current_sha
@@ -300,6 +300,42 @@ def plugin_discover(*, actor: User | None = None) -> dict[str, list[str]]:
     return found
 
 
+def _permissions_check(plugin: Plugin, permissions: list[str]) -> None:
+    unknown = [p for p in permissions if p not in PERMISSIONS]
+    unasked = [p for p in permissions if p in PERMISSIONS and p not in plugin.permissions_requested]
+    if unknown or unasked:
+        raise ApplicationError(
+            "Only permissions the plugin asked for can be granted.",
+            code="invalid_permissions",
+            details={
+                "permissions": [f"{p}: unknown" for p in unknown]
+                + [f"{p}: not asked for by {plugin.name}" for p in unasked]
+            },
+        )
+
+
+def plugin_grant(
+    *, plugin: Plugin, actor: User, permissions: list[str], request: HttpRequest | None = None
+) -> Plugin:
+    """Set the permissions granted to a plugin (each one it asked for), enabled or not."""
+    _permissions_check(plugin, permissions)
+    granted = sorted(set(permissions))
+    with transaction.atomic():
+        Plugin.objects.filter(pk=plugin.pk).update(
+            permissions_granted=granted, revision=F("revision") + 1
+        )
+        state_bump()
+        plugin.refresh_from_db()
+        log_action(
+            actor=actor,
+            action="plugin.granted",
+            target=plugin,
+            details={"permissions_granted": granted},
+            request=request,
+        )
+    return plugin
+
+
 def plugin_enable(
     *,
     plugin: Plugin,
@@ -311,19 +347,7 @@ def plugin_enable(
     current grants). Its configuration must fit its schema, its Chatter range must hold,
     and it must load here: its code is imported and registered once before it is enabled."""
     if permissions is not None:
-        unknown = [p for p in permissions if p not in PERMISSIONS]
-        unasked = [
-            p for p in permissions if p in PERMISSIONS and p not in plugin.permissions_requested
-        ]
-        if unknown or unasked:
-            raise ApplicationError(
-                "Only permissions the plugin asked for can be granted.",
-                code="invalid_permissions",
-                details={
-                    "permissions": [f"{p}: unknown" for p in unknown]
-                    + [f"{p}: not asked for by {plugin.name}" for p in unasked]
-                },
-            )
+        _permissions_check(plugin, permissions)
     manifest_check_compatible(manifest_parse(plugin.manifest))
     errors = config_errors(plugin.config_schema, plugin.config)
     if errors:
