@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from accounts.permissions import HasApiScope, IsStaff
 from core.errors import ApplicationError, Forbidden, NotFound
 from core.validation import RejectUnknownFields, StrictCharField, require_json_body
-from plugins.context import PluginFailed, PluginResponse
+from plugins.context import PluginFailed, PluginPermissionDenied, PluginResponse
 from plugins.extensions import request_view
 from plugins.manifest import PERMISSIONS
 from plugins.models import Plugin
@@ -311,8 +311,13 @@ class PluginRouteView(APIView):
                 budget=settings.CHATTER_PLUGIN_ROUTE_BUDGET,
             )
         except PluginFailed as exc:
-            if isinstance(exc.__cause__, ApplicationError):
-                raise exc.__cause__ from None  # a refusal the plugin meant (a 4xx)
+            cause = exc.__cause__
+            if (
+                isinstance(cause, ApplicationError)
+                and cause.status < 500
+                and not isinstance(cause, PluginPermissionDenied)
+            ):
+                raise cause from None  # a refusal the plugin meant (a 4xx, not counted)
             raise
         if isinstance(result, PluginResponse):
             response = Response(result.body, status=result.status)

@@ -94,7 +94,9 @@ def workflow_spec_for(loaded: LoadedPlugin, contribution: WorkflowContribution) 
 
         from conversations.graph import MODEL_NODE, ChatState, TurnSettings
 
-        async def node(state: ChatState, config: Any) -> dict[str, Any]:
+        # Unannotated: LangGraph reads a `config` parameter's annotation, and this module's
+        # are strings (from __future__).
+        async def node(state, config):  # type: ignore[no-untyped-def]
             turn = TurnSettings.of(config)
             messages = _plain(state.get("messages", []))
             settings_view = {"model": turn.model, "system_prompt": turn.system_prompt}
