@@ -268,7 +268,7 @@ def plugin_call(
     runs in the caller's thread (and transaction), and a call that took longer than its
     budget counts as a timeout once it returns. Either way an exception or a timeout is
     logged, counted on the plugin's row (which may disable it, see plugin_failure_record)
-    and raised as ``PluginFailed``; a success clears its run of consecutive failures."""
+    and raised as ``PluginFailed``; a success at the failing point ends the run."""
     from plugins.services.failures import plugin_failure_record, plugin_success_record
 
     budget = budget if budget is not None else settings.CHATTER_PLUGIN_CALL_BUDGET
@@ -306,7 +306,7 @@ def plugin_call(
             f"The plugin {loaded.name} failed ({point}): {message[:500]}",
             details={"plugin": loaded.name, "point": point},
         ) from exc
-    plugin_success_record(plugin_id=loaded.id)
+    plugin_success_record(plugin_id=loaded.id, point=point)
     return result
 
 

@@ -81,6 +81,7 @@ def plugin_health(plugin: Plugin) -> dict[str, Any]:
         except PluginFailed as exc:
             check = {"ok": False, "error": exc.message}
             status = "failing"
+        plugin.refresh_from_db()  # the check's own failure (or success) is counted now
     return {
         "id": str(plugin.pk),
         "name": plugin.name,

@@ -67,6 +67,10 @@ def plugin_failure_record(*, plugin_id: str, point: str, error: str, timeout: bo
     return True
 
 
-def plugin_success_record(*, plugin_id: str) -> None:
-    """A call that worked ends the run of consecutive failures (a write only when there is one)."""
-    Plugin.objects.filter(pk=plugin_id, consecutive_failures__gt=0).update(consecutive_failures=0)
+def plugin_success_record(*, plugin_id: str, point: str) -> None:
+    """A call that worked at the point of the last failure ends the run of consecutive
+    failures (a write only when there is one). A success elsewhere does not: a plugin
+    whose route always fails is disabled even while its middleware works."""
+    Plugin.objects.filter(
+        pk=plugin_id, consecutive_failures__gt=0, last_error_point=point[:50]
+    ).update(consecutive_failures=0)
