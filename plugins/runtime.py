@@ -441,6 +441,9 @@ def plugin_load(row: Any, *, apply_config: dict[str, Any] | None = None) -> Load
         # Appended: a plugin's modules never shadow the platform's (install refuses names
         # that exist already).
         sys.path.append(loaded.path)
+    # Always its code as it is now: modules left by an earlier load (another version, a
+    # trial load when it was enabled, a pip upgrade) are dropped first.
+    _purge_modules(loaded.modules)
     importlib.invalidate_caches()
     module_name, _, attribute = row.entry_point.partition(":")
     try:
@@ -457,11 +460,15 @@ def plugin_load(row: Any, *, apply_config: dict[str, Any] | None = None) -> Load
     return loaded
 
 
-def _unimport(loaded: LoadedPlugin) -> None:
-    """Drop its modules, so that the next load imports its new code."""
-    for module in loaded.modules:
+def _purge_modules(modules: tuple[str, ...]) -> None:
+    for module in modules:
         for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
             del sys.modules[name]
+
+
+def _unimport(loaded: LoadedPlugin) -> None:
+    """Drop its modules and its directory, so that the next load imports its new code."""
+    _purge_modules(loaded.modules)
     if loaded.path and loaded.path in sys.path:
         sys.path.remove(loaded.path)
     importlib.invalidate_caches()

@@ -228,13 +228,9 @@ def _entry_point_manifest(entry_point: importlib.metadata.EntryPoint) -> tuple[M
             f"{dist.name}: the manifest's name or entry point is not the package's",
             code="invalid_manifest",
         )
-    modules = sorted(
-        {
-            f.parts[0].removesuffix(".py")
-            for f in files
-            if f.parts and not f.parts[0].endswith((".dist-info", ".data")) and f.parts[0] != ".."
-        }
-    )
+    # Only its entry point's package: a pip distribution may bring other top-level names
+    # (a `tests` package) that are not the plugin's to reload.
+    modules = [top]
     return manifest, modules
 
 
