@@ -29,7 +29,6 @@ from plugins.selectors import (
     plugin_get,
     plugin_list,
     plugin_status,
-    plugins_health,
 )
 from plugins.services import (
     plugin_configure,
@@ -38,6 +37,7 @@ from plugins.services import (
     plugin_enable,
     plugin_install,
     plugin_uninstall,
+    plugins_health,
 )
 from web.http_policy import route_policy
 

@@ -169,6 +169,12 @@ def _event_payload(event: Any) -> dict[str, Any]:
     return {**event.as_payload(), "owner_id": event.owner_id}
 
 
+def _in_savepoint(func: Any, *args: Any) -> Any:
+    # The savepoint holds the plugin's writes only: its failure is recorded outside it.
+    with transaction.atomic():
+        return func(*args)
+
+
 def events_handle(events: list[Any]) -> None:
     """The kernel's subscriber: each event to each enabled plugin subscribed to its type and
     granted ``events.read``. Inside the dispatcher's transaction, each call in a savepoint:
@@ -182,15 +188,15 @@ def events_handle(events: list[Any]) -> None:
                 if subscriber.events and event.type not in subscriber.events:
                     continue
                 try:
-                    with transaction.atomic():
-                        plugin_call(
-                            loaded,
-                            "subscriber",
-                            subscriber.func,
-                            loaded.context(),
-                            _event_payload(event),
-                            budget=settings.CHATTER_PLUGIN_SUBSCRIBER_BUDGET,
-                        )
+                    plugin_call(
+                        loaded,
+                        "subscriber",
+                        _in_savepoint,
+                        subscriber.func,
+                        loaded.context(),
+                        _event_payload(event),
+                        budget=settings.CHATTER_PLUGIN_SUBSCRIBER_BUDGET,
+                    )
                 except PluginFailed:
                     continue  # recorded; the next event, and the other subscribers, go on
 

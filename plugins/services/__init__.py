@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from plugins.services.failures import plugin_failure_record, plugin_success_record
+from plugins.services.health import plugin_health, plugins_health
 from plugins.services.lifecycle import (
     plugin_configure,
     plugin_disable,
@@ -21,8 +22,10 @@ __all__ = [
     "plugin_enable",
     "plugin_failure_record",
     "plugin_grant",
+    "plugin_health",
     "plugin_install",
     "plugin_success_record",
     "plugin_uninstall",
+    "plugins_health",
     "state_bump",
 ]

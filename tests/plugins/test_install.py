@@ -221,3 +221,20 @@ def test_a_pip_installed_plugin_is_discovered_through_its_entry_point(
     clash = upload(staff_client, wheels["unit_convert"])
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "installed_by_pip"
     sys.modules.pop("unit_convert", None)
+
+
+def test_the_build_command_makes_the_wheel_the_tests_upload(tmp_path, wheels):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.plugins.conftest import SOURCES
+
+    out = StringIO()
+    call_command(
+        "plugins", "build", str(SOURCES["unit_convert"]), "--output", str(tmp_path), stdout=out
+    )
+
+    built = tmp_path / "chatter_unit_convert-1.0.0-py3-none-any.whl"
+    assert built.read_bytes() == wheels["unit_convert"].data  # reproducible: fixed timestamps
+    assert out.getvalue().strip() == f"{built} sha256={wheels['unit_convert'].sha256}"

@@ -196,3 +196,31 @@ def test_the_admin_installs_an_uploaded_wheel(client, staff_user, wheels):
     assert response.status_code == 302, response.content[:2000]
     assert Plugin.objects.get().name == "event_logger"
     assert AuditLog.objects.filter(action="plugin.installed", actor=staff_user).exists()
+
+
+def test_a_failing_subscriber_holds_no_event_back(api_client, install, tmp_path):
+    from core.events import events_dispatch
+    from tests.plugins.conftest import build_variant
+
+    broken = build_variant(
+        tmp_path,
+        "event_logger",
+        code=lambda text: text.replace(
+            "    wanted = ctx.config",
+            '    raise RuntimeError("subscriber down")\n    wanted = ctx.config',
+        ),
+    )
+    plugin = install(broken, enable=True, permissions=["events.read"])
+    for title in ("a", "b"):
+        api_client.post("/api/v1/conversations/", {"title": title}, format="json")
+
+    waiting = Event.objects.filter(dispatched_at__isnull=True).count()
+    assert waiting >= 2  # the two conversations' (and the users' the fixtures made)
+
+    assert events_dispatch() == waiting  # every one marked dispatched: webhooks got them
+    assert not Event.objects.filter(dispatched_at__isnull=True).exists()
+    row = Plugin.objects.get(pk=plugin["id"])
+    # Each event failed once; the plugin disabled itself at the fifth in a row.
+    assert row.error_count == waiting and row.last_error_point == "subscriber"
+    assert row.enabled is (waiting < 5)
+    assert "subscriber down" in row.last_error
