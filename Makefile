@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Two test workers, one a core on the 2-core machine CI runs on; each takes a whole file, so a
+# module's server or cluster is started once. `make test TEST_WORKERS=1` runs them in one.
+TEST_WORKERS ?= 2
+
 .PHONY: install run test bench lint format clean-data
 
 install: $(STAMP)
@@ -31,7 +35,7 @@ run: install
 test: install
 	@$(BIN)/ruff check .
 	@$(BIN)/lint-imports --no-cache
-	@$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Every bench/bench_*.py, each printing its figures as ratios against a baseline of the same run.
 bench: install

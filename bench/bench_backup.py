@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.support import drop_database, recreate_database  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ["CHATTER_DB_NAME"] = DB_NAME = "chatter_bench_backup"
 
@@ -42,29 +44,12 @@ from core.embedded_db import embedded_database_ensure  # noqa: E402
 embedded_database_ensure()
 
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
 
 from datamgmt import pg  # noqa: E402
 from datamgmt.services.backups import backup_create, backup_run, full_dump_command  # noqa: E402
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "200000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-
-
-def recreate_database() -> None:
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DB_NAME}"')
-    call_command("migrate", verbosity=0)
-
-
-def drop_database() -> None:
-    connection.close()
-    if hasattr(connection, "close_pool"):
-        connection.close_pool()
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
 
 
 def seed(messages: int) -> None:
@@ -168,7 +153,7 @@ def export_peak_rss_kb(output: Path) -> tuple[float, int]:
 
 def main() -> None:
     settings.DATAMGMT_SCRYPT_LOG_N = 18  # age's default work factor, as in production
-    recreate_database()
+    recreate_database(DB_NAME)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             work = Path(scratch)
@@ -229,7 +214,7 @@ def main() -> None:
             f"(ratio {big_rss / small_rss:.2f})"
         )
     finally:
-        drop_database()
+        drop_database(DB_NAME)
 
 
 if __name__ == "__main__":

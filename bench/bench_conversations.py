@@ -23,6 +23,8 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+from bench.support import percentile  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ["CHATTER_DB_NAME"] = "chatter_bench"
 os.environ["CHATTER_PROVIDER_MODULES"] = "bench.providers"
@@ -49,11 +51,6 @@ def ensure_database() -> None:
     with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'chatter_bench'").fetchone():
             conn.execute("CREATE DATABASE chatter_bench")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bare_langgraph_turn(conninfo: str):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.support import drop_database, percentile, recreate_database  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ["CHATTER_DB_NAME"] = DB_NAME = "chatter_bench"
 
@@ -42,8 +44,6 @@ from core.embedded_db import embedded_database_ensure  # noqa: E402
 
 embedded_database_ensure()
 
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
 from django_q.models import OrmQ  # noqa: E402
 from django_q.tasks import async_task  # noqa: E402
 
@@ -51,26 +51,6 @@ from jobs.models import PRIORITY_RANK, Job, JobStatus  # noqa: E402
 from jobs.services import enqueue  # noqa: E402
 
 WORKERS = os.environ.get("CHATTER_WORKERS", "2")
-
-
-def recreate_database() -> None:
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DB_NAME}"')
-    call_command("migrate", verbosity=0)
-
-
-def drop_database() -> None:
-    connection.close()
-    if hasattr(connection, "close_pool"):
-        connection.close_pool()
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def timed_enqueues(n: int, call) -> list[float]:  # type: ignore[no-untyped-def]
@@ -139,7 +119,7 @@ def inversions() -> int:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     random.seed(4)
-    recreate_database()
+    recreate_database(DB_NAME)
     try:
         print(f"Jobs benchmark: {n} trivial jobs, {WORKERS} workers, ORM broker on PostgreSQL")
 
@@ -185,7 +165,7 @@ def main() -> None:
             f"   chatter {statistics.mean(chatter_enqueue) * 1000:.2f} ms"
         )
     finally:
-        drop_database()
+        drop_database(DB_NAME)
 
 
 if __name__ == "__main__":

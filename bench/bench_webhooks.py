@@ -41,6 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.support import drop_database, percentile, recreate_database  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 os.environ["CHATTER_DB_NAME"] = DB_NAME = "chatter_bench_webhooks"
 os.environ["CHATTER_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
@@ -55,8 +57,7 @@ embedded_database_ensure()
 
 import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import User  # noqa: E402
@@ -128,26 +129,6 @@ class Receiver:
     def healthy(self) -> list[tuple[str, float, float]]:
         with self.lock:
             return [a for a in self.arrivals if a[0] != "/slow" and a[0] != "/raw"]
-
-
-def recreate_database() -> None:
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DB_NAME}"')
-    call_command("migrate", verbosity=0)
-
-
-def drop_database() -> None:
-    connection.close()
-    if hasattr(connection, "close_pool"):
-        connection.close_pool()
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def raw_loop(receiver: Receiver, n: int) -> float:
@@ -230,12 +211,12 @@ def chatter_arm(receiver: Receiver, user: User, events: int, *, slow: bool) -> d
 
 def main() -> None:
     events = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    recreate_database()
+    recreate_database(DB_NAME)
     receiver = Receiver()
     try:
         _main(receiver, events)
     finally:
-        drop_database()
+        drop_database(DB_NAME)
 
 
 def _main(receiver: Receiver, events: int) -> None:

@@ -312,20 +312,21 @@ class NullableDateTimeField(serializers.DateTimeField):
 
 def _metadata_schema(levels: int) -> dict[str, Any]:
     """What ``validate_metadata`` accepts, as JSON Schema: objects and lists nest ``levels``
-    deep below the top object, strings are bounded, keys follow the key rule."""
-    value: dict[str, Any] = {
-        "anyOf": [
-            {"type": "string", "maxLength": MAX_METADATA_STRING},
-            {"type": ["number", "boolean", "null"]},
-        ]
-    }
+    deep below the top object, strings are bounded, keys follow the key rule.
+
+    Each value is one node listing its types, with each type's keywords beside them
+    (``maxLength`` binds only strings, ``items`` only arrays, ...), not an ``anyOf`` of one
+    branch per type: the same values, and a schema-breaking mutation of one branch (an
+    array turned into a boolean) can no longer land in another branch and pass for invalid.
+    """
+    scalars = ["string", "number", "boolean", "null"]
+    value: dict[str, Any] = {"type": scalars, "maxLength": MAX_METADATA_STRING}
     for _ in range(levels):
         value = {
-            "anyOf": [
-                *value["anyOf"][:2],
-                {"type": "array", "items": value},
-                _metadata_object(value),
-            ]
+            **_metadata_object(value),
+            "type": [*scalars, "array", "object"],
+            "maxLength": MAX_METADATA_STRING,
+            "items": value,
         }
     return _metadata_object(value)
 

@@ -101,19 +101,17 @@ _STORABLE_REF = {"$ref": f"{_REF_PREFIX}{STORABLE_JSON}"}
 
 
 def _storable_json() -> dict[str, Any]:
-    """Any JSON value PostgreSQL can store: no NUL in a string or a key, at any depth."""
+    """Any JSON value PostgreSQL can store: no NUL in a string or a key, at any depth. One
+    node with every type and each type's keywords (``pattern`` binds strings, ``items``
+    arrays, ...), not an ``anyOf`` per type, whose branches a negative test would mutate into
+    one another (an array turned into a boolean is still storable)."""
     return {
         "description": "Any JSON value without NUL characters (in strings or keys).",
-        "anyOf": [
-            {"type": "string", "pattern": NO_NUL_PATTERN},
-            {"type": ["number", "boolean", "null"]},
-            {"type": "array", "items": _STORABLE_REF},
-            {
-                "type": "object",
-                "propertyNames": {"pattern": NO_NUL_PATTERN},
-                "additionalProperties": _STORABLE_REF,
-            },
-        ],
+        "type": ["string", "number", "boolean", "null", "array", "object"],
+        "pattern": NO_NUL_PATTERN,
+        "items": _STORABLE_REF,
+        "propertyNames": {"pattern": NO_NUL_PATTERN},
+        "additionalProperties": _STORABLE_REF,
     }
 
 
