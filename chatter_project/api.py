@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from ninja import NinjaAPI
 from rest_framework.routers import SimpleRouter
 
@@ -30,6 +30,8 @@ from datamgmt.api import (
 from experiments.api import ExperimentViewSet
 from jobs.api import JobViewSet
 from knowledge.api import DocumentViewSet, MetadataQueryView, SearchView
+from plugins.api import PluginHealthView, PluginRouteView, PluginViewSet
+from plugins.urls import PluginNameConverter
 from web.exception_handlers import install_ninja_handlers
 from web.health import router as health_router
 from webhooks.api import DeliveryViewSet, EndpointViewSet, EventTypeList
@@ -50,6 +52,8 @@ router.register("retention-policies", RetentionPolicyViewSet, basename="retentio
 router.register("experiments", ExperimentViewSet, basename="experiment")
 router.register("webhooks/endpoints", EndpointViewSet, basename="webhook-endpoint")
 router.register("webhooks/deliveries", DeliveryViewSet, basename="webhook-delivery")
+router.register("plugins", PluginViewSet, basename="plugin")
+register_converter(PluginNameConverter, "plugin_name")
 
 ninja_api = NinjaAPI(
     title="Chatter async API",
@@ -66,6 +70,8 @@ ninja_api.add_router("", accounts_router)
 ninja_api.add_router("", conversations_router)
 
 urlpatterns = [
+    # Before the router: "health" is no plugin's id (nor, reserved, any plugin's name).
+    path("plugins/health/", PluginHealthView.as_view(), name="plugins-health"),
     path("", include(router.urls)),
     path(
         "messages/<uuid:message_id>/feedback/",
@@ -79,6 +85,13 @@ urlpatterns = [
     path("knowledge/search/", SearchView.as_view(), name="knowledge-search"),
     path("knowledge/metadata-query/", MetadataQueryView.as_view(), name="knowledge-metadata-query"),
     path("webhooks/event-types/", EventTypeList.as_view(), name="webhook-event-types"),
+    # Plugins' own routes, after the plugins resource (whose ids are UUIDs, never names).
+    path("plugins/<plugin_name:name>/", PluginRouteView.as_view(), name="plugin-route-root"),
+    path(
+        "plugins/<plugin_name:name>/<path:path>",
+        PluginRouteView.as_view(),
+        name="plugin-route",
+    ),
     path("", ninja_api.urls),
 ]
 

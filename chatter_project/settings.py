@@ -27,6 +27,15 @@ DATA_DIR = Path(os.environ.get("CHATTER_DATA_DIR") or BASE_DIR / ".chatter").res
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatter")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.1.0"
+
+
 def _secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
     if os.environ.get("SECRET_KEY"):
@@ -111,6 +120,8 @@ MIDDLEWARE = [
     # After authentication (session users are counted by user) and before the views.
     "web.ratelimits.RateLimitMiddleware",
     "web.threats.ThreatDetectionMiddleware",
+    # Brings this process's plugins in step with the database and runs their request hooks.
+    "plugins.middleware.PluginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -415,6 +426,31 @@ CHATTER_OUTBOUND_ALLOWLIST = env_list("CHATTER_OUTBOUND_ALLOWLIST")
 # The agents' http_get tool: the most of a body it reads, and the whole exchange's time.
 CHATTER_HTTP_GET_MAX_BYTES = int(os.environ.get("CHATTER_HTTP_GET_MAX_BYTES", 512 * 1024))
 CHATTER_HTTP_GET_TIMEOUT = float(os.environ.get("CHATTER_HTTP_GET_TIMEOUT", "10"))
+
+# Plugins (plugins/, README "Plugins").
+# The version plugins' `chatter_versions` ranges are checked against.
+CHATTER_VERSION = os.environ.get("CHATTER_VERSION") or _installed_version()
+# Where this machine unpacks uploaded wheels (content-addressed; shared by its processes).
+CHATTER_PLUGIN_DIR = Path(os.environ.get("CHATTER_PLUGIN_DIR") or DATA_DIR / "plugins")
+CHATTER_PLUGIN_MAX_WHEEL_BYTES = int(os.environ.get("CHATTER_PLUGIN_MAX_WHEEL_BYTES", 5 << 20))
+CHATTER_PLUGIN_MAX_UNPACKED_BYTES = int(
+    os.environ.get("CHATTER_PLUGIN_MAX_UNPACKED_BYTES", 50 << 20)
+)
+# Failures in a row (exceptions, timeouts) after which a plugin is disabled everywhere.
+CHATTER_PLUGIN_MAX_CONSECUTIVE_FAILURES = int(
+    os.environ.get("CHATTER_PLUGIN_MAX_CONSECUTIVE_FAILURES", "5")
+)
+# Time budgets (seconds) of calls into plugins, by extension point.
+CHATTER_PLUGIN_CALL_BUDGET = float(os.environ.get("CHATTER_PLUGIN_CALL_BUDGET", "10"))
+CHATTER_PLUGIN_TOOL_BUDGET = float(os.environ.get("CHATTER_PLUGIN_TOOL_BUDGET", "30"))
+CHATTER_PLUGIN_WORKFLOW_BUDGET = float(os.environ.get("CHATTER_PLUGIN_WORKFLOW_BUDGET", "60"))
+CHATTER_PLUGIN_MIDDLEWARE_BUDGET = float(os.environ.get("CHATTER_PLUGIN_MIDDLEWARE_BUDGET", "0.5"))
+CHATTER_PLUGIN_ROUTE_BUDGET = float(os.environ.get("CHATTER_PLUGIN_ROUTE_BUDGET", "10"))
+CHATTER_PLUGIN_SUBSCRIBER_BUDGET = float(os.environ.get("CHATTER_PLUGIN_SUBSCRIBER_BUDGET", "2"))
+CHATTER_PLUGIN_HEALTH_BUDGET = float(os.environ.get("CHATTER_PLUGIN_HEALTH_BUDGET", "2"))
+# Threads per process that run plugin calls with a budget (tools, workflows, middleware,
+# health checks); a call that hangs keeps one.
+CHATTER_PLUGIN_THREADS = int(os.environ.get("CHATTER_PLUGIN_THREADS", "8"))
 
 # Webhooks (webhooks/, README "Webhooks"). Private targets webhook endpoints may use (hosts,
 # IPs or CIDRs, each with an optional :port; comma-separated), checked at registration and

@@ -11,6 +11,7 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
@@ -64,6 +65,8 @@ from conversations.services import (
     message_send,
     message_stream,
 )
+from conversations.workflows import MAX_NAME_LENGTH as MAX_WORKFLOW_NAME
+from conversations.workflows import workflow_names
 from core.asyncdb import release_connections
 from core.errors import ApplicationError, NotFound, error_payload
 from core.validation import (
@@ -124,6 +127,21 @@ def message_input(data: Any) -> MessageIn:
         ) from exc
 
 
+class WorkflowField(StrictCharField):
+    """A workflow type: a built-in one or a plugin's (checked by the service)."""
+
+
+class WorkflowFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = WorkflowField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "enum": workflow_names(),
+            "description": "basic, rag or agent, or a workflow an enabled plugin adds.",
+        }
+
+
 def _bounds(name: str) -> dict[str, int]:
     low, high = SETTING_RANGES[name]
     return {"min_value": low, "max_value": high}
@@ -142,6 +160,7 @@ class ConversationSerializer(RejectUnknownFields, serializers.ModelSerializer):
         "(null: the deployment's CHATTER_RAG_RELEVANCE_FLOOR).",
     )
     metadata = MetadataField(required=False)
+    workflow = WorkflowField(required=False, max_length=MAX_WORKFLOW_NAME)
     title = StrictTextField(required=False, allow_blank=True, max_length=300)
     model = ModelSpecField(required=False, allow_blank=True, max_length=200)
     system_prompt = StrictTextField(

@@ -24,6 +24,7 @@ from conversations.checkpointer import get_checkpointer
 from conversations.local_model import LocalChatModel
 from conversations.memory import extractive_summary, split_for_summary, summary_request
 from conversations.providers import ModelOptions, chat_model, written_without_model
+from conversations.workflows import workflow_get
 from core.asyncdb import db_call
 from core.errors import ApplicationError
 from knowledge.models import Document
@@ -267,9 +268,21 @@ WORKFLOWS["agent"] = _build_agent
 
 
 def get_graph(workflow: str = "basic") -> CompiledStateGraph:
-    """The compiled graph for a workflow type, on this process's checkpointer."""
+    """The compiled graph for a workflow type, on this process's checkpointer: a built-in
+    one, else one registered in ``conversations.workflows`` (a plugin's)."""
     checkpointer = get_checkpointer()
-    key = (workflow, id(checkpointer))
+    build = WORKFLOWS.get(workflow)
+    revision = ""
+    if build is None:
+        spec = workflow_get(workflow)
+        if spec is None:
+            raise ApplicationError(
+                f"The workflow {workflow!r} is not available (its plugin is not enabled).",
+                code="workflow_unavailable",
+                status=409,
+            )
+        build, revision = spec.build, spec.revision
+    key = (workflow, id(checkpointer), revision)
     if key not in _compiled:
-        _compiled[key] = WORKFLOWS[workflow]().compile(checkpointer=checkpointer)
+        _compiled[key] = build().compile(checkpointer=checkpointer)
     return _compiled[key]

@@ -118,6 +118,7 @@ class ClockStep:
 _handlers: dict[str, HandlerSpec] = {}
 _maintenance_steps: dict[str, MaintenanceStep] = {}
 _clock_steps: dict[str, ClockStep] = {}
+_preludes: dict[str, Callable[[], Any]] = {}
 
 
 def job_handler(
@@ -203,6 +204,23 @@ def clock_step(
 
 def clock_steps() -> list[ClockStep]:
     return [_clock_steps[name] for name in sorted(_clock_steps)]
+
+
+def handler_unregister(name: str) -> None:
+    """Remove a handler (plugins: one that was disabled or uninstalled). Its waiting jobs
+    fail when they run here ("no handler ... is registered in this worker")."""
+    _handlers.pop(name, None)
+
+
+def job_prelude_register(name: str, func: Callable[[], Any]) -> None:
+    """``func()`` runs in the worker before each job looks up its handler: plugins bring
+    this process's handlers up to date with the database there. One that raises is logged
+    and the job still runs."""
+    _preludes[name] = func
+
+
+def job_preludes() -> list[Callable[[], Any]]:
+    return [_preludes[name] for name in sorted(_preludes)]
 
 
 def handler_get(name: str) -> HandlerSpec | None:

@@ -27,6 +27,7 @@ from jobs.registry import (
     JobTimeout,
     PermanentJobError,
     handler_get,
+    job_preludes,
 )
 from jobs.services import (
     aging_offset,
@@ -325,6 +326,11 @@ def _context(conn: psycopg.Connection, job: Claimed, alarm: _Alarm) -> JobContex
 
 def job_execute(conn: psycopg.Connection, job: Claimed) -> str:
     """Run one claimed attempt and record its outcome; returns the job's new status."""
+    for prelude in job_preludes():
+        try:
+            prelude()
+        except Exception:
+            logger.exception("job prelude %s failed", getattr(prelude, "__name__", prelude))
     spec = handler_get(job.handler)
     outcome: dict[str, Any]
     try:

@@ -68,6 +68,11 @@ def tool_unregister(name: str) -> None:
     _tools.pop(name, None)
 
 
+def tool_registered(name: str) -> ToolSpec | None:
+    """The registered tool of that name (not the sources'), as registered."""
+    return _tools.get(name)
+
+
 def _with_policy(spec: ToolSpec) -> ToolSpec:
     """The operator's word on approval (CHATTER_TOOLS_REQUIRING_APPROVAL) adds to the tool's."""
     if not spec.requires_approval and spec.name in settings.CHATTER_TOOLS_REQUIRING_APPROVAL:

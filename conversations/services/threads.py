@@ -15,6 +15,7 @@ from conversations.models import Conversation
 from conversations.providers import (
     validate_spec,
 )
+from conversations.workflows import workflow_names
 from core.errors import ApplicationError, Conflict
 
 EDITABLE_FIELDS = (
@@ -38,6 +39,11 @@ def conversation_settings_check(fields: dict[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if name not in EDITABLE_FIELDS:
             continue  # the caller says what it refuses (unknown or read-only fields)
+        if name == "workflow":
+            # The built-in choices and the workflows plugins registered in this process.
+            if value not in workflow_names():
+                errors[name] = [f'"{value}" is not one of: {", ".join(workflow_names())}.']
+            continue
         try:
             Conversation._meta.get_field(name).clean(value, None)
         except DjangoValidationError as exc:

@@ -25,6 +25,9 @@ DECLARED = {
     ("POST", "api/openai/v1/chat/completions"): ("expensive", False),
     # A test send makes the outbound request while the client waits.
     ("POST", "api/v1/webhooks/endpoints/<uuid:pk>/test/"): ("expensive", False),
+    # A wheel upload: up to CHATTER_MAX_UPLOAD_BYTES reach the view, which refuses more than
+    # CHATTER_PLUGIN_MAX_WHEEL_BYTES in the envelope.
+    ("POST", "api/v1/plugins/install/"): ("default", True),
     ("GET", "api/v1/health/"): (None, False),
     ("GET", "api/v1/ready/"): (None, False),
 }
@@ -122,6 +125,22 @@ DEFAULT = {
     ("GET", "api/v1/webhooks/deliveries/<uuid:pk>/"),
     ("POST", "api/v1/webhooks/deliveries/<uuid:pk>/redeliver/"),
     ("GET", "api/v1/webhooks/event-types/"),
+    ("GET", "api/v1/plugins/"),
+    ("GET", "api/v1/plugins/health/"),
+    ("GET", "api/v1/plugins/<uuid:pk>/"),
+    ("POST", "api/v1/plugins/<uuid:pk>/enable/"),
+    ("POST", "api/v1/plugins/<uuid:pk>/disable/"),
+    ("POST", "api/v1/plugins/<uuid:pk>/configure/"),
+    ("POST", "api/v1/plugins/<uuid:pk>/uninstall/"),
+    # Plugins' own routes (outside the schema): every method, the default class.
+    *{
+        (method, route)
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        for route in (
+            "api/v1/plugins/<plugin_name:name>/",
+            "api/v1/plugins/<plugin_name:name>/<path:path>",
+        )
+    },
     ("GET", "api/schema/"),
     ("GET", "api/docs/"),
 }

@@ -18,6 +18,7 @@ from datamgmt.models import Backup, Export, Restore, RetentionPolicy
 from experiments.models import Experiment
 from jobs.models import Job
 from knowledge.models import ContentType, Document
+from plugins.models import Plugin
 from webhooks.models import Delivery, Endpoint
 
 
@@ -152,6 +153,34 @@ def _experiment(user: User) -> str:
     )
 
 
+def _plugin(user: User) -> str:
+    # A row, not an upload: the matrix needs an object (staff-only: others get 403).
+    manifest = {
+        "name": f"matrix_{uuid.uuid4().hex[:8]}",
+        "version": "1.0.0",
+        "description": "",
+        "author": "",
+        "license": "MIT",
+        "type": "extension",
+        "entry_point": "matrix_plugin.plugin:register",
+        "capabilities": [],
+        "permissions": [],
+        "config_schema": {"type": "object"},
+        "chatter_versions": ">=0",
+    }
+    return str(
+        Plugin.objects.create(
+            name=manifest["name"],
+            version="1.0.0",
+            type="extension",
+            entry_point=manifest["entry_point"],
+            chatter_versions=">=0",
+            manifest=manifest,
+            source="upload",
+        ).pk
+    )
+
+
 # The collection segment before a path parameter → a factory for an object of that resource.
 # Apps that add object endpoints add a factory here (the matrix test fails until they do).
 # A nested resource's factory also takes the id of the object it belongs to (the path's
@@ -172,6 +201,7 @@ FACTORIES: dict[str, Callable[..., str]] = {
     "experiments": _experiment,
     "endpoints": _endpoint,
     "deliveries": _delivery,
+    "plugins": _plugin,
 }
 
 

@@ -1,0 +1,1 @@
+"""event_logger: a Chatter plugin (see chatter_plugin.json)."""

@@ -1,0 +1,1 @@
+"""unit_convert: a Chatter plugin (see chatter_plugin.json)."""
