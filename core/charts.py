@@ -64,7 +64,8 @@ def daily_lines_svg(
     right: int = 170,
 ) -> SafeString:
     """A line per series over the days ``start`` to ``end`` (inclusive), a dot per point;
-    the y axis spans ``y_range``, else the points' values padded by a tenth."""
+    the y axis spans ``y_range``, else the points' values padded by a tenth (not below
+    zero when none is negative)."""
     top, bottom = 16, 40
     span = max((end - start).days, 1)
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
@@ -74,7 +75,9 @@ def daily_lines_svg(
         if high == low:
             low, high = low - 1, high + 1
         pad = (high - low) * 0.1
-        low, high = low - pad, high + pad
+        # Counts, tokens and costs never go below zero: neither does their axis.
+        floor = 0.0 if min(values) >= 0 else float("-inf")
+        low, high = max(low - pad, floor), high + pad
     else:
         low, high = y_range
 
