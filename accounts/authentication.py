@@ -75,6 +75,13 @@ class NinjaStaffSessionAuth(SessionAuthIsStaff):
     the browser (its chat streams through the API's own endpoint). CSRF is checked as for
     any session write; a non-staff session is not enough (clients use API keys)."""
 
+    def _get_key(self, request: HttpRequest) -> str | None:
+        # No session cookie, no session: the request is anonymous (401 from the key auth
+        # beside this one), not a failed CSRF check (403), which only a session can fail.
+        if self.param_name not in request.COOKIES:
+            return None
+        return super()._get_key(request)
+
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.is_active and user.is_staff:

@@ -117,6 +117,13 @@ def test_the_stream_takes_a_staff_session_with_its_csrf_token(operator, user):
         )
         assert refused.status_code == 401
 
+        # No session and no key: anonymous, a 401 (a CSRF check is for sessions only).
+        anonymous = await AsyncClient(enforce_csrf_checks=True).post(
+            url, body, content_type="application/json"
+        )
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "not_authenticated"
+
     asyncio.run(scenario())
 
     replies = list(
