@@ -96,6 +96,19 @@ def _count_lines(
     return series
 
 
+def _tokens_bar(row: dict[str, Any], *, label: str, href: str, count: str) -> Bar:
+    """A usage row (tokens in and out, cost) as a bar of its two token counts."""
+    return Bar(
+        label=label,
+        href=href,
+        text=f"{row['tokens_in'] + row['tokens_out']:,} tokens · {count} · {_money(row['cost'])}",
+        segments=[
+            Segment(row["tokens_in"], f"{row['tokens_in']:,} tokens in"),
+            Segment(row["tokens_out"], f"{row['tokens_out']:,} tokens out"),
+        ],
+    )
+
+
 def usage_plots(*, since: dt.datetime, first: dt.date, last: dt.date) -> dict[str, Any]:
     days = {row.day: row for row in selectors.usage_daily(since=since)}
 
@@ -157,17 +170,13 @@ def usage_plots(*, since: dt.datetime, first: dt.date, last: dt.date) -> dict[st
     by_model = selectors.usage_by_model(since=since)
     models = bars_svg(
         [
-            Bar(
+            _tokens_bar(
+                row,
                 label=row["model"] or "(none)",
                 href=changelist(
                     "conversations_message", model=row["model"], created_at__gte=_utc(first)
                 ),
-                text=f"{row['tokens_in'] + row['tokens_out']:,} tokens · {row['replies']} "
-                f"replies · {_money(row['cost'])}",
-                segments=[
-                    Segment(row["tokens_in"], f"{row['tokens_in']:,} tokens in"),
-                    Segment(row["tokens_out"], f"{row['tokens_out']:,} tokens out"),
-                ],
+                count=f"{row['replies']} replies",
             )
             for row in by_model
         ],
@@ -180,15 +189,11 @@ def usage_plots(*, since: dt.datetime, first: dt.date, last: dt.date) -> dict[st
     by_user = selectors.usage_by_user(since=since)
     users = bars_svg(
         [
-            Bar(
+            _tokens_bar(
+                row,
                 label=row["username"],
                 href=changelist("conversations_conversation", owner__id__exact=row["user_id"]),
-                text=f"{row['tokens_in'] + row['tokens_out']:,} tokens · {row['messages']} "
-                f"messages · {_money(row['cost'])}",
-                segments=[
-                    Segment(row["tokens_in"], f"{row['tokens_in']:,} tokens in"),
-                    Segment(row["tokens_out"], f"{row['tokens_out']:,} tokens out"),
-                ],
+                count=f"{row['messages']} messages",
             )
             for row in by_user
         ],

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job
+from tests.servers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -41,12 +41,6 @@ NOTES = (
     "Chatter keeps every conversation in PostgreSQL. The retention policy of the archive "
     "team deletes drafts after ninety days, and the operators review it each quarter.\n"
 ) * 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def chatter(django_db_setup: None, django_db_blocker: Any, artifacts: Path) -> I
 
     with django_db_blocker.unblock():
         database = connection.settings_dict["NAME"]
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CHATTER_DATA_DIR": str(settings.DATA_DIR),

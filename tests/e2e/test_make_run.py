@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+
+from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -35,12 +36,6 @@ CONFIGURATION = {
     "CHATTER_DEFAULT_MODEL",
     "CHATTER_EMBEDDINGS",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Platform:

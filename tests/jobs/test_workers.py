@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from jobs.models import Job, JobStatus
 from jobs.selectors import live_workers
 from jobs.services import enqueue
 from tests.jobs.support import job_in, wait_for
+from tests.servers import free_port
 
 PLAN = ["low", "normal", "critical", "low", "high", "normal", "critical", "high", "low", "normal"]
 RANK = {"critical": 0, "high": 1, "normal": 2, "low": 3}
@@ -151,12 +151,6 @@ def test_the_clock_leaves_alone_a_job_that_extended_its_timeout(cluster, setting
 
     done = wait_for(job_in(job.pk, JobStatus.SUCCEEDED), what="the extended job succeeds")
     assert done.attempts == 1 and done.timeout_seconds >= 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 ENQUEUE_SCRIPT = """
