@@ -12,6 +12,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -31,11 +32,21 @@ def cluster_stat(workers: int) -> Stat:
 
     def ready() -> Stat | None:
         for stat in Stat.get_all():
-            if len(stat.workers) == workers and stat.pusher and stat.monitor:
+            processes = [stat.sentinel, stat.pusher, stat.monitor, *stat.workers]
+            # A stopped cluster's last heartbeat stays in the cache until it expires: only a
+            # heartbeat whose processes are all alive is the running cluster's.
+            if len(stat.workers) == workers and all(map(alive, processes)):
                 return stat
         return None
 
     return wait_for(ready, timeout=90, what="the cluster is up")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return bool(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def wchan(pid: int) -> str:
