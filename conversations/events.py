@@ -36,7 +36,10 @@ event_type_register(
             "ended_at": DATETIME,
         }
     ),
-    description="A conversation ended: it was deleted (or archived, once conversations can be).",
+    description=(
+        "A conversation ended: deleted (through the API, a bulk delete or a retention purge) "
+        "or archived (a bulk archive: exported, then removed)."
+    ),
 )
 _MESSAGE = {
     "id": UUID,

@@ -135,6 +135,18 @@ def _checkpoints_delete(threads: list[str]) -> int:
     return deleted
 
 
+def _conversations_ended(pks: list[Any], reason: str) -> None:
+    from conversations.events import conversation_ended_emit
+    from conversations.models import Conversation
+
+    now = timezone.now()
+    ended = Conversation.objects.filter(pk__in=pks).only(
+        "pk", "title", "message_count", "owner_id"
+    )
+    for conversation in ended:
+        conversation_ended_emit(conversation, reason=reason, at=now)
+
+
 def policy_preview(*, policy: RetentionPolicy) -> dict[str, Any]:
     """A dry run: what a purge would delete now, per model."""
     counts: dict[str, int] = {}
@@ -143,9 +155,12 @@ def policy_preview(*, policy: RetentionPolicy) -> dict[str, Any]:
     return {"dry_run": True, "policy": policy.name, "counts": counts, "total": sum(counts.values())}
 
 
-def queryset_delete(queryset: QuerySet[Any], progress: Progress | None = None) -> dict[str, int]:
+def queryset_delete(
+    queryset: QuerySet[Any], progress: Progress | None = None, *, reason: str = "deleted"
+) -> dict[str, int]:
     """Delete in batches (each its own transaction: a purge interrupted keeps what it did),
-    with Django's cascades, checkpoints of conversations and export files."""
+    with Django's cascades, checkpoints of conversations and export files. Each conversation
+    removed emits `conversation.ended` with ``reason`` in the batch's transaction."""
     model = queryset.model
     counts: dict[str, int] = {}
     total = queryset.count()
@@ -164,6 +179,8 @@ def queryset_delete(queryset: QuerySet[Any], progress: Progress | None = None) -
                     .values_list("file_name", flat=True)
                 ):
                     (export_directory() / name).unlink(missing_ok=True)
+            if model._meta.label == "conversations.Conversation":
+                _conversations_ended(pks, reason)
             _, per_model = model._default_manager.filter(pk__in=pks).delete()
             for label, count in per_model.items():
                 if count:
@@ -302,7 +319,8 @@ def bulk_operation(
     else:
         if action == "archive":
             result["archive"] = str(_archive(actor, model, queryset).pk)
-        result["counts"] = queryset_delete(queryset)
+        reason = "archived" if action == "archive" else "deleted"
+        result["counts"] = queryset_delete(queryset, reason=reason)
     log_action(
         actor=actor, action=f"datamgmt.bulk_{action}", details={**result, "filters": filters or {}}
     )

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import AuditLog
 from conversations.models import Conversation, Message
+from core.models import Event
 from datamgmt import pg
 from datamgmt.models import Backup, Export, Restore
 from datamgmt.services.backups import backup_run
@@ -156,6 +157,10 @@ def test_retention_preview_counts_what_the_purge_deletes(staff_client, seeded, u
         pk=seeded["other_conversation"].pk
     ).exists()  # bob's: filtered out
     assert AuditLog.objects.filter(action="datamgmt.retention_purged").count() == 1
+    ended = Event.objects.filter(type="conversation.ended")
+    assert [(e.data["id"], e.data["reason"], e.owner_id) for e in ended] == [
+        (str(old.pk), "deleted", user.pk)
+    ]
     with pg.connect(pg.django_conninfo()) as conn:
         # Only these two threads: other tests' turns leave checkpoints of their own.
         left = conn.execute(
@@ -218,6 +223,12 @@ def test_bulk_operations_are_dry_runs_until_confirmed(
     archive = Export.objects.get(pk=done["archive"])
     assert archive.owner == user and archive.row_counts["conversations_message"] == 6
     assert AuditLog.objects.filter(action="datamgmt.bulk_archive").exists()
+    # Webhook subscribers hear of each archived conversation, with its message count.
+    ended = Event.objects.filter(type="conversation.ended").order_by("data__title")
+    assert [(e.data["title"], e.data["reason"], e.data["message_count"]) for e in ended] == [
+        ("Spam 1", "archived", 3),
+        ("Spam 2", "archived", 3),
+    ]
 
     reassign = {
         "action": "reassign",
