@@ -14,7 +14,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import Resolver404, get_resolver
+from django.urls import ResolverMatch
 
 # whitenoise serves static files through sync file iterators; under ASGI Django reads them
 # into memory (they are small) and warns on every request. Streaming replies use async
@@ -28,19 +28,36 @@ warnings.filterwarnings(
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatter_project.settings")
 
 
-class ChatterASGIHandler(ASGIHandler):
+class _ResolvesOnce:
+    """Django's handler resolving the request's path with the match already made for it
+    (web.http_policy.request_match): once a request, not three times."""
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        from web.http_policy import request_match  # the app registry is ready by now
+
+        match = None if hasattr(request, "urlconf") else request_match(request)
+        if match is None:  # Django's own resolve: its Resolver404 says what it tried
+            return super().resolve_request(request)  # type: ignore[misc]
+        request.resolver_match = match
+        return match
+
+
+class _SyncHandler(_ResolvesOnce, BaseHandler):
+    pass
+
+
+class ChatterASGIHandler(_ResolvesOnce, ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self.sync_handler = BaseHandler()
+        self.sync_handler = _SyncHandler()
         self.sync_handler.load_middleware(is_async=False)
 
     @staticmethod
     def _view_is_async(request: HttpRequest) -> bool:
-        try:
-            match = get_resolver().resolve(request.path_info)
-        except Resolver404:
-            return False
-        return iscoroutinefunction(match.func)
+        from web.http_policy import request_match
+
+        match = request_match(request)
+        return match is not None and iscoroutinefunction(match.func)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         if self._view_is_async(request):

@@ -100,7 +100,8 @@ MIDDLEWARE = [
     # Outermost but the request id: every response is counted, static files and refusals too.
     "web.metrics.RequestMetricsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    # web.loop_middleware: Django's own, run on the event loop under ASGI (no thread hops).
+    "web.loop_middleware.SecurityMiddleware",
     "web.http_policy.SecurityHeadersMiddleware",
     # WhiteNoise, async-capable: a sync middleware would send every request through a thread.
     "web.middleware.StaticFilesMiddleware",
@@ -113,17 +114,17 @@ MIDDLEWARE = [
     "web.http_policy.RequestSizeLimitMiddleware",
     # Before anything parses a body: one place for DRF, Ninja and the threat scanner.
     "web.http_policy.JsonDepthLimitMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "web.loop_middleware.SessionMiddleware",
+    "web.loop_middleware.CommonMiddleware",
+    "web.loop_middleware.CsrfViewMiddleware",
+    "web.loop_middleware.AuthenticationMiddleware",
     # After authentication (session users are counted by user) and before the views.
     "web.ratelimits.RateLimitMiddleware",
     "web.threats.ThreatDetectionMiddleware",
     # Brings this process's plugins in step with the database and runs their request hooks.
     "plugins.middleware.PluginMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "web.loop_middleware.MessageMiddleware",
+    "web.loop_middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "chatter_project.urls"

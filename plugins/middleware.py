@@ -34,6 +34,10 @@ HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,60}$")
 HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,500}$")
 
 
+def _after_hooked() -> list[Any]:
+    return [p for p in loaded_plugins() if any(m.after for m in p.middleware)]
+
+
 class PluginMiddleware:
     sync_capable = True
     async_capable = True
@@ -61,6 +65,8 @@ class PluginMiddleware:
         if refused is not None:
             return refused
         response = await self.get_response(request)
+        if not _after_hooked():  # the loaded plugins are this process's memory: no I/O
+            return response
         return await sync_to_async(self.after)(request, response)
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
@@ -94,7 +100,7 @@ class PluginMiddleware:
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if not request.path.startswith("/api/"):
             return response
-        hooked = [p for p in loaded_plugins() if any(m.after for m in p.middleware)]
+        hooked = _after_hooked()
         if not hooked:
             return response
         view = request_view(request)

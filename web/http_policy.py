@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, URLResolver, get_resolver, resolve
+from django.urls import Resolver404, ResolverMatch, URLResolver, get_resolver, resolve
 from ninja.operation import PathView
 
 from core.errors import error_response
@@ -107,13 +107,31 @@ def path_policy(method: str, path: str, urlconf: str | None = None) -> RoutePoli
     return view_policy(match.func, method)
 
 
+def request_match(request: HttpRequest) -> ResolverMatch | None:
+    """The view the request's path resolves to (None: no view, a 404), resolved once per
+    path: the ASGI handler (is the view async?), the route policy and Django's handler
+    each need it, and a resolve walks the URL patterns (a failed include builds the list
+    of everything it tried). A middleware that rewrites the path gets a new resolve."""
+    key = (request.path_info, getattr(request, "urlconf", None))
+    cached = getattr(request, "_chatter_match", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        match: ResolverMatch | None = resolve(key[0], urlconf=key[1])
+    except Resolver404:
+        match = None
+    request._chatter_match = (key, match)  # type: ignore[attr-defined]
+    return match
+
+
 def request_policy(request: HttpRequest) -> RoutePolicy:
     """This request's route policy, resolved once (the middlewares run before the view)."""
     key = (request.method or "GET", request.path_info)
     cached = getattr(request, "_chatter_route_policy", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    policy = path_policy(key[0], key[1], getattr(request, "urlconf", None))
+    match = request_match(request)
+    policy = DEFAULT_POLICY if match is None else view_policy(match.func, key[0])
     request._chatter_route_policy = (key, policy)  # type: ignore[attr-defined]
     return policy
 

@@ -87,3 +87,67 @@ def test_an_async_view_keeps_the_async_chain(api_client, monkeypatch):
     assert "event: done" in response.text
     assert response.headers["X-Request-ID"]
     assert calls == []  # not the sync chain
+
+
+def test_an_async_view_runs_django_s_middleware_on_the_loop(api_client, monkeypatch):
+    """Django's MiddlewareMixin sends each process_request/process_response of an async
+    request to a thread and back: 13 of a streamed turn's 22 thread hops. The ones in
+    web.loop_middleware do no I/O on this path and stay on the loop."""
+    from asgiref import sync
+
+    hops: list[str] = []
+    original = sync.SyncToAsync.__call__
+
+    async def recording(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sync.SyncToAsync, "__call__", recording)
+    conversation = api_client.post("/api/v1/conversations/", {"model": "local"}, format="json")
+    url = f"/api/v1/conversations/{conversation.json()['id']}/messages/stream/"
+
+    (response,) = _requests(
+        (
+            "POST",
+            url,
+            {
+                "headers": {"Authorization": f"Bearer {api_client.raw_key}"},
+                "json": {"content": "Hi"},
+            },
+        )
+    )
+
+    assert response.status_code == 200 and "event: done" in response.text
+    middleware_hops = [h for h in hops if "process_" in h or "PluginMiddleware.after" in h]
+    assert middleware_hops == []
+    assert response.headers["X-Frame-Options"] == "DENY"  # the middlewares still ran
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_on_the_loop_a_modified_session_and_added_messages_are_still_stored(user):
+    """The I/O cases keep their thread: a session the view modified is saved, and a message
+    it added is stored (in the session or a cookie)."""
+    from django.contrib import messages
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.contrib.sessions.models import Session
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from web.loop_middleware import MessageMiddleware, SessionMiddleware
+
+    async def view(request):
+        request.session["seen"] = "yes"
+        messages.info(request, "Saved.")
+        return HttpResponse("ok")
+
+    chain = SessionMiddleware(MessageMiddleware(view))
+    request = RequestFactory().get("/admin/")
+
+    response = async_to_sync(chain)(request)
+
+    session_key = response.cookies["sessionid"].value
+    stored = Session.objects.get(session_key=session_key).get_decoded()
+    assert stored["seen"] == "yes"
+    reader = RequestFactory().get("/admin/")
+    reader.COOKIES["messages"] = response.cookies["messages"].value
+    assert [str(m) for m in CookieStorage(reader)] == ["Saved."]
