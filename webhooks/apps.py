@@ -14,5 +14,13 @@ class WebhooksConfig(AppConfig):
         from webhooks import events  # noqa: F401  (webhook.test)
         from webhooks.services import deliveries_create_for_events, webhooks_wake_for_events
 
+        from django.db.models.signals import post_delete, post_save
+
+        from webhooks.models import Endpoint
+        from webhooks.services.wake import endpoints_changed
+
         subscriber_register("webhooks", deliveries_create_for_events)
         waker_register("webhooks", webhooks_wake_for_events)
+        # The waker's "is any endpoint active?" is read again after this process changes one.
+        post_save.connect(endpoints_changed, sender=Endpoint, dispatch_uid="webhooks-wake")
+        post_delete.connect(endpoints_changed, sender=Endpoint, dispatch_uid="webhooks-wake-del")

@@ -283,3 +283,31 @@ def test_a_subscriber_that_fails_holds_back_only_the_event_it_fails_on(user):
         from core import events
 
         events._subscribers.pop("test.picky", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_waker_asks_for_active_endpoints_once_a_second_and_at_once_after_a_change(
+    user, make_endpoint, monkeypatch
+):
+    """Two commits a chat turn wake the deliverer: with no endpoint, a turn stream must not
+    pay a query for each. An endpoint this process creates is seen by the next commit."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.models import Job
+    from webhooks.services import wake
+    from webhooks.services.wake import DELIVER_HANDLER, endpoints_changed
+
+    monkeypatch.setattr(wake, "ACTIVE_ENDPOINTS_TTL_SECONDS", 3600)  # no clock in the test
+    endpoints_changed()
+    with CaptureQueriesContext(connection) as queries:
+        for name in ("one", "two", "three"):
+            agent_create(actor=user, name=name, slug=name)
+    asked = [q["sql"] for q in queries if "webhooks_endpoint" in q["sql"]]
+    assert len(asked) == 1
+    assert not Job.objects.filter(handler=DELIVER_HANDLER).exists()
+
+    make_endpoint(user, "/new")
+    agent_create(actor=user, name="four", slug="four")
+
+    assert Job.objects.filter(handler=DELIVER_HANDLER).exists()

@@ -217,6 +217,9 @@ def endpoint_update(*, endpoint: Endpoint, actor: User, **fields: Any) -> Endpoi
                 updated_at=now,
             )
             log_action(actor=actor, action="webhook.endpoint_enabled", target=endpoint)
+            from webhooks.services.wake import endpoints_changed  # wake imports this module
+
+            transaction.on_commit(endpoints_changed)
         elif active is False and endpoint.is_active:
             endpoint_disable(
                 endpoint_id=endpoint.pk, reason=f"Disabled by {actor.username}.", by=actor

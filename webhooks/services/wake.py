@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -46,8 +48,29 @@ def webhooks_wake(*, handover: bool = False) -> None:
     )
 
 
+# The waker runs after every commit that emitted events (two a chat turn). Whether any
+# endpoint is active is read at most once a second per process, and again at once after
+# this process saved or deleted one (endpoints_changed). A stale "none" only delays: the
+# clock's tick pumps, every second, the events nobody woke a job for.
+ACTIVE_ENDPOINTS_TTL_SECONDS = 1.0
+_active_seen: tuple[float, bool] = (-math.inf, False)
+
+
+def endpoints_changed(**_: object) -> None:
+    global _active_seen
+    _active_seen = (-math.inf, False)
+
+
+def _active_endpoints_exist() -> bool:
+    global _active_seen
+    now = time.monotonic()
+    if now - _active_seen[0] >= ACTIVE_ENDPOINTS_TTL_SECONDS:
+        _active_seen = (now, Endpoint.objects.filter(is_active=True).exists())
+    return _active_seen[1]
+
+
 def webhooks_wake_for_events() -> None:
     """The registry's waker: events were committed. Nobody to deliver to, nothing to wake
     (the clock's dispatcher marks them dispatched)."""
-    if Endpoint.objects.filter(is_active=True).exists():
+    if _active_endpoints_exist():
         webhooks_wake()
