@@ -10,13 +10,12 @@ class WebhooksConfig(AppConfig):
     verbose_name = "Webhooks"
 
     def ready(self) -> None:
-        from core.events import subscriber_register, waker_register
-        from webhooks import events  # noqa: F401  (webhook.test)
-        from webhooks.services import deliveries_create_for_events, webhooks_wake_for_events
-
         from django.db.models.signals import post_delete, post_save
 
+        from core.events import subscriber_register, waker_register
+        from webhooks import events  # noqa: F401  (webhook.test)
         from webhooks.models import Endpoint
+        from webhooks.services import deliveries_create_for_events, webhooks_wake_for_events
         from webhooks.services.wake import endpoints_changed
 
         subscriber_register("webhooks", deliveries_create_for_events)
