@@ -162,16 +162,59 @@ def api_key_revoke(
     return api_key
 
 
+def _loaded(model: type[models.Model], values: Any) -> Any:
+    """A model instance from its concrete columns' raw values, converted as the ORM does
+    (the JSON of ``scopes``, for one): ``Model.from_db``, Django's hook for loading rows."""
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        for convert in field.get_db_converters(connection):
+            value = convert(value, field, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def _active_key_sql() -> str:
+    def columns(model: type[models.Model], alias: str) -> str:
+        quote = connection.ops.quote_name
+        return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+    user_id = ApiKey._meta.get_field("user").column
+    return (
+        f"SELECT {columns(ApiKey, 'k')}, {columns(User, 'u')} "
+        f"FROM {ApiKey._meta.db_table} k JOIN {User._meta.db_table} u "
+        f"ON u.{User._meta.pk.column} = k.{user_id} "
+        "WHERE k.hashed_key = %s AND u.is_active AND k.revoked_at IS NULL "
+        "AND (k.expires_at IS NULL OR k.expires_at > %s)"
+    )
+
+
+_ACTIVE_KEY_SQL: list[str] = []
+
+
+def _active_key_with_user(hashed_key: str) -> ApiKey | None:
+    """The active key with this hash, its user loaded (``ApiKey.objects.active()`` with
+    ``select_related("user")``), as one precomposed statement: every API request asks, and
+    composing the query through the ORM cost ~1.2 ms of CPU per request against ~0.25 ms.
+    A test compares the result with the ORM's, field by field."""
+    if not _ACTIVE_KEY_SQL:
+        _ACTIVE_KEY_SQL.append(_active_key_sql())
+    with connection.cursor() as cursor:
+        cursor.execute(_ACTIVE_KEY_SQL[0], [hashed_key, timezone.now()])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    width = len(ApiKey._meta.concrete_fields)
+    api_key = _loaded(ApiKey, row[:width])
+    api_key.user = _loaded(User, row[width:])
+    return api_key  # type: ignore[no-any-return]
+
+
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """The active key for this raw value (with its user), or None; records its use."""
     if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 100:
         return None
-    api_key = (
-        ApiKey.objects.active()
-        .select_related("user")
-        .filter(hashed_key=hash_api_key(raw_key), user__is_active=True)
-        .first()
-    )
+    api_key = _active_key_with_user(hash_api_key(raw_key))
     if api_key is None:
         return None
     now = timezone.now()

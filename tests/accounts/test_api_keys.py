@@ -155,3 +155,32 @@ def test_last_used_is_written_at_most_once_per_interval(api_client, user):
     api_client.get("/api/v1/whoami/")
 
     assert ApiKey.objects.get(user=user).last_used_at == first
+
+
+def test_the_request_path_lookup_loads_what_the_orm_loads(user):
+    """api_key_authenticate reads the key and its user with one precomposed statement: the
+    instances must equal the ORM's (every concrete field, the JSON of scopes included),
+    and every refusal the ORM's filter makes (revoked, expired, inactive user) holds."""
+    from accounts.services import api_key_authenticate
+
+    api_key, raw = api_key_create(user=user, name="compare", scopes=["read"])
+    orm = ApiKey.objects.select_related("user").get(pk=api_key.pk)
+
+    loaded = api_key_authenticate(raw)
+
+    for field in ApiKey._meta.concrete_fields:
+        if field.name != "last_used_at":  # the lookup records the use
+            assert getattr(loaded, field.attname) == getattr(orm, field.attname), field.name
+    for field in type(user)._meta.concrete_fields:
+        assert getattr(loaded.user, field.attname) == getattr(orm.user, field.attname), field.name
+    assert loaded.scopes == ["read"] and loaded.last_used_at is not None
+    assert not loaded._state.adding and loaded.user.api_keys.filter(pk=api_key.pk).exists()
+
+    ApiKey.objects.filter(pk=api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert api_key_authenticate(raw) is None
+    ApiKey.objects.filter(pk=api_key.pk).update(expires_at=None, revoked_at=timezone.now())
+    assert api_key_authenticate(raw) is None
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=None)
+    assert api_key_authenticate(raw) is not None
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert api_key_authenticate(raw) is None
