@@ -140,9 +140,7 @@ def _conversations_ended(pks: list[Any], reason: str) -> None:
     from conversations.models import Conversation
 
     now = timezone.now()
-    ended = Conversation.objects.filter(pk__in=pks).only(
-        "pk", "title", "message_count", "owner_id"
-    )
+    ended = Conversation.objects.filter(pk__in=pks).only("pk", "title", "message_count", "owner_id")
     for conversation in ended:
         conversation_ended_emit(conversation, reason=reason, at=now)
 
