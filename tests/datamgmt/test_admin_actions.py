@@ -168,6 +168,10 @@ def test_configured_recipients_are_offered_and_used(admin_client, settings):
             "An incremental backup needs a full backup to build on: make a full one first.",
         ),
         (
+            {"type": "differential", "encryption": "none"},
+            "A differential backup needs a full backup to build on: make a full one first.",
+        ),
+        (
             {"type": "full", "encryption": "passphrase", "passphrase": PASSPHRASE},
             "The two passphrases do not match.",
         ),
