@@ -140,8 +140,9 @@ def backup_create(
             details={"type": [f"One of {', '.join(BackupType.values)}."]},
         )
     if type != BackupType.FULL and _parent_for(type) is None:
+        article = "An" if type == BackupType.INCREMENTAL else "A"
         raise BackupRefused(
-            f"An {type} backup needs a full backup to build on: make a full one first.",
+            f"{article} {type} backup needs a full backup to build on: make a full one first.",
             code="no_full_backup",
         )
     if recipients is None and not passphrase:

@@ -117,6 +117,21 @@ def chain_resolve(path: Path, *, verify_files: bool = True) -> list[ChainLink]:
     return links
 
 
+def backup_files_check(*, backup: Backup) -> list[str]:
+    """Hash every file of the chain that ends in ``backup`` against its manifest, without
+    restoring: the files checked, the full first. A missing or damaged file raises
+    BackupRefused and is recorded as a failed verification (a success records nothing:
+    "verified" means restored and compared, which only a restore proves)."""
+    if backup.status != WorkStatus.SUCCEEDED or not backup.file_name:
+        raise Conflict(f"A {backup.status} backup has no files to check.", code="backup_not_ready")
+    try:
+        links = chain_resolve(Path(backup.directory) / backup.file_name)
+    except BackupRefused as exc:
+        backup_verification_record(backup=backup, ok=False, message=exc.message)
+        raise
+    return [link.path.name for link in links]
+
+
 def chain_keys(
     links: list[ChainLink],
     *,

@@ -59,7 +59,7 @@ def test_a_policy_page_previews_and_its_action_purges(admin_client, seeded):
 
     admin_client.post(
         "/admin/datamgmt/retentionpolicy/",
-        {"action": "purge_now", "_selected_action": [str(policy.pk)]},
+        {"action": "purge_now", "_selected_action": [str(policy.pk)], "post": "yes"},
     )
     assert not Conversation.objects.filter(pk=seeded["conversation"].pk).exists()
     assert Conversation.objects.filter(pk=seeded["other_conversation"].pk).exists()
