@@ -590,7 +590,7 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
         )
         reply_checkpoint = seeded["configurable"]["checkpoint_id"]
     with contextlib.suppress(ConversationDeleted):  # nobody is left to tell
-        turn_finish(
+        assistant = turn_finish(
             turn=turn,
             # The turn's finished model steps (a tool loop's), then what the reply got to.
             steps=[*tracker.steps_finished, AIMessage(partial)],
@@ -599,6 +599,17 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
             status=Message.Status.INCOMPLETE,
             tool_calls=tracker.tool_trace() if turn.agent is not None else None,
         )
+        # Its experiments count the tokens and cost it spent (and the reply, unfinished); a
+        # reader's leaving is neither the variant's error nor its response time.
+        if turn.experiments:
+            turn_metrics_record(
+                assignments=turn.experiments,
+                message_id=assistant.pk,
+                latency_ms=None,
+                tokens_in=assistant.tokens_in,
+                tokens_out=assistant.tokens_out,
+                cost=assistant.cost,
+            )
 
 
 def turn_complete(turn: Turn, tracker: RunTracker) -> Message:

@@ -418,3 +418,59 @@ def test_a_reply_resumed_after_an_approval_keeps_its_variant(
     assert final["metadata"]["experiments"][0]["variant"] == "treatment"
     assert MetricEvent.objects.filter(message_id=final["id"], metric="turns").count() == 1
     assert Exposure.objects.filter(message_id=final["id"]).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_its_reader_left_records_what_it_spent_and_no_error(user, make_experiment):
+    """The turn's own path (the stream's task, cancelled when its reader goes), without
+    HTTP: the partial reply is kept, and its experiment counts its tokens and the reply,
+    not an error or a response time."""
+    import asyncio
+    import time
+
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    from conversations.services.streaming import Token, message_stream
+
+    conversation = Conversation.objects.create(owner=user, model="paced:60:40")  # 2.4 s
+    make_experiment(user, start=True, **always({"configuration": {"system_prompt": "Go on."}}))
+
+    def incomplete() -> Message | None:
+        # The reply's row is there from the start, empty until the turn ends; its metric
+        # events are written just after it.
+        reply = (
+            Message.objects.filter(
+                conversation=conversation, role="assistant", status=Message.Status.INCOMPLETE
+            )
+            .exclude(content="")
+            .first()
+        )
+        recorded = reply and MetricEvent.objects.filter(message_id=reply.pk, metric="turns")
+        return reply if recorded and recorded.exists() else None
+
+    async def leave_after_three_tokens() -> Message | None:
+        events = await message_stream(
+            user=user, conversation_id=conversation.pk, content="A long story"
+        )
+        tokens = 0
+        async for event in events:
+            tokens += isinstance(event, Token)
+            if tokens == 3:
+                break
+        await events.aclose()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if reply := await sync_to_async(incomplete)():
+                return reply
+            await asyncio.sleep(0.05)
+        return None
+
+    reply = async_to_sync(leave_after_three_tokens)()
+
+    assert reply is not None and reply.content.startswith("t0 t1 t2")
+    events = {e.metric: e.value for e in MetricEvent.objects.filter(message_id=reply.pk)}
+    assert events == {
+        "tokens": float(reply.tokens_in + reply.tokens_out),
+        "errors": 0.0,
+        "turns": 1.0,
+    }
