@@ -71,13 +71,17 @@ def agent_settings(
 def agent_resolve(*, user: User, ref: str) -> Agent:
     """The active agent ``ref`` names (its id, or its slug; the user's own agent before a
     shared one of the same slug) among those ``user`` may use. Another user's private
-    agent is as unknown as one that does not exist."""
+    agent is as unknown as one that does not exist, except to staff, who may talk to any
+    active agent by its id (the operator console's chat: operators see and edit every agent
+    already). Its tools still work for who asks: knowledge_search reads the operator's
+    documents, never the agent owner's. Routing ("auto") offers nobody another's agent."""
     agents = agent_usable(user=user)
     agent = None
     try:
         import uuid
 
-        agent = agents.filter(pk=uuid.UUID(str(ref))).first()
+        by_id = Agent.objects.filter(status=Agent.Status.ACTIVE) if user.is_staff else agents
+        agent = by_id.filter(pk=uuid.UUID(str(ref))).first()
     except ValueError:
         pass
     if agent is None:

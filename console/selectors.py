@@ -229,9 +229,16 @@ def experiments_running_count() -> int:
 
 # --- the chat page ---------------------------------------------------------------------------
 def chat_agents(*, user: User) -> QuerySet[Agent]:
-    """The agents the operator may talk to: every active shared agent and their own (a
-    user's private agent stays theirs, for staff too: the turn's own rule), by name."""
-    return agent_usable(user=user)
+    """The agents the operator may talk to, by name: staff, every active agent (shared,
+    theirs, and users' private ones, by id: agents.runtime.agent_resolve); anyone else,
+    the shared ones and their own."""
+    if not user.is_staff:
+        return agent_usable(user=user)
+    return (
+        Agent.objects.filter(status=Agent.Status.ACTIVE)
+        .select_related("owner")
+        .order_by("name", "id")
+    )
 
 
 def chat_conversations(*, user: User, limit: int = 20) -> QuerySet[Conversation]:

@@ -32,12 +32,15 @@ def test_an_operator_starts_a_chat_with_any_agent_and_reads_citations_and_tool_c
 
     page = client.get("/admin/console/chat/")
     assert page.status_code == 200
-    assert "Support&lt;b&gt; (support)" in page.content.decode()
-    assert "alices" not in page.content.decode()  # a user's private agent stays theirs
-    assert client.post("/admin/console/chat/", {"agent": str(private.pk)}).status_code == 404
+    assert "Support&lt;b&gt; (support) · shared" in page.content.decode()
+    # Any agent: a user's private one too (its owner named), as Open WebUI's admins can.
+    assert "Alice&#x27;s own (alices) · alice's" in page.content.decode()
+    with_private = client.post("/admin/console/chat/", {"agent": str(private.pk)})
+    assert with_private.status_code == 302
+    assert Conversation.objects.get(owner=operator, agent=private).workflow == "agent"
     created = client.post("/admin/console/chat/", {"agent": str(shared.pk)})
 
-    conversation = Conversation.objects.get(owner=operator)
+    conversation = Conversation.objects.get(owner=operator, agent=shared)
     assert created.status_code == 302
     assert created["Location"] == f"/admin/console/chat/{conversation.pk}/"
     assert conversation.agent_id == shared.pk

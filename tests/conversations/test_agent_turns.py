@@ -476,6 +476,20 @@ def test_someone_elses_private_agent_cannot_be_bound(
     assert not Conversation.objects.exists()
 
 
+def test_staff_bind_any_active_agent_by_id(staff_client, staff_user, other_user, openai_server):
+    """The operator console's "talk to any agent": staff name another user's private
+    agent by its id (not by slug, which stays the caller's own or a shared one)."""
+    theirs = agent_create(actor=other_user, name="Theirs", slug="theirs", model="openai:x")
+
+    by_slug = staff_client.post("/api/v1/conversations/", {"agent": "theirs"}, format="json")
+    by_id = staff_client.post("/api/v1/conversations/", {"agent": str(theirs.pk)}, format="json")
+
+    assert by_slug.status_code == 404
+    assert by_id.status_code == 201, by_id.json()
+    conversation = Conversation.objects.get(pk=by_id.json()["id"])
+    assert conversation.owner == staff_user and conversation.agent_id == theirs.pk
+
+
 def test_auto_routes_the_first_message_and_binds_the_conversation(
     api_client, user, create_conversation, openai_server
 ):
