@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -174,6 +175,7 @@ def _loaded(model: type[models.Model], values: Any) -> Any:
     return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
+@functools.cache
 def _active_key_sql() -> str:
     def columns(model: type[models.Model], alias: str) -> str:
         quote = connection.ops.quote_name
@@ -189,18 +191,13 @@ def _active_key_sql() -> str:
     )
 
 
-_ACTIVE_KEY_SQL: list[str] = []
-
-
 def _active_key_with_user(hashed_key: str) -> ApiKey | None:
     """The active key with this hash, its user loaded (``ApiKey.objects.active()`` with
     ``select_related("user")``), as one precomposed statement: every API request asks, and
     composing the query through the ORM cost ~1.2 ms of CPU per request against ~0.25 ms.
     A test compares the result with the ORM's, field by field."""
-    if not _ACTIVE_KEY_SQL:
-        _ACTIVE_KEY_SQL.append(_active_key_sql())
     with connection.cursor() as cursor:
-        cursor.execute(_ACTIVE_KEY_SQL[0], [hashed_key, timezone.now()])
+        cursor.execute(_active_key_sql(), [hashed_key, timezone.now()])
         row = cursor.fetchone()
     if row is None:
         return None

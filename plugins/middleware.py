@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from core.errors import error_payload
+from core.middleware import SyncAndAsyncMiddleware
 from plugins.context import PluginFailed, Refusal
 from plugins.extensions import request_view
 from plugins.runtime import loaded_plugins, plugin_call, plugins_sync_quietly
@@ -38,15 +39,9 @@ def _after_hooked() -> list[Any]:
     return [p for p in loaded_plugins() if any(m.after for m in p.middleware)]
 
 
-class PluginMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+class PluginMiddleware(SyncAndAsyncMiddleware):
+    """Its own __call__ and _acall (the hooks may refuse, and run on the plugin threads);
+    the sync/async set-up is SyncAndAsyncMiddleware's."""
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:

@@ -15,46 +15,9 @@ from whitenoise.middleware import WhiteNoiseMiddleware
 from core.asyncdb import release_connections
 from core.errors import error_response
 from core.logs import request_id_var
+from core.middleware import SyncAndAsyncMiddleware as _SyncAndAsync
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class _SyncAndAsync:
-    """Base for middleware that wraps the response the same way in sync and async stacks."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
-        if self.is_async:
-            return self._acall(request)
-        token = self.before(request)
-        try:
-            return self.after(request, self.get_response(request))
-        finally:
-            self.finish(token)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        token = self.before(request)
-        try:
-            return self.after(request, await self.get_response(request))
-        finally:
-            self.finish(token)
-
-    def before(self, request: HttpRequest) -> Any:
-        return None
-
-    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        return response
-
-    def finish(self, token: Any) -> None:
-        return None
 
 
 class RequestIdMiddleware(_SyncAndAsync):

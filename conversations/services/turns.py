@@ -267,13 +267,16 @@ def _experiments_apply(turn: Turn, *, user: User) -> None:
         conversation.workflow = turn.overrides["workflow"]  # this turn's graph; never saved
 
 
-def _experiments_record(turn: Turn, assistant: Message, *, error: str = "") -> None:
-    """The reply's latency, tokens, cost and error as its experiments' metric events."""
+def _experiments_record(
+    turn: Turn, assistant: Message, *, error: str = "", timed: bool = True
+) -> None:
+    """The reply's latency (unless not ``timed``: an abandoned reply's is not the variant's),
+    tokens, cost and error as its experiments' metric events."""
     if turn.experiments:
         turn_metrics_record(
             assignments=turn.experiments,
             message_id=assistant.pk,
-            latency_ms=assistant.latency_ms,
+            latency_ms=assistant.latency_ms if timed else None,
             tokens_in=assistant.tokens_in,
             tokens_out=assistant.tokens_out,
             cost=assistant.cost,
@@ -601,15 +604,7 @@ def turn_abandon(*, turn: Turn, partial: str, tracker: RunTracker) -> None:
         )
         # Its experiments count the tokens and cost it spent (and the reply, unfinished); a
         # reader's leaving is neither the variant's error nor its response time.
-        if turn.experiments:
-            turn_metrics_record(
-                assignments=turn.experiments,
-                message_id=assistant.pk,
-                latency_ms=None,
-                tokens_in=assistant.tokens_in,
-                tokens_out=assistant.tokens_out,
-                cost=assistant.cost,
-            )
+        _experiments_record(turn, assistant, timed=False)
 
 
 def turn_complete(turn: Turn, tracker: RunTracker) -> Message:
