@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
@@ -67,7 +66,6 @@ from conversations.services import (
 )
 from conversations.workflows import MAX_NAME_LENGTH as MAX_WORKFLOW_NAME
 from conversations.workflows import workflow_names
-from core.asyncdb import release_connections
 from core.errors import ApplicationError, NotFound, error_payload
 from core.validation import (
     MESSAGE_CONTENT_PATTERN,
@@ -704,8 +702,8 @@ def _sse(event: TurnEvent) -> str:
 async def stream_message(request: HttpRequest, conversation_id: UUID, payload: MessageIn) -> Any:
     # Both authentications set request.user: the key's owner, or the staff session's user.
     user = request.user
-    # Authentication ran in this request's sync thread; give its connection back now.
-    await sync_to_async(release_connections)()
+    # A connection authentication left in this request's thread is the one the next
+    # db_call (same thread) uses, then gives back.
     # The turn's first statement checks the conversation is the caller's (404 if not).
     events = await message_stream(
         user=user, conversation_id=conversation_id, content=payload.content

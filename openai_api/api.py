@@ -10,14 +10,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError
 
 from accounts.authentication import NinjaApiKeyAuth, bearer_token
-from core.asyncdb import db_call, release_connections
+from core.asyncdb import db_call
 from core.errors import ApplicationError
 from openai_api.errors import application_error_body, openai_error
 from openai_api.parsing import chat_request_parse
@@ -50,8 +49,8 @@ async def chat_completions(request: HttpRequest) -> Any:
     started = time.monotonic()
     user = request.auth.user  # type: ignore[attr-defined]
     chat = chat_request_parse(request.body)
-    # Authentication ran in this request's sync thread; give its connection back now.
-    await sync_to_async(release_connections)()
+    # A connection authentication left in this request's thread is the one the next
+    # db_call (same thread) uses, then gives back.
     completion = await db_call(completion_prepare, user=user, request=chat, started=started)
     if not chat.stream:
         return JsonResponse(await completion_create(completion))

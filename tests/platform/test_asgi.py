@@ -3,6 +3,7 @@ views run the sync middleware chain in one hop, async views the async chain."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import httpx
@@ -14,13 +15,20 @@ from chatter_project.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _requests(*calls: tuple[str, str, dict]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            return [await c.request(method, url, **options) for method, url, options in calls]
+async def _send(*calls: tuple[str, str, dict]) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        return [await c.request(method, url, **options) for method, url, options in calls]
 
-    return async_to_sync(run)()
+
+def _requests(*calls: tuple[str, str, dict]) -> list[httpx.Response]:
+    return async_to_sync(_send)(*calls)
+
+
+def _served(*calls: tuple[str, str, dict]) -> list[httpx.Response]:
+    """As uvicorn serves them: on a loop of its own, no sync caller's thread to run the
+    requests' sync work (under async_to_sync it would all run on the caller's thread)."""
+    return asyncio.run(_send(*calls))
 
 
 def test_a_sync_view_gets_the_whole_middleware_chain(api_client):
@@ -61,6 +69,52 @@ def test_a_sync_view_runs_in_the_sync_chain_in_one_thread(api_client, monkeypatc
 
     assert response.status_code == 200
     assert len(threads) == 1  # the sync chain ran, once, for the whole request
+
+
+def test_requests_reuse_kept_threads_and_hand_back_their_connections(api_client, monkeypatch):
+    """asgiref would start two threads for each request (its executor, then a joiner);
+    served as uvicorn serves them, requests' sync work runs on the process's shared request
+    threads, and each call gives its database connection back to the pool."""
+    from django.db import connections
+
+    threads: list[int] = []
+    chain = application.sync_handler._middleware_chain
+
+    def recording_chain(request):
+        threads.append(threading.get_ident())
+        return chain(request)
+
+    monkeypatch.setattr(application.sync_handler, "_middleware_chain", recording_chain)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recording_start(thread):
+        started.append(thread.name)
+        return start(thread)
+
+    auth = {"headers": {"Authorization": f"Bearer {api_client.raw_key}"}}
+    _served(("GET", "/api/v1/conversations/", auth))  # a kept thread exists from here
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+
+    responses = _served(*[("GET", "/api/v1/conversations/", auth)] * 5)
+
+    assert [r.status_code for r in responses] == [200] * 5
+    shared = application.request_threads
+    assert set(threads) <= {thread.ident for thread in shared._threads}  # its threads ran them
+    assert started == []  # and no request started a thread
+    # Every one of those threads ran key lookups, rate limits and views: none keeps a
+    # connection open (one task per thread, held at a barrier until all have started).
+    count = len(shared._threads)
+    barrier = threading.Barrier(count, timeout=10)
+
+    def connection_open() -> tuple[int, bool]:
+        barrier.wait()
+        return threading.get_ident(), connections["default"].connection is not None
+
+    plain_submit = super(type(shared), shared).submit  # not the releasing one
+    seen = dict(future.result() for future in [plain_submit(connection_open) for _ in range(count)])
+    assert len(seen) == count
+    assert not any(seen.values())
 
 
 def test_an_async_view_keeps_the_async_chain(api_client, monkeypatch):
@@ -151,3 +205,21 @@ def test_on_the_loop_a_modified_session_and_added_messages_are_still_stored(user
     reader = RequestFactory().get("/admin/")
     reader.COOKIES["messages"] = response.cookies["messages"].value
     assert [str(m) for m in CookieStorage(reader)] == ["Saved."]
+
+
+def test_a_request_thread_gives_back_the_connection_each_call_opened():
+    """A request's calls may run on different shared threads: a connection left open by
+    one call would stay out of the pool while its thread waits for other requests' work."""
+    from django.db import connections
+
+    from chatter_project.asgi import RequestThreads
+
+    threads = RequestThreads(1)
+    try:
+        opened = threads.submit(lambda: connections["default"].ensure_connection() or True)
+        assert opened.result()
+        plain_submit = super(RequestThreads, threads).submit
+        left_open = plain_submit(lambda: connections["default"].connection is not None)
+        assert left_open.result() is False
+    finally:
+        threads.shutdown()
