@@ -12,7 +12,8 @@ from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
-from django_q.models import Failure, OrmQ, Success
+from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
+from django_q.models import Failure, OrmQ, Schedule, Success
 
 from core.errors import ApplicationError
 from jobs.models import Job, JobPriority, JobStatus
@@ -34,6 +35,21 @@ from jobs.services import (
 for _model in (Success, Failure, OrmQ):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+
+class ScheduleAdmin(DjangoQScheduleAdmin):
+    """django-q2's Schedule screen, whose "last run" linked to the task screens removed
+    above: once a schedule had run, the link could not be reversed and the list answered
+    500. The last run is named (its jobs are on the Jobs screen)."""
+
+    @admin.display(description="last run")
+    def get_last_run(self, obj: Schedule) -> str | None:
+        return getattr(obj, "task_name", None)
+
+
+if admin.site.is_registered(Schedule):
+    admin.site.unregister(Schedule)
+admin.site.register(Schedule, ScheduleAdmin)
 
 ACTIVE = [JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING]
 

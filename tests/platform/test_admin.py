@@ -138,3 +138,26 @@ def test_django_q2s_task_screens_are_not_beside_the_jobs(admin_client):
         assert admin_client.get(changelist_url(model)).status_code == 404
     assert admin.site.is_registered(Schedule)  # the maintenance schedule lives there
     assert "/admin/jobs/job/" in index and "/admin/django_q/success/" not in index
+
+
+def test_the_schedule_screen_lists_a_schedule_that_has_run(admin_client):
+    # Its last run linked to django-q2's task screens, which are not registered: once the
+    # maintenance schedule had run, the list answered 500.
+    from django.utils import timezone
+    from django_q.models import Schedule, Success
+
+    now = timezone.now()
+    Success.objects.create(
+        id="a1b2c3",
+        name="maintenance-tick",
+        func="jobs.tasks.tick",
+        started=now,
+        stopped=now,
+        success=True,
+    )
+    Schedule.objects.create(name="tick", func="jobs.tasks.tick", task="a1b2c3")
+
+    response = admin_client.get("/admin/django_q/schedule/")
+
+    assert response.status_code == 200
+    assert "maintenance-tick" in response.content.decode()
