@@ -11,7 +11,7 @@ from typing import Any
 from django.apps import apps
 from django.db import connection, models
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Cast, TruncDate
 
 from accounts.models import User
 from core.errors import ApplicationError, NotFound
@@ -68,7 +68,17 @@ class ExportTable:
         names = [c.field.attname for c in self.columns]  # type: ignore[union-attr]
         positions = {n: i for i, n in enumerate(names)}
         redact = {positions[n]: v for n, v in REDACTED.items() if n in positions}
-        for row in self.queryset.order_by("pk").values_list(*names).iterator(chunk_size=chunk_size):
+        queryset, selected = self.queryset.order_by("pk"), list(names)
+        for index, column in enumerate(self.columns):
+            if column.kind == "str" and hasattr(column.field, "from_db_value"):
+                # A text column the ORM turns into something else on reading (django-q2's
+                # pickled arguments and results): exported as stored, which is what a
+                # restore writes back.
+                selected[index] = f"_stored_{column.field.attname}"  # type: ignore[union-attr]
+                queryset = queryset.annotate(
+                    **{selected[index]: Cast(names[index], output_field=models.TextField())}
+                )
+        for row in queryset.values_list(*selected).iterator(chunk_size=chunk_size):
             if self.redact and redact:
                 row = tuple(redact.get(i, value) for i, value in enumerate(row))
             if (
@@ -351,7 +361,13 @@ def export_tables(
                 "The full export is for staff.", code="permission_denied", status=403
             )
         subject = None
-        every = [m for m in apps.get_models(include_auto_created=True) if m._meta.managed]
+        # A proxy model's rows are its concrete model's (django-q2's Success and Failure
+        # are views of its Task table): once, under the table's own model.
+        every = [
+            m
+            for m in apps.get_models(include_auto_created=True)
+            if m._meta.managed and not m._meta.proxy
+        ]
         tables = [model_table(m, m._default_manager.all(), redact=False) for m in every]
         return tables
     elif scope == "custom":
