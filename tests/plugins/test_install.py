@@ -238,3 +238,18 @@ def test_the_build_command_makes_the_wheel_the_tests_upload(tmp_path, wheels):
     built = tmp_path / "chatter_unit_convert-1.0.0-py3-none-any.whl"
     assert built.read_bytes() == wheels["unit_convert"].data  # reproducible: fixed timestamps
     assert out.getvalue().strip() == f"{built} sha256={wheels['unit_convert'].sha256}"
+
+
+def test_the_list_command_says_when_nothing_is_installed_then_lists_an_upload(staff_client, wheels):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    empty = StringIO()
+    call_command("plugins", "list", stdout=empty)
+    assert empty.getvalue().startswith("No plugins installed")
+
+    assert upload(staff_client, wheels["unit_convert"]).status_code == 201
+    listed = StringIO()
+    call_command("plugins", "list", stdout=listed)
+    assert listed.getvalue().split()[0] == "unit_convert"

@@ -27,7 +27,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "list":
-            for plugin in plugin_list():
+            plugins = list(plugin_list())
+            if not plugins:
+                self.stdout.write(
+                    "No plugins installed (`plugins discover` registers pip-installed ones; "
+                    "the admin's Plugins screen and POST /api/v1/plugins/install/ take a wheel)."
+                )
+            for plugin in plugins:
                 self.stdout.write(
                     f"{plugin.name:24} {plugin.version:10} {plugin.source:12} "
                     f"{plugin_status(plugin):14} errors={plugin.error_count}"
