@@ -265,6 +265,20 @@ class FilterSerializer(RejectUnknownFields, serializers.Serializer):
         help_text="Short names (txt, md, html, pdf, docx, csv, json) or MIME types.",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("date_from"), attrs.get("date_to")
+        if start is not None and end is not None and _moment(start) > _moment(end, end=True):
+            # Nothing can match: say so, rather than answer an empty page.
+            raise serializers.ValidationError({"date_to": ["Not before date_from."]})
+        return attrs
+
+
+def _moment(value: dt.date | dt.datetime, *, end: bool = False) -> dt.datetime:
+    """A filter's bound as an aware datetime: a bare date is its day's start, or its end."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.combine(value, dt.time.max if end else dt.time.min, tzinfo=dt.UTC)
+
 
 class SearchSerializer(FilterSerializer):
     query = StrictCharField(max_length=4000)

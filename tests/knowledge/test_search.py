@@ -397,3 +397,28 @@ def test_every_mode_reports_the_cosine_similarity_of_each_hit(api_client, corpus
     top = next(iter(keyword.values()))
     assert top["document"]["title"] == "postgres" and top["similarity"] > 0.3
     assert top["score"] != top["similarity"]  # keyword's score is ts_rank_cd
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"date_from": "2020-05-18", "date_to": "2020-05-17"},
+        {"date_from": "2020-05-17T12:00:00Z", "date_to": "2020-05-17T11:59:59Z"},
+        {"date_from": "2020-05-18T00:00:00+02:00", "date_to": "2020-05-16"},
+    ],
+)
+def test_a_date_range_that_ends_before_it_starts_is_a_400(api_client, payload):
+    for url, body in (
+        ("/api/v1/knowledge/search/", {"query": "x", **payload}),
+        ("/api/v1/knowledge/metadata-query/", payload),
+    ):
+        response = api_client.post(url, body, format="json")
+
+        assert response.status_code == 400, (url, response.content)
+        assert response.json()["error"]["details"]["date_to"] == ["Not before date_from."]
+
+
+def test_a_one_day_range_from_a_date_to_the_same_date_is_accepted(api_client):
+    body = {"query": "x", "date_from": "2020-05-17T23:00:00Z", "date_to": "2020-05-17"}
+
+    assert api_client.post("/api/v1/knowledge/search/", body, format="json").status_code == 200
