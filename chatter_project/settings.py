@@ -588,8 +588,11 @@ CHATTER_MEMORY_WINDOW = int(os.environ.get("CHATTER_MEMORY_WINDOW", "20"))
 # Summaries are written by a background job after the turn that passes the window; a turn
 # summarizes inline only when the context reaches this many windows (the job fell behind).
 CHATTER_MEMORY_INLINE_FACTOR = int(os.environ.get("CHATTER_MEMORY_INLINE_FACTOR", "2"))
-# A turn whose process died is taken over after this long (normally the claim is released).
-CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "600"))
+# A running turn renews its claim on the conversation this often; a claim not renewed for
+# CHATTER_TURN_STALE_SECONDS (its process died: a kill, a crash, an out-of-memory) is taken
+# over by the next message. Normally the turn's end releases it.
+CHATTER_TURN_HEARTBEAT_SECONDS = float(os.environ.get("CHATTER_TURN_HEARTBEAT_SECONDS", "10"))
+CHATTER_TURN_STALE_SECONDS = int(os.environ.get("CHATTER_TURN_STALE_SECONDS", "60"))
 # An agent's turn may go model -> tools -> model this many times; a model that asks for tools
 # once more fails the reply with `tool_iterations_exceeded` (stored on it).
 # Tools (registered or MCP, by the name agents use) whose every call waits for a person's

@@ -21,6 +21,7 @@ from conversations.services.turns import (
     Turn,
     turn_abandon,
     turn_begin,
+    turn_claim_renew,
     turn_complete,
     turn_fail,
 )
@@ -149,6 +150,7 @@ async def turn_run(turn: Turn, *, db: DatabaseCall, tokens: bool) -> AsyncIterat
     # Without "messages" the model is not asked to stream: a JSON turn calls it once.
     modes = ["messages", *tracker.MODES] if tokens else tracker.MODES
     finishing: asyncio.Future[Any] | None = None
+    keeper = asyncio.ensure_future(_claim_kept(turn, db))
     try:
         async for mode, payload in get_graph(turn.conversation.workflow).astream(
             turn.graph_input(), config, stream_mode=modes
@@ -193,7 +195,27 @@ async def turn_run(turn: Turn, *, db: DatabaseCall, tokens: bool) -> AsyncIterat
         else:
             yield TurnFailed(failure, exc)
         return
+    finally:
+        keeper.cancel()
     yield TurnFinished(turn.user_message, assistant)
+
+
+async def _claim_kept(turn: Turn, db: DatabaseCall) -> None:
+    """Renew the turn's claim on its conversation every CHATTER_TURN_HEARTBEAT_SECONDS
+    while it runs, so that only a claim whose process died goes stale (and is taken over
+    within CHATTER_TURN_STALE_SECONDS, not after the longest turn anyone may run)."""
+    from django.conf import settings
+
+    while True:
+        await asyncio.sleep(settings.CHATTER_TURN_HEARTBEAT_SECONDS)
+        try:
+            await db(turn_claim_renew, turn)
+        except Exception:  # the next beat tries again: the turn itself is not failed for it
+            logger.warning(
+                "could not renew the turn's claim on conversation %s",
+                turn.conversation.pk,
+                exc_info=True,
+            )
 
 
 # --- JSON: the driver consumed whole ---------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from psycopg.types.json import Jsonb
 
 from accounts.models import User
@@ -536,6 +537,14 @@ def turn_finish(
     if row is None:  # deleted meanwhile: its rows are gone, nothing was updated
         raise _conversation_gone(turn)
     return assistant
+
+
+def turn_claim_renew(turn: Turn) -> None:
+    """The running turn still holds its conversation (its heartbeat): a claim renewed
+    within CHATTER_TURN_STALE_SECONDS is not taken over. A released claim stays released."""
+    Conversation.objects.filter(pk=turn.conversation.pk, turn_started_at__isnull=False).update(
+        turn_started_at=Now()
+    )
 
 
 def turn_fail(*, turn: Turn, exc: Exception) -> ApplicationError | None:

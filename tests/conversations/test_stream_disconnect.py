@@ -145,3 +145,63 @@ def test_a_client_that_resets_right_after_sending_frees_its_conversation(server,
 
     conversation.refresh_from_db()
     assert conversation.turn_started_at is None
+
+
+def test_a_running_turn_renews_its_claim_and_a_killed_ones_is_taken_over(
+    user, api_client, tmp_path, settings
+):
+    # A turn's claim is renewed while it runs, so that the stale limit can be short: a
+    # process killed mid-turn (SIGKILL: nothing of it runs after) left its conversation
+    # refusing every message with 409 for ten minutes.
+    gate = tmp_path / "never-opened"  # the model sends one token, then waits
+    conversation = Conversation.objects.create(owner=user, model=f"gated:{gate}")
+    env = {
+        "CHATTER_PROVIDER_MODULES": "bench.providers,tests.conversations.gated_provider",
+        "CHATTER_TURN_HEARTBEAT_SECONDS": "0.2",
+    }
+    database = connection.settings_dict["NAME"]
+    with (
+        uvicorn_server(database=database, log_path=tmp_path / "server.log", env=env) as (
+            url,
+            process,
+        ),
+        httpx.stream(
+            "POST",
+            f"{url}/api/v1/conversations/{conversation.pk}/messages/stream/",
+            json={"content": "Hold on"},
+            headers={"Authorization": f"Bearer {api_client.raw_key}"},
+            timeout=60,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        while next(lines) != "event: delta":
+            pass
+        claimed = Conversation.objects.get(pk=conversation.pk).turn_started_at
+        assert claimed is not None
+        # Renewed while the model waits (the heartbeat, not the first token's write).
+        wait_for(lambda: Conversation.objects.get(pk=conversation.pk).turn_started_at > claimed)
+        process.kill()
+        process.wait()
+
+    settings.CHATTER_TURN_STALE_SECONDS = 3600
+    busy = api_client.post(
+        f"/api/v1/conversations/{conversation.pk}/messages/", {"content": "Hi?"}, format="json"
+    )
+    assert busy.status_code == 409  # a claim is kept until it goes stale
+    Conversation.objects.filter(pk=conversation.pk).update(model="local", workflow="basic")
+    settings.CHATTER_TURN_STALE_SECONDS = 1
+
+    def sent():
+        response = api_client.post(
+            f"/api/v1/conversations/{conversation.pk}/messages/",
+            {"content": "Anyone there?"},
+            format="json",
+        )
+        return response.status_code == 201
+
+    wait_for(sent)  # taken over once no heartbeat renewed it for the stale limit
+    dead_reply = Message.objects.filter(conversation=conversation, role="assistant").order_by(
+        "position"
+    )[0]
+    assert dead_reply.status == "incomplete"  # what the killed turn left says so
