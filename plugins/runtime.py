@@ -460,6 +460,26 @@ def plugin_load(row: Any, *, apply_config: dict[str, Any] | None = None) -> Load
     return loaded
 
 
+def plugin_trial_load(row: Any) -> None:
+    """Load ``row``'s code once to see that it loads (raising as plugin_load does), and
+    leave this process as it was: a version of it that runs here keeps running (its
+    directory back on the path), and the next sync imports the new code afresh."""
+    with _sync_lock:
+        running = _runtime.loaded.get(row.name)
+        if running is not None and running.path in sys.path:
+            sys.path.remove(running.path)  # import the new code, not the running one's
+        trial_path = _plugin_path(row)
+        try:
+            plugin_load(row)
+        finally:
+            _purge_modules(tuple(row.modules or ()))
+            if trial_path in sys.path:
+                sys.path.remove(trial_path)
+            if running is not None and running.path and running.path not in sys.path:
+                sys.path.append(running.path)
+            importlib.invalidate_caches()
+
+
 def _purge_modules(modules: tuple[str, ...]) -> None:
     for module in modules:
         for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:

@@ -192,6 +192,8 @@ def plugin_install(
         PluginWheel.objects.create(
             plugin=plugin, filename=info.filename, sha256=info.sha256, size=info.size, data=data
         )
+        if not created and plugin.enabled:
+            _trial_load(plugin, previous=previous)
         state_bump()
         log_action(
             actor=actor,
@@ -330,6 +332,23 @@ def plugin_grant(
             request=request,
         )
     return plugin
+
+
+def _trial_load(plugin: Plugin, *, previous: str | None) -> None:
+    """Load an enabled plugin's new version here, in the transaction that installs it:
+    code that fails to load refuses the update (rolled back: the running version stays),
+    as enabling refuses it, instead of being installed and then failing in every process."""
+    from plugins.runtime import plugin_trial_load
+    from plugins.selectors import plugin_with_wheel
+
+    try:
+        plugin_trial_load(plugin_with_wheel(plugin.pk))
+    except Exception as exc:
+        raise Conflict(
+            f"{plugin.name} {plugin.version} cannot be loaded: {type(exc).__name__}: {exc}. "
+            f"{previous} stays installed and enabled.",
+            code="plugin_load_failed",
+        ) from exc
 
 
 def plugin_enable(

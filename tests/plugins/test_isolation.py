@@ -224,3 +224,27 @@ def test_a_failing_subscriber_holds_no_event_back(api_client, install, tmp_path)
     assert row.error_count == waiting and row.last_error_point == "subscriber"
     assert row.enabled is (waiting < 5)
     assert "subscriber down" in row.last_error
+
+
+def test_an_update_of_an_enabled_plugin_that_cannot_load_is_refused_and_the_old_one_serves(
+    api_client, staff_client, install, wheels, tmp_path
+):
+    from tests.plugins.conftest import build_variant, upload
+
+    install(wheels["sink"], enable=True)
+    broken = build_variant(
+        tmp_path,
+        "sink",
+        version="2.0.0",
+        code=lambda text: text + "\nraise RuntimeError('2.0.0 is broken')\n",
+    )
+
+    refused = upload(staff_client, broken)
+
+    assert refused.status_code == 409, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "plugin_load_failed" and "2.0.0 is broken" in error["message"]
+    row = Plugin.objects.get()
+    assert (row.version, row.enabled) == ("1.0.0", True)
+    assert api_client.get("/api/v1/plugins/sink/echo").json()["version"] == "1.0.0"
+    assert not AuditLog.objects.filter(action="plugin.updated").exists()
