@@ -292,6 +292,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chatter_project.api.merge_ninja_schema",
+        "plugins.schema.document_plugin_routes",
         "web.versioning.document_versions",
         # Last: over every version's parameters (v2's cursor is made there).
         "web.schema_rules.declare_storable_text",

@@ -278,6 +278,22 @@ class PluginHealthView(APIView):
         return Response(plugins_health())
 
 
+def _body_check(schema: dict[str, Any], body: Any) -> None:
+    """The body against the route's declared JSON Schema: every error, in the envelope."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+    if errors:
+        details: dict[str, list[str]] = {}
+        for error in errors:
+            where = ".".join(str(p) for p in error.absolute_path) or "body"
+            details.setdefault(where, []).append(error.message)
+        raise ApplicationError(
+            "The body does not fit the route's schema.", code="validation_error", details=details
+        )
+
+
 class PluginRouteView(APIView):
     """A plugin's own route: /api/v1/plugins/<name>/<path>, answered by the enabled plugin.
     Outside the OpenAPI document (each plugin documents its routes)."""
@@ -300,6 +316,8 @@ class PluginRouteView(APIView):
         if route.staff_only and not request.user.is_staff:
             raise Forbidden("This route needs a staff account.")
         body = request.data if request.method not in ("GET", "DELETE") and request.body else None
+        if route.request_schema is not None and request.method not in ("GET", "DELETE"):
+            _body_check(route.request_schema, body)
         view = request_view(request._request, body=body, subpath=path)
         try:
             result = plugin_call(

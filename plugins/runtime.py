@@ -87,6 +87,9 @@ class RouteContribution:
     func: Callable[..., Any]
     methods: frozenset[str]
     staff_only: bool
+    summary: str = ""
+    request_schema: dict[str, Any] | None = None  # JSON Schema of the body, checked
+    response_schema: dict[str, Any] | None = None  # JSON Schema of the answer, documented
 
 
 @dataclass
@@ -210,13 +213,27 @@ class PluginRegistrar:
         *,
         methods: tuple[str, ...] = ("GET",),
         staff_only: bool = False,
+        summary: str = "",
+        request_schema: dict[str, Any] | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> None:
         """``func(ctx, request)`` answers ``/api/v1/plugins/<name>/<path>`` (a JSON value or
-        a ``PluginResponse``)."""
+        a ``PluginResponse``). The route is in the API's OpenAPI document with ``summary``
+        (else the function's first docstring line) and the JSON Schemas given: a body off
+        ``request_schema`` is refused with 400 before ``func`` is called."""
         self._declared("routes")
+        for schema in (request_schema, response_schema):
+            if schema is not None:
+                _schema_check(schema, what=f"route {path!r}")
         self._loaded.routes.append(
             RouteContribution(
-                path.strip("/"), func, frozenset(m.upper() for m in methods), staff_only
+                path.strip("/"),
+                func,
+                frozenset(m.upper() for m in methods),
+                staff_only,
+                summary=summary or (func.__doc__ or "").strip().split("\n")[0],
+                request_schema=request_schema,
+                response_schema=response_schema,
             )
         )
 
@@ -458,6 +475,17 @@ def plugin_load(row: Any, *, apply_config: dict[str, Any] | None = None) -> Load
     registrar = PluginRegistrar(loaded)
     register(registrar)
     return loaded
+
+
+def _schema_check(schema: Any, *, what: str) -> None:
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise PluginLoadError(f"{what}: a JSON Schema is an object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise PluginLoadError(f"{what}: not a valid JSON Schema: {exc.message}") from exc
 
 
 def plugin_trial_load(row: Any) -> None:

@@ -62,6 +62,11 @@ def health(ctx: Any) -> dict:
     return {"version": VERSION}
 
 
+def greet(ctx: Any, request: Any) -> dict:
+    """Greet someone by name."""
+    return {"greeting": f"Hello, {request.body['name']}!"}
+
+
 def shout(ctx: Any, text: str) -> str:
     return text.upper()
 
@@ -74,6 +79,18 @@ def register(plugin: Any) -> None:
     plugin.route("fetch", fetch)
     plugin.route("search", search)
     plugin.route("admin-only", echo, staff_only=True)
+    plugin.route(
+        "greet",
+        greet,
+        methods=("POST",),
+        request_schema={
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        response_schema={"type": "object", "properties": {"greeting": {"type": "string"}}},
+    )
     plugin.workflow("sink_echo", description="Echoes the last message.", reply=reply)
     plugin.job_handler("count", func=count, timeout=30)
     plugin.tool(
