@@ -93,13 +93,19 @@ def test_requests_reuse_kept_threads_and_hand_back_their_connections(api_client,
         return start(thread)
 
     auth = {"headers": {"Authorization": f"Bearer {api_client.raw_key}"}}
-    _served(("GET", "/api/v1/conversations/", auth))  # a kept thread exists from here
+    _served(("GET", "/api/v1/conversations/", auth))
+    # The pool grows to its size as requests overlap (a thread it starts then is one of its
+    # own, kept): fill it first, so that any thread started below is a request's own.
+    shared = application.request_threads
+    plain_submit = super(type(shared), shared).submit  # not the releasing one
+    full = threading.Barrier(shared._max_workers, timeout=10)
+    for future in [plain_submit(full.wait) for _ in range(shared._max_workers)]:
+        future.result()
     monkeypatch.setattr(threading.Thread, "start", recording_start)
 
     responses = _served(*[("GET", "/api/v1/conversations/", auth)] * 5)
 
     assert [r.status_code for r in responses] == [200] * 5
-    shared = application.request_threads
     assert set(threads) <= {thread.ident for thread in shared._threads}  # its threads ran them
     assert started == []  # and no request started a thread
     # Every one of those threads ran key lookups, rate limits and views: none keeps a
@@ -111,7 +117,6 @@ def test_requests_reuse_kept_threads_and_hand_back_their_connections(api_client,
         barrier.wait()
         return threading.get_ident(), connections["default"].connection is not None
 
-    plain_submit = super(type(shared), shared).submit  # not the releasing one
     seen = dict(future.result() for future in [plain_submit(connection_open) for _ in range(count)])
     assert len(seen) == count
     assert not any(seen.values())
