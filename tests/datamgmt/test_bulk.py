@@ -8,6 +8,7 @@ import pytest
 from accounts.models import AuditLog
 from conversations.models import Conversation, Message
 from core.models import Event
+from datamgmt import pg
 from datamgmt.models import Export
 from datamgmt.services import bulk
 from jobs.models import Job
@@ -170,3 +171,37 @@ def test_an_archive_whose_delete_fails_deletes_nothing_and_stays_an_export(
     assert archive.owner == user and archive.status == "succeeded"
     assert archive.parameters == {"archive_of": "conversations.Conversation", "job": job["id"]}
     assert archive.row_counts["conversations_conversation"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_archive_deletes_exactly_what_it_wrote_while_others_write(
+    api_client, user, run_jobs, monkeypatch
+):
+    spam = seed_conversation(user, title="Spam 1")
+    late = seed_conversation(user, title="Ham")
+    write = bulk._archive_write
+
+    def write_then_another_request_renames(export, queryset):  # type: ignore[no-untyped-def]
+        written = write(export, queryset)
+        with pg.connect(pg.django_conninfo()) as conn:  # another session, committed now
+            conn.execute(
+                "UPDATE conversations_conversation SET title = 'Spam late' WHERE id = %s",
+                (late.pk,),
+            )
+            conn.commit()
+        return written
+
+    monkeypatch.setattr(bulk, "_archive_write", write_then_another_request_renames)
+    job = _queue(
+        api_client,
+        {"action": "archive", "target": "conversations", "filters": {"title__startswith": "Spam"}},
+    )
+
+    assert run_jobs() == ["succeeded"]
+
+    result = Job.objects.get(pk=job["id"]).result
+    assert result["counts"]["conversations.Conversation"] == 1
+    assert Export.objects.get(pk=result["archive"]).row_counts["conversations_conversation"] == 1
+    assert not Conversation.objects.filter(pk=spam.pk).exists()
+    # Not in the archive, so not deleted: it matched only after the job's snapshot.
+    assert Conversation.objects.get(pk=late.pk).title == "Spam late"
