@@ -3,7 +3,7 @@ bulk operations. Thin: every write is a service."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import FileResponse
 from django.urls import reverse
@@ -43,8 +43,10 @@ from datamgmt.services.restores import restore_request
 from datamgmt.services.retention import RETENTION_SCOPES, policy_preview, policy_purge_request
 from datamgmt.services.retention_policies import policy_create, policy_delete, policy_update
 from jobs.api import JobSerializer
-from jobs.models import Job
 from web.versioning import client_path
+
+if TYPE_CHECKING:
+    from jobs.models import Job
 
 
 class QueuedJobSerializer(JobSerializer):
