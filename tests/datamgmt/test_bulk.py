@@ -90,15 +90,17 @@ def test_a_user_cannot_queue_the_handler_through_the_jobs_api(api_client, other_
     assert not Job.objects.exists()
 
 
-def test_the_link_to_the_job_keeps_the_clients_api_version(api_client, db):
+@pytest.mark.parametrize("prefix", ["/api/v1/", "/api/v2/", "/api/"])
+def test_the_link_to_the_job_keeps_the_clients_api_version(api_client, db, prefix):
     response = api_client.post(
-        "/api/v2/bulk-operations/",
+        f"{prefix}bulk-operations/",
         {"action": "delete", "target": "agents", "confirm": True},
         format="json",
     )
     assert response.status_code == 202
     job = response.json()
-    assert job["url"] == f"http://testserver/api/v2/jobs/{job['id']}/" == response["Location"]
+    assert job["url"] == f"http://testserver{prefix}jobs/{job['id']}/" == response["Location"]
+    assert api_client.get(job["url"]).json()["id"] == job["id"]
 
 
 @pytest.mark.django_db(transaction=True)
