@@ -283,6 +283,8 @@ SPECTACULAR_SETTINGS = {
         "BackupTypeEnum": "datamgmt.models.BackupType",
         "DataWorkStatusEnum": "datamgmt.models.WorkStatus",
         "ExportScopeEnum": "datamgmt.models.ExportScope",
+        # Job and QueuedJob (the 202 of a queued bulk operation or purge) share it.
+        "JobStatusEnum": "jobs.models.JobStatus",
         "RetentionScopeEnum": "datamgmt.services.retention.RETENTION_SCOPES",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus",
         "WebhookEndpointScopeEnum": "webhooks.models.Endpoint.Scope",

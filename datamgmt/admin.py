@@ -32,7 +32,7 @@ from datamgmt.models import (
 from datamgmt.services.backups import backup_chain, backup_request, configured_recipients
 from datamgmt.services.exports import exports_expire
 from datamgmt.services.restores import backup_files_check, restore_request
-from datamgmt.services.retention import policy_preview, policy_purge
+from datamgmt.services.retention import policy_preview, policy_purge_request
 from datamgmt.services.retention_policies import policy_create, policy_update
 
 
@@ -332,7 +332,8 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
             )
 
     @admin.action(
-        description="Purge now (shows what it deletes, asks to confirm)", permissions=["change"]
+        description="Purge now (shows what it deletes, asks to confirm, queues a job)",
+        permissions=["change"],
     )
     def purge_now(
         self, request: HttpRequest, queryset: QuerySet[RetentionPolicy]
@@ -356,16 +357,22 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
             return TemplateResponse(
                 request, "admin/datamgmt/retentionpolicy/purge_confirmation.html", context
             )
-        # As the API's confirmed purge: directly, each policy audited by the service.
+        # As the API's confirmed purge: a job per policy (a purge can outlast the request),
+        # which runs as this operator and is audited by the service.
         for policy in queryset:
             try:
-                result = policy_purge(policy=policy, actor=request.user)  # type: ignore[arg-type]
+                job = policy_purge_request(policy=policy, actor=request.user)  # type: ignore[arg-type]
             except ApplicationError as exc:
                 self.message_user(request, f"{policy.name}: {exc.message}", messages.ERROR)
                 continue
             self.message_user(
                 request,
-                f"{policy.name}: deleted {result['total']} rows {json.dumps(result['counts'])}",
+                format_html(
+                    '{}: purge queued as job <a href="{}">{}</a>.',
+                    policy.name,
+                    reverse("admin:jobs_job_change", args=[job.pk]),
+                    job.pk,
+                ),
                 messages.SUCCESS,
             )
         return None

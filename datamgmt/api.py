@@ -3,11 +3,12 @@ bulk operations. Thin: every write is a service."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import FileResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -36,16 +37,39 @@ from datamgmt.models import (
 )
 from datamgmt.selectors import backup_list, export_get, export_list, policy_list, restore_list
 from datamgmt.services.backups import backup_request
+from datamgmt.services.bulk import BULK_ACTIONS, BULK_TARGETS, bulk_preview, bulk_request
 from datamgmt.services.exports import export_file, export_request
 from datamgmt.services.restores import restore_request
-from datamgmt.services.retention import (
-    BULK_TARGETS,
-    RETENTION_SCOPES,
-    bulk_operation,
-    policy_preview,
-    policy_purge,
-)
+from datamgmt.services.retention import RETENTION_SCOPES, policy_preview, policy_purge_request
 from datamgmt.services.retention_policies import policy_create, policy_delete, policy_update
+from jobs.api import JobSerializer
+from web.versioning import client_path
+
+if TYPE_CHECKING:
+    from jobs.models import Job
+
+
+class QueuedJobSerializer(JobSerializer):
+    """The job doing the work, as `GET jobs/{id}/` shows it, and `url`: where to follow it."""
+
+    url = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "url"]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, job: Job) -> str:
+        request = self.context["request"]
+        return request.build_absolute_uri(
+            client_path(request, reverse("job-detail", args=[job.pk]))
+        )
+
+
+def job_accepted(request: Request, job: Job) -> Response:
+    """202 with the queued job; `Location` is where to follow it."""
+    body = QueuedJobSerializer(job, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -370,8 +394,16 @@ class RetentionPolicyViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=ConfirmSerializer,
-        responses={200: CountsSerializer},
-        description="Purge now. Without `confirm: true` it is the dry run (nothing deleted).",
+        responses={
+            200: OpenApiResponse(CountsSerializer, description="The dry run (no `confirm`)."),
+            202: OpenApiResponse(
+                QueuedJobSerializer,
+                description="`confirm: true`: the purge, queued as a job of yours (the one "
+                "already queued for this policy, if any); its result has the counts deleted.",
+            ),
+        },
+        description="Purge now. Without `confirm: true` it is the dry run (nothing deleted), "
+        "200 with the counts; with it, 202 with the job that purges (`GET jobs/{id}/`).",
     )
     @action(detail=True, methods=["post"])
     def purge(self, request: Request, pk: str | None = None) -> Response:
@@ -381,11 +413,11 @@ class RetentionPolicyViewSet(viewsets.ModelViewSet):
         policy = self.get_object()
         if not serializer.validated_data["confirm"]:
             return Response(policy_preview(policy=policy))
-        return Response(policy_purge(policy=policy, actor=request.user))
+        return job_accepted(request, policy_purge_request(policy=policy, actor=request.user))
 
 
 class BulkOperationSerializer(RejectUnknownFields, serializers.Serializer):
-    action = serializers.ChoiceField(choices=["delete", "archive", "reassign"])
+    action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
     target = serializers.ChoiceField(choices=list(BULK_TARGETS))
     filters = serializers.DictField(required=False, default=dict)
     to_user = StrictCharField(
@@ -412,13 +444,28 @@ class BulkOperationView(APIView):
 
     @extend_schema(
         request=BulkOperationSerializer,
-        responses={200: BulkResultSerializer},
+        responses={
+            200: OpenApiResponse(BulkResultSerializer, description="The dry run (no `confirm`)."),
+            202: OpenApiResponse(
+                QueuedJobSerializer,
+                description="`confirm: true`: the operation, queued as a job of yours; its "
+                "`result` (once it has succeeded) is a BulkResult with `dry_run` false.",
+            ),
+        },
+        description="Without `confirm` a dry run: 200 with the counts of what would change. "
+        "With `confirm: true` the request is checked now (the same 4xx as the dry run) and the "
+        "work is done by a job with your rights: 202 with the job (`GET jobs/{id}/`). The job "
+        "acts on what the filters match when it runs, in one transaction with its audit entry.",
     )
     def post(self, request: Request) -> Response:
         require_json_body(request)
         serializer = BulkOperationSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return Response(bulk_operation(actor=request.user, **serializer.validated_data))
+        options = dict(serializer.validated_data)
+        confirm = options.pop("confirm")
+        if not confirm:
+            return Response(bulk_preview(actor=request.user, **options))
+        return job_accepted(request, bulk_request(actor=request.user, **options))
 
 
 __all__ = [

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from core.errors import ApplicationError
 from datamgmt.services.backups import BACKUP_HANDLER, backup_abandon, backup_run, pg_changes_prune
+from datamgmt.services.bulk import BULK_HANDLER, bulk_run
 from datamgmt.services.exports import EXPORT_HANDLER, export_abandon, export_run, exports_expire
 from datamgmt.services.restores import RESTORE_HANDLER, restore_abandon, restore_run
-from datamgmt.services.retention import PURGE_HANDLER, retention_due_enqueue, retention_purge_all
-from jobs.registry import GiveUp, JobContext, job_handler, maintenance_step
+from datamgmt.services.retention import (
+    POLICY_PURGE_HANDLER,
+    PURGE_HANDLER,
+    policy_purge_run,
+    retention_due_enqueue,
+    retention_purge_all,
+)
+from jobs.registry import GiveUp, JobContext, PermanentJobError, job_handler, maintenance_step
+from jobs.selectors import job_owner
 
 
 def _progress(ctx: JobContext):  # type: ignore[no-untyped-def]
@@ -17,6 +28,16 @@ def _progress(ctx: JobContext):  # type: ignore[no-untyped-def]
         ctx.raise_if_cancelled()
 
     return report
+
+
+@contextmanager
+def _refusals_are_final() -> Iterator[None]:
+    # A refusal (the requester lost their rights, a filter no longer applies) is the same on
+    # every attempt: the job fails at once rather than retrying it.
+    try:
+        yield
+    except ApplicationError as exc:
+        raise PermanentJobError(exc.message) from exc
 
 
 @job_handler(
@@ -71,6 +92,45 @@ def restore(ctx: JobContext, *, restore_id: str) -> dict[str, Any]:
 )
 def retention_purge(ctx: JobContext) -> dict[str, Any]:
     return retention_purge_all(auto_only=True, progress=_progress(ctx))
+
+
+@job_handler(
+    BULK_HANDLER,
+    timeout=3600,
+    max_attempts=3,
+    description="A confirmed bulk operation (delete, archive, reassign), as its requester.",
+)
+def bulk_operation(
+    ctx: JobContext,
+    *,
+    action: str,
+    target: str,
+    filters: dict[str, Any],
+    to_user: str | None = None,
+) -> dict[str, Any]:
+    with _refusals_are_final():
+        return bulk_run(
+            actor=job_owner(job_id=ctx.job_id),
+            action=action,
+            target=target,
+            filters=filters,
+            to_user=to_user,
+            job_id=ctx.job_id,
+            progress=_progress(ctx),
+        )
+
+
+@job_handler(
+    POLICY_PURGE_HANDLER,
+    timeout=3600,
+    max_attempts=3,
+    description="Purge by one retention policy now, as its requester.",
+)
+def policy_purge(ctx: JobContext, *, policy_id: str) -> dict[str, Any]:
+    with _refusals_are_final():
+        return policy_purge_run(
+            policy_id=policy_id, actor=job_owner(job_id=ctx.job_id), progress=_progress(ctx)
+        )
 
 
 @maintenance_step("datamgmt.exports_expire", order=50)

@@ -40,6 +40,13 @@ def job_get(*, user: User, job_id: int) -> Job:
     return job
 
 
+def job_owner(*, job_id: int) -> User | None:
+    """Whom a job runs for: a handler that acts with its requester's rights reads them here
+    (from the row, never from its args, which a staff member could have written)."""
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    return job.owner if job is not None else None
+
+
 def jobs_running(*, handler: str, started_after: datetime | None = None) -> int:
     """How many jobs of ``handler`` are running now (that started after ``started_after``)."""
     jobs = Job.objects.filter(handler=handler, status=JobStatus.RUNNING)

@@ -169,6 +169,19 @@ def _is_error_envelope(response: HttpResponse) -> bool:
     )
 
 
+def client_path(request: HttpRequest, served_path: str) -> str:
+    """``served_path`` (as ``reverse`` gives it, under /api/v1/) the way this request
+    addressed the API: a link handed to a client that came by /api/v2/ (or by /api/ and a
+    header) keeps it there, so that following it gets the same version."""
+    if not request.path_info.startswith(SERVED_PREFIX):
+        return served_path
+    route = request.path_info[len(SERVED_PREFIX) :]
+    served_prefix = request.META.get("SCRIPT_NAME", "").rstrip("/") + SERVED_PREFIX
+    if not request.path.endswith(route) or not served_path.startswith(served_prefix):
+        return served_path
+    return request.path[: len(request.path) - len(route)] + served_path[len(served_prefix) :]
+
+
 class ApiVersionMiddleware(GateMiddleware):
     blocking = False  # headers and the URL resolver only
 

@@ -1,13 +1,12 @@
-"""Retention policies (preview = a dry run with counts per model; purge, audited, cascading
-to chunks, messages and checkpoints) and bulk operations (delete, archive, reassign by
-filter; dry run unless confirmed)."""
+"""Retention policies: preview (a dry run with counts per model) and purge (audited,
+cascading to chunks, messages and checkpoints), which the API and the admin queue as a job."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models, transaction
 from django.db.models import QuerySet
@@ -15,12 +14,16 @@ from django.utils import timezone
 
 from accounts.models import AuditLog, User
 from accounts.services import log_action
-from core.errors import ApplicationError, Forbidden
-from datamgmt.models import Compression, Export, RetentionPolicy, WorkStatus
-from datamgmt.scopes import _custom_filter, model_table, owner_filter, owner_path
+from core.errors import ApplicationError, Forbidden, NotFound
+from datamgmt.models import Export, RetentionPolicy
+from datamgmt.scopes import _custom_filter
+
+if TYPE_CHECKING:
+    from jobs.models import Job
 
 Progress = Callable[[int, int, str], None]
 PURGE_HANDLER = "datamgmt_retention_purge"
+POLICY_PURGE_HANDLER = "datamgmt_policy_purge"
 BATCH = 500
 CHECKPOINT_TABLES = ("checkpoint_writes", "checkpoint_blobs", "checkpoints")
 
@@ -46,12 +49,6 @@ TARGETS = {
     "exports": Target("datamgmt.Export", "created_at"),
 }
 RETENTION_SCOPES = [(name, name) for name in sorted(TARGETS)]
-BULK_TARGETS = ("conversations", "documents", "agents")
-BULK_LABELS = {
-    "conversations": "conversations.Conversation",
-    "documents": "knowledge.Document",
-    "agents": "agents.Agent",
-}
 
 
 def _target(scope: str) -> Target:
@@ -213,6 +210,34 @@ def policy_purge(
     return result
 
 
+def policy_purge_request(*, policy: RetentionPolicy, actor: User) -> Job:
+    """Queue a purge of this policy as a job of the actor's (the one already waiting or
+    running for this policy and actor, if there is one). The policy's filters are checked now."""
+    from jobs.services import enqueue
+
+    policy_queryset(policy)  # a policy that cannot be applied is a 400 now, not in the job
+    return enqueue(
+        POLICY_PURGE_HANDLER,
+        args={"policy_id": str(policy.pk)},
+        owner=actor,
+        dedupe_key=f"{POLICY_PURGE_HANDLER}:{policy.pk}",
+        timeout=3600,
+        max_attempts=3,
+    )
+
+
+def policy_purge_run(
+    *, policy_id: str, actor: User | None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The queued purge: by its requester, who must still be active staff."""
+    if actor is None or not actor.is_active or not actor.is_staff:
+        raise Forbidden("Only staff purge by a retention policy.", code="permission_denied")
+    policy = RetentionPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise NotFound(f"Retention policy {policy_id} is gone.", code="not_found")
+    return policy_purge(policy=policy, actor=actor, progress=progress)
+
+
 def retention_purge_all(
     *,
     auto_only: bool,
@@ -252,138 +277,4 @@ def retention_due_enqueue() -> dict[str, Any]:
     return {"queued": job.status in (JobStatus.PENDING, JobStatus.SCHEDULED), "job": job.pk}
 
 
-# --- bulk operations ----------------------------------------------------------------------
-def bulk_operation(
-    *,
-    actor: User,
-    action: str,
-    target: str,
-    filters: dict[str, Any] | None = None,
-    to_user: str | None = None,
-    confirm: bool = False,
-) -> dict[str, Any]:
-    """Delete, archive (export to a JSON file the actor owns, then delete) or reassign (staff)
-    the matched objects. Without ``confirm`` nothing changes: the counts are a dry run."""
-    from django.apps import apps
-
-    if action not in ("delete", "archive", "reassign"):
-        raise ApplicationError(
-            f"Unknown action '{action}'.",
-            code="invalid_action",
-            details={"action": ["One of delete, archive, reassign."]},
-        )
-    if target not in BULK_TARGETS:
-        raise ApplicationError(
-            f"Unknown target '{target}'.",
-            code="invalid_target",
-            details={"target": [f"One of {', '.join(BULK_TARGETS)}."]},
-        )
-    model = apps.get_model(BULK_LABELS[target])
-    queryset = model._default_manager.filter(_custom_filter(model, filters or {}, target))
-    if not actor.is_staff:
-        queryset = queryset.filter(**owner_filter(owner_path(model) or "owner", actor))
-    new_owner = None
-    if action == "reassign":
-        if not actor.is_staff:
-            raise Forbidden("Only staff reassign objects.", code="permission_denied")
-        new_owner = User.objects.filter(username=to_user or "").first()
-        if new_owner is None:
-            raise ApplicationError(
-                "to_user names no user.",
-                code="invalid_to_user",
-                details={"to_user": ["An existing username."]},
-            )
-    counts: dict[str, int] = {}
-    if action == "reassign":
-        counts[model._meta.label] = queryset.count()
-    else:
-        _cascade_counts(queryset, counts)
-        counts = {k: v for k, v in counts.items() if v}
-    result: dict[str, Any] = {
-        "dry_run": not confirm,
-        "action": action,
-        "target": target,
-        "counts": counts,
-    }
-    if not confirm:
-        return result
-    if action == "reassign":
-        with transaction.atomic():
-            changed = model._default_manager.filter(pk__in=queryset.values("pk")).update(
-                owner=new_owner
-            )
-        result["counts"] = {model._meta.label: changed}
-        result["to_user"] = new_owner.username  # type: ignore[union-attr]
-    else:
-        if action == "archive":
-            result["archive"] = str(_archive(actor, model, queryset).pk)
-        reason = "archived" if action == "archive" else "deleted"
-        result["counts"] = queryset_delete(queryset, reason=reason)
-    log_action(
-        actor=actor, action=f"datamgmt.bulk_{action}", details={**result, "filters": filters or {}}
-    )
-    return result
-
-
-def _archive(actor: User, model: type[models.Model], queryset: QuerySet[Any]) -> Export:
-    """A gzipped JSON export, owned by the actor, of the objects and what cascades from them."""
-    from datamgmt.services.exports import (
-        export_directory,
-        export_file_name,
-        export_ttl,
-        tables_write,
-    )
-
-    tables = []
-    seen: set[type[models.Model]] = set()
-
-    def add(qs: QuerySet[Any], depth: int = 0) -> None:
-        if qs.model in seen or depth > 4:
-            return
-        seen.add(qs.model)
-        tables.append(model_table(qs.model, qs, redact=False))
-        for relation in qs.model._meta.related_objects:
-            if relation.on_delete is models.CASCADE and relation.related_model is not qs.model:
-                add(
-                    relation.related_model._default_manager.filter(
-                        **{f"{relation.field.name}__in": qs.values("pk")}
-                    ),
-                    depth + 1,
-                )
-
-    add(queryset)
-    export = Export.objects.create(
-        owner=actor,
-        scope="custom",
-        parameters={"archive_of": model._meta.label},
-        format="json",
-        compression=Compression.GZIP,
-        status=WorkStatus.RUNNING,
-        expires_at=timezone.now() + export_ttl(),
-    )
-    name = export_file_name(
-        name=f"archive-{timezone.now():%Y%m%dT%H%M%SZ}-{str(export.pk)[:8]}",
-        fmt="json",
-        compression="gzip",
-        encrypted=False,
-    )
-    out, counts = tables_write(
-        tables,
-        path=export_directory() / name,
-        fmt="json",
-        compression="gzip",
-        meta={"format": "chatter-export/1", "archive_of": model._meta.label, "id": str(export.pk)},
-    )
-    Export.objects.filter(pk=export.pk).update(
-        status=WorkStatus.SUCCEEDED,
-        file_name=name,
-        size=out.size,
-        sha256=out.sha256,
-        row_counts=counts,
-        finished_at=timezone.now(),
-    )
-    export.refresh_from_db()
-    return export
-
-
-__all__ = ["TARGETS", "AuditLog", "bulk_operation", "policy_preview", "policy_purge"]
+__all__ = ["TARGETS", "AuditLog", "policy_preview", "policy_purge", "policy_purge_request"]

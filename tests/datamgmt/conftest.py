@@ -66,6 +66,22 @@ def seed_document(owner: User, *, title: str = "Guide", chunks: int = 2) -> Docu
 
 
 @pytest.fixture
+def run_jobs(transactional_db: None) -> Iterator[Callable[[], list[str]]]:
+    """Run the due jobs in this process, as a django-q2 worker would (claim, run, record):
+    the statuses they ended with, in order."""
+    from jobs import worker
+
+    def run() -> list[str]:
+        statuses = []
+        while (status := worker.run_next_job()) is not None:
+            statuses.append(status)
+        return statuses
+
+    yield run
+    worker.executor_connection_close()
+
+
+@pytest.fixture
 def seeded(user: User, other_user: User) -> dict[str, Any]:
     return {
         "conversation": seed_conversation(user),

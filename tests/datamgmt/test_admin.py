@@ -44,7 +44,8 @@ def test_backups_show_their_chain_and_verification(admin_client, seeded):
     assert Restore.objects.get().result["dropped"] is True
 
 
-def test_a_policy_page_previews_and_its_action_purges(admin_client, seeded):
+@pytest.mark.django_db(transaction=True)
+def test_a_policy_page_previews_and_its_action_queues_the_purge(admin_client, seeded, run_jobs):
     Conversation.objects.filter(pk=seeded["conversation"].pk).update(
         updated_at=timezone.now() - timedelta(days=40)
     )
@@ -61,6 +62,8 @@ def test_a_policy_page_previews_and_its_action_purges(admin_client, seeded):
         "/admin/datamgmt/retentionpolicy/",
         {"action": "purge_now", "_selected_action": [str(policy.pk)], "post": "yes"},
     )
+    assert Conversation.objects.filter(pk=seeded["conversation"].pk).exists()
+    assert run_jobs() == ["succeeded"]
     assert not Conversation.objects.filter(pk=seeded["conversation"].pk).exists()
     assert Conversation.objects.filter(pk=seeded["other_conversation"].pk).exists()
 

@@ -248,7 +248,10 @@ def test_check_files_reports_each_backup_ok_or_what_is_wrong(admin_client):
 
 
 # --- "Purge now" ------------------------------------------------------------------------------
-def test_purge_now_confirms_with_the_preview_then_deletes_audited(admin_client, user, staff_user):
+@pytest.mark.django_db(transaction=True)
+def test_purge_now_confirms_with_the_preview_then_queues_a_job_per_policy(
+    admin_client, user, staff_user, run_jobs
+):
     old = [seed_conversation(user, title=f"old {n}") for n in range(2)]
     recent = seed_conversation(user, title="recent")
     Conversation.objects.filter(pk__in=[c.pk for c in old]).update(
@@ -273,12 +276,29 @@ def test_purge_now_confirms_with_the_preview_then_deletes_audited(admin_client, 
     assert refused.status_code == 302 and refused["Location"].startswith("/admin/login/")
     assert Conversation.objects.count() == 3
 
-    done = admin_client.post(POLICIES, {**action, "post": "yes"})
+    queued = admin_client.post(POLICIES, {**action, "post": "yes"})
 
-    assert done.status_code == 302
+    assert queued.status_code == 302
+    assert Conversation.objects.count() == 3  # the job purges, not the request
+    job = Job.objects.get()
+    assert (job.handler, job.args, job.owner) == (
+        "datamgmt_policy_purge",
+        {"policy_id": str(policy.pk)},
+        staff_user,
+    )
+    [message] = _messages(queued)
+    assert message == (
+        f'old chats: purge queued as job <a href="/admin/jobs/job/{job.pk}/change/">{job.pk}</a>.'
+    )
+    # Asked twice while it waits: the same job.
+    admin_client.post(POLICIES, {**action, "post": "yes"})
+    assert Job.objects.count() == 1
+
+    assert run_jobs() == ["succeeded"]
+
     assert list(Conversation.objects.values_list("pk", flat=True)) == [recent.pk]
-    [message] = _messages(done)
-    assert message.startswith("old chats: deleted 8 rows")
+    job.refresh_from_db()
+    assert job.result["total"] == 8
     audit = AuditLog.objects.get(action="datamgmt.retention_purged")
     assert audit.actor == staff_user and audit.target_id == str(policy.pk)
     assert audit.details["counts"] == {"conversations.Conversation": 2, "conversations.Message": 6}

@@ -111,7 +111,7 @@ def _age(model, field, days, **filters):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_retention_preview_counts_what_the_purge_deletes(staff_client, seeded, user):
+def test_retention_preview_counts_what_the_purge_job_deletes(staff_client, seeded, user, run_jobs):
     old = seed_conversation(user, title="Old one", messages=5)
     _age(Conversation, "updated_at", 100, pk=old.pk)
     _age(Conversation, "updated_at", 100, pk=seeded["other_conversation"].pk)
@@ -144,19 +144,19 @@ def test_retention_preview_counts_what_the_purge_deletes(staff_client, seeded, u
 
     unconfirmed = staff_client.post(
         f"/api/v1/retention-policies/{policy}/purge/", {}, format="json"
-    ).json()
-    assert unconfirmed["dry_run"] is True and Conversation.objects.filter(pk=old.pk).exists()
+    )
+    assert unconfirmed.status_code == 200 and unconfirmed.json() == preview
+    assert Conversation.objects.filter(pk=old.pk).exists() and not Job.objects.exists()
 
-    purged = staff_client.post(
-        f"/api/v1/retention-policies/{policy}/purge/", {"confirm": True}, format="json"
-    ).json()
+    purged = confirmed(staff_client, run_jobs, f"/api/v1/retention-policies/{policy}/purge/", {})
     assert purged["dry_run"] is False
     assert purged["counts"] == preview["counts"]
     assert not Conversation.objects.filter(pk=old.pk).exists()
     assert Conversation.objects.filter(
         pk=seeded["other_conversation"].pk
     ).exists()  # bob's: filtered out
-    assert AuditLog.objects.filter(action="datamgmt.retention_purged").count() == 1
+    audit = AuditLog.objects.get(action="datamgmt.retention_purged")
+    assert audit.actor.is_staff and audit.details == purged
     ended = Event.objects.filter(type="conversation.ended")
     assert [(e.data["id"], e.data["reason"], e.owner_id) for e in ended] == [
         (str(old.pk), "deleted", user.pk)
@@ -195,9 +195,21 @@ def test_the_daily_purge_is_queued_by_maintenance_once_a_day(db):
     assert Job.objects.filter(handler=PURGE_HANDLER).count() == 1
 
 
+def confirmed(client, run_jobs, path, body):  # type: ignore[no-untyped-def]
+    """POST a confirmed operation: 202 with its job, nothing done until the job runs; the
+    job's result, read through the jobs API."""
+    queued = client.post(path, {**body, "confirm": True}, format="json")
+    assert queued.status_code == 202, queued.json()
+    job = queued.json()
+    assert job["status"] == "pending" and job["result"] is None
+    assert queued["Location"] == job["url"] == f"http://testserver/api/v1/jobs/{job['id']}/"
+    assert run_jobs() == ["succeeded"]
+    return client.get(f"/api/v1/jobs/{job['id']}/").json()["result"]
+
+
 @pytest.mark.django_db(transaction=True)
-def test_bulk_operations_are_dry_runs_until_confirmed(
-    api_client, other_client, staff_client, seeded, user
+def test_bulk_operations_are_dry_runs_until_confirmed_then_jobs(
+    api_client, other_client, staff_client, seeded, user, run_jobs
 ):
     seed_conversation(user, title="Spam 1")
     seed_conversation(user, title="Spam 2")
@@ -207,22 +219,27 @@ def test_bulk_operations_are_dry_runs_until_confirmed(
         "filters": {"title__startswith": "Spam"},
     }
 
-    dry = api_client.post("/api/v1/bulk-operations/", body, format="json").json()
-    assert dry["dry_run"] is True
-    assert dry["counts"]["conversations.Conversation"] == 2
-    assert dry["counts"]["conversations.Message"] == 6
+    dry = api_client.post("/api/v1/bulk-operations/", body, format="json")
+    assert dry.status_code == 200
+    assert dry.json() == {
+        "dry_run": True,
+        "action": "archive",
+        "target": "conversations",
+        "counts": {"conversations.Conversation": 2, "conversations.Message": 6},
+    }
     assert Conversation.objects.filter(title__startswith="Spam").count() == 2
     # Bob's filter matches nothing of Alice's.
     assert other_client.post("/api/v1/bulk-operations/", body, format="json").json()["counts"] == {}
+    assert not Job.objects.exists()
 
-    done = api_client.post(
-        "/api/v1/bulk-operations/", {**body, "confirm": True}, format="json"
-    ).json()
+    done = confirmed(api_client, run_jobs, "/api/v1/bulk-operations/", body)
     assert done["dry_run"] is False
     assert not Conversation.objects.filter(title__startswith="Spam").exists()
     archive = Export.objects.get(pk=done["archive"])
     assert archive.owner == user and archive.row_counts["conversations_message"] == 6
-    assert AuditLog.objects.filter(action="datamgmt.bulk_archive").exists()
+    assert archive.status == "succeeded"
+    audit = AuditLog.objects.get(action="datamgmt.bulk_archive")
+    assert audit.actor == user and audit.details == {**done, "filters": body["filters"]}
     # Webhook subscribers hear of each archived conversation, with its message count.
     ended = Event.objects.filter(type="conversation.ended").order_by("data__title")
     assert [(e.data["title"], e.data["reason"], e.data["message_count"]) for e in ended] == [
@@ -235,25 +252,24 @@ def test_bulk_operations_are_dry_runs_until_confirmed(
         "target": "documents",
         "filters": {"title": "Guide"},
         "to_user": "bob",
-        "confirm": True,
     }
-    assert api_client.post("/api/v1/bulk-operations/", reassign, format="json").status_code == 403
-    moved = staff_client.post("/api/v1/bulk-operations/", reassign, format="json").json()
-    assert moved["counts"] == {"knowledge.Document": 1}
+    refused = api_client.post(
+        "/api/v1/bulk-operations/", {**reassign, "confirm": True}, format="json"
+    )
+    assert refused.status_code == 403
+    moved = confirmed(staff_client, run_jobs, "/api/v1/bulk-operations/", reassign)
+    assert moved == {
+        "dry_run": False,
+        "action": "reassign",
+        "target": "documents",
+        "counts": {"knowledge.Document": 1},
+        "to_user": "bob",
+    }
     assert Document.objects.get(pk=seeded["document"].pk).owner.username == "bob"
 
-    delete = {
-        "action": "delete",
-        "target": "documents",
-        "filters": {"title": "Bob doc"},
-        "confirm": True,
-    }
-    assert (
-        staff_client.post("/api/v1/bulk-operations/", delete, format="json").json()["counts"][
-            "knowledge.Chunk"
-        ]
-        == 2
-    )
+    delete = {"action": "delete", "target": "documents", "filters": {"title": "Bob doc"}}
+    deleted = confirmed(staff_client, run_jobs, "/api/v1/bulk-operations/", delete)
+    assert deleted["counts"]["knowledge.Chunk"] == 2
     assert not Chunk.objects.filter(document_id=seeded["other_document"].pk).exists()
     assert Message.objects.filter(conversation=seeded["conversation"]).count() == 3
 
@@ -321,3 +337,19 @@ def test_a_policy_name_taken_is_a_400_on_create_and_rename(staff_client, db):
         assert refused.status_code == 400, refused.content
         assert list(refused.json()["error"]["details"]) == ["name"]
     assert kept.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_job_whose_policy_is_gone_fails_at_once(staff_client, run_jobs):
+    from datamgmt.models import RetentionPolicy
+
+    policy = RetentionPolicy.objects.create(name="old jobs", scope="jobs", age_days=30)
+    queued = staff_client.post(
+        f"/api/v1/retention-policies/{policy.pk}/purge/", {"confirm": True}, format="json"
+    )
+    assert queued.status_code == 202
+    policy.delete()
+
+    assert run_jobs() == ["failed"]
+    assert "is gone" in Job.objects.get(pk=queued.json()["id"]).error
+    assert not AuditLog.objects.filter(action="datamgmt.retention_purged").exists()
