@@ -157,6 +157,8 @@ def bulk_run(
     plan = _plan(actor=actor, action=action, target=target, filters=filters, to_user=to_user)
     label = plan.model._meta.label
     result: dict[str, Any] = {"dry_run": False, "action": action, "target": target}
+    if job_id is not None:
+        _interrupted_archives_end(job_id)
     archive = _archive_begin(actor, plan.model, job_id) if action == "archive" else None
     written: dict[str, Any] | None = None
     try:
@@ -186,6 +188,24 @@ def bulk_run(
     if archive is not None:
         _archive_end(archive, written)
     return result
+
+
+def _interrupted_archives_end(job_id: int) -> None:
+    """Archives an earlier attempt of this job began and never ended (its worker was
+    killed): failed, their files removed. What they held was not deleted (the delete
+    commits with the archive's end), so this attempt archives it afresh."""
+    from datamgmt.services.exports import export_directory
+
+    for export in Export.objects.filter(parameters__job=job_id, status=WorkStatus.RUNNING):
+        path = export_directory() / export.file_name
+        for leftover in (path, path.with_name(path.name + ".partial")):
+            leftover.unlink(missing_ok=True)
+        Export.objects.filter(pk=export.pk, status=WorkStatus.RUNNING).update(
+            status=WorkStatus.FAILED,
+            error="An earlier attempt of its job was interrupted; nothing was deleted, and "
+            "the next attempt archived afresh.",
+            finished_at=timezone.now(),
+        )
 
 
 def _archive_begin(actor: User, model: type[models.Model], job_id: int | None) -> Export:

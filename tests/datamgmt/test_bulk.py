@@ -207,3 +207,30 @@ def test_an_archive_deletes_exactly_what_it_wrote_while_others_write(
     assert not Conversation.objects.filter(pk=spam.pk).exists()
     # Not in the archive, so not deleted: it matched only after the job's snapshot.
     assert Conversation.objects.get(pk=late.pk).title == "Spam late"
+
+
+def test_an_archive_left_running_by_a_killed_attempt_is_failed_and_redone(
+    api_client, user, run_jobs
+):
+    from datamgmt.services.exports import export_directory
+
+    spam = [seed_conversation(user, title=f"Spam {n}") for n in range(2)]
+    job = _queue(
+        api_client,
+        {"action": "archive", "target": "conversations", "filters": {"title__startswith": "Spam"}},
+    )
+    # What a worker killed mid-archive leaves: its export running, a file half written.
+    killed = bulk._archive_begin(user, Conversation, job["id"])
+    partial = export_directory() / f"{killed.file_name}.partial"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"\x1f\x8b half an archive")
+
+    assert run_jobs() == ["succeeded"]
+
+    killed.refresh_from_db()
+    assert killed.status == "failed" and "interrupted" in killed.error
+    assert not partial.exists()
+    redone = Export.objects.exclude(pk=killed.pk).get()
+    assert redone.status == "succeeded" and redone.row_counts["conversations_conversation"] == 2
+    assert Job.objects.get(pk=job["id"]).result["archive"] == str(redone.pk)
+    assert not Conversation.objects.filter(pk__in=[c.pk for c in spam]).exists()
