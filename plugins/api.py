@@ -21,7 +21,7 @@ from core.errors import ApplicationError, Forbidden, NotFound
 from core.validation import RejectUnknownFields, StrictCharField, require_json_body
 from plugins.context import PluginFailed, PluginPermissionDenied, PluginResponse
 from plugins.extensions import request_view
-from plugins.manifest import PERMISSIONS
+from plugins.manifest import PERMISSIONS, schema_errors
 from plugins.models import Plugin
 from plugins.runtime import loaded_plugin, plugin_call, plugins_sync_quietly
 from plugins.selectors import (
@@ -280,15 +280,8 @@ class PluginHealthView(APIView):
 
 def _body_check(schema: dict[str, Any], body: Any) -> None:
     """The body against the route's declared JSON Schema: every error, in the envelope."""
-    import jsonschema
-
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-    if errors:
-        details: dict[str, list[str]] = {}
-        for error in errors:
-            where = ".".join(str(p) for p in error.absolute_path) or "body"
-            details.setdefault(where, []).append(error.message)
+    details = schema_errors(schema, body, root="body")
+    if details:
         raise ApplicationError(
             "The body does not fit the route's schema.", code="validation_error", details=details
         )

@@ -189,11 +189,17 @@ def manifest_check_compatible(manifest: Manifest) -> None:
 # --- configuration --------------------------------------------------------------------------
 def config_errors(schema: dict[str, Any], config: Any) -> dict[str, list[str]]:
     """Where ``config`` breaks ``schema``: {path: [messages]}, empty when it fits."""
+    return schema_errors(schema or {"type": "object"}, config, root="config")
+
+
+def schema_errors(schema: dict[str, Any], value: Any, *, root: str) -> dict[str, list[str]]:
+    """Where ``value`` breaks the JSON Schema ``schema``: {path: [messages]} (``root`` for
+    the value itself), empty when it fits."""
     from jsonschema import Draft202012Validator
 
     errors: dict[str, list[str]] = {}
-    for error in Draft202012Validator(schema or {"type": "object"}).iter_errors(config):
-        where = "/".join(str(part) for part in error.path) or "config"
+    for error in Draft202012Validator(schema).iter_errors(value):
+        where = "/".join(str(part) for part in error.path) or root
         errors.setdefault(where, []).append(error.message)
     return errors
 

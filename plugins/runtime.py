@@ -478,13 +478,13 @@ def plugin_load(row: Any, *, apply_config: dict[str, Any] | None = None) -> Load
 
 
 def _schema_check(schema: Any, *, what: str) -> None:
-    import jsonschema
+    from jsonschema import Draft202012Validator, SchemaError
 
     if not isinstance(schema, dict):
         raise PluginLoadError(f"{what}: a JSON Schema is an object")
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
+        Draft202012Validator.check_schema(schema)  # the manifest's config schema's draft
+    except SchemaError as exc:
         raise PluginLoadError(f"{what}: not a valid JSON Schema: {exc.message}") from exc
 
 

@@ -112,8 +112,6 @@ def bulk_request(
         BULK_HANDLER,
         args={"action": action, "target": target, "filters": filters or {}, "to_user": to_user},
         owner=actor,
-        timeout=3600,
-        max_attempts=3,
     )
 
 

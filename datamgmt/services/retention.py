@@ -221,8 +221,6 @@ def policy_purge_request(*, policy: RetentionPolicy, actor: User) -> Job:
         args={"policy_id": str(policy.pk)},
         owner=actor,
         dedupe_key=f"{POLICY_PURGE_HANDLER}:{policy.pk}",
-        timeout=3600,
-        max_attempts=3,
     )
 
 

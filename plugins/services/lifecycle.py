@@ -193,7 +193,11 @@ def plugin_install(
             plugin=plugin, filename=info.filename, sha256=info.sha256, size=info.size, data=data
         )
         if not created and plugin.enabled:
-            _trial_load(plugin, previous=previous)
+            _trial_load(
+                plugin,
+                what=f"{plugin.name} {plugin.version}",
+                then=f" {previous} stays installed and enabled.",
+            )
         state_bump()
         log_action(
             actor=actor,
@@ -334,10 +338,10 @@ def plugin_grant(
     return plugin
 
 
-def _trial_load(plugin: Plugin, *, previous: str | None) -> None:
-    """Load an enabled plugin's new version here, in the transaction that installs it:
-    code that fails to load refuses the update (rolled back: the running version stays),
-    as enabling refuses it, instead of being installed and then failing in every process."""
+def _trial_load(plugin: Plugin, *, what: str = "", then: str = "") -> None:
+    """Load the plugin's code once here, before enabling it or installing a new version of
+    an enabled one: code that does not load is a 409 and nothing changes (an update's
+    transaction rolls back, the running version stays), instead of failing in every process."""
     from plugins.runtime import plugin_trial_load
     from plugins.selectors import plugin_with_wheel
 
@@ -345,8 +349,7 @@ def _trial_load(plugin: Plugin, *, previous: str | None) -> None:
         plugin_trial_load(plugin_with_wheel(plugin.pk))
     except Exception as exc:
         raise Conflict(
-            f"{plugin.name} {plugin.version} cannot be loaded: {type(exc).__name__}: {exc}. "
-            f"{previous} stays installed and enabled.",
+            f"{what or plugin.name} cannot be loaded: {type(exc).__name__}: {exc}.{then}",
             code="plugin_load_failed",
         ) from exc
 
@@ -371,16 +374,7 @@ def plugin_enable(
             code="configuration_required",
             details=errors,
         )
-    from plugins.runtime import plugin_load
-    from plugins.selectors import plugin_with_wheel
-
-    try:
-        plugin_load(plugin_with_wheel(plugin.pk))
-    except Exception as exc:
-        raise Conflict(
-            f"{plugin.name} cannot be loaded: {type(exc).__name__}: {exc}",
-            code="plugin_load_failed",
-        ) from exc
+    _trial_load(plugin)
     granted = sorted(set(permissions)) if permissions is not None else plugin.permissions_granted
     with transaction.atomic():
         Plugin.objects.filter(pk=plugin.pk).update(
